@@ -1,0 +1,20 @@
+"""User-facing errors: one line that says what is wrong and what to do.
+
+The CLI prints ``str(error)`` on stderr and exits non-zero; it never shows a traceback for these.
+"""
+
+
+class CtinitError(ValueError):
+    """Base class of every error caused by bad input (files, specs, configs, checkpoints)."""
+
+
+class TaskSpecError(CtinitError):
+    """A task spec or the data behind it cannot be used."""
+
+
+class ConfigError(CtinitError):
+    """A recipe, an override or a CLI option is invalid."""
+
+
+class CheckpointError(CtinitError):
+    """An initialization or checkpoint on disk cannot be loaded."""

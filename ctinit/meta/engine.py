@@ -1,0 +1,288 @@
+"""The trajectory engine: one loop that runs CTS, Reptile, FOMAML, Leap, MTL and independent training.
+
+One global step (see ``TrajectoryEngine.step``):
+
+1. every task takes one inner step: ``(theta_t, h_t) <- O_t(grad L_t(theta_t, h_t; batch_t))``;
+2. every ``meta_interval`` steps: ``g = mean_t direction`` over all tasks of all processes,
+   ``phi' = meta_optimizer(phi, g)``, and if the rule shifts, ``theta_t += phi' - phi``;
+3. every ``reset_period`` (K) steps: ``theta_t <- phi`` (soft: heads, BN statistics and inner optimizer state
+   are kept; hard: inner optimizer state is cleared and, with ``reset_heads``, heads are re-initialized).
+
+Memory layout: the meta-learned parameters of every task's backbone are views into one ``[T, P]`` fp32 buffer
+(``thetas``), their gradients views into another (``grads``), and phi is a ``[P]`` fp32 parameter. Meta-updates,
+shifts and resets are therefore a few vector operations, whatever the number of parameter tensors. Heads,
+parameters excluded from meta-learning and BN buffers are ordinary per-task tensors that no meta operation
+touches.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .optim import OptimizerSpec
+from .rules import (
+    MetaRule,
+    cts_update,
+    get_rule,
+    gradient_direction,
+    meta_update,
+    path_length_segment,
+    trajectory_direction,
+)
+
+LossFn = Callable[[nn.Module, nn.Module, object], torch.Tensor]
+
+
+def classification_loss(backbone: nn.Module, head: nn.Module, batch) -> torch.Tensor:
+    """Cross-entropy of ``head(backbone(x))`` against ``y``."""
+    x, y = batch
+    return F.cross_entropy(head(backbone(x)), y)
+
+
+class FlatLayout:
+    """Where each meta-learned parameter tensor sits in a flat ``[P]`` vector."""
+
+    def __init__(self, named_params: Sequence[tuple[str, nn.Parameter]]):
+        self.names = [n for n, _ in named_params]
+        self.shapes = [p.shape for _, p in named_params]
+        self.numels = [p.numel() for _, p in named_params]
+        self.offsets = [0]
+        for n in self.numels:
+            self.offsets.append(self.offsets[-1] + n)
+        self.size = self.offsets[-1]
+
+    def flatten(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1).float() for p in params])
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [flat[o:o + n].view(s) for o, n, s in zip(self.offsets, self.numels, self.shapes)]
+
+    def bind(self, params: Sequence[nn.Parameter], flat: torch.Tensor, grad_flat: torch.Tensor | None = None) -> None:
+        """Make ``params`` (and their ``.grad``) views into ``flat`` (and ``grad_flat``) without changing values."""
+        for p, view in zip(params, self.views(flat)):
+            view.copy_(p.detach())
+            p.data = view
+        if grad_flat is not None:
+            for p, view in zip(params, self.views(grad_flat)):
+                p.grad = view
+
+
+@dataclass
+class StepResult:
+    """What one global step did. ``losses`` holds each local task's inner loss (detached, no host sync)."""
+
+    step: int
+    losses: torch.Tensor
+    meta_step: bool
+    reset: bool
+    delta: torch.Tensor | None = None  # phi' - phi of this step's meta-update
+
+
+class TrajectoryEngine:
+    """Trains T task trajectories from a shared initialization phi and meta-learns phi.
+
+    Args:
+        backbone: the initialization; its parameters become phi (the module itself becomes ``phi_module``).
+        heads: one task head per local task (never part of phi).
+        batches: one callable per local task returning the next training batch.
+        rule: ``cts``, ``reptile``, ``fomaml-cts``, ``fomaml``, ``leap``, ``mtl`` or ``scratch`` (or a MetaRule).
+        reset_period: K, the trajectory length between resets to phi.
+        meta_interval: steps between meta-updates (default: the rule's; None means K).
+        shift: whether meta-updates shift the trajectories (default: the rule's).
+        reset: ``soft`` or ``hard``; ``reset_heads`` re-initializes heads at hard resets.
+        inner_optimizer, meta_optimizer: ``OptimizerSpec``s (or dicts).
+        meta_exclude: regexes of backbone parameter names kept per task instead of meta-learned.
+        loss_fn: ``loss_fn(backbone, head, batch) -> scalar``.
+        all_reduce: sums a tensor across processes in place (None on one process).
+        num_tasks_total: the number of tasks over all processes (default: the local number).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        heads: Sequence[nn.Module],
+        batches: Sequence[Callable[[], object]],
+        *,
+        rule: str | MetaRule = "cts",
+        reset_period: int = 1000,
+        meta_interval: int | None = None,
+        shift: bool | None = None,
+        reset: str = "soft",
+        reset_heads: bool = False,
+        inner_optimizer: OptimizerSpec | dict | None = None,
+        meta_optimizer: OptimizerSpec | dict | None = None,
+        meta_exclude: Sequence[str] = (),
+        loss_fn: LossFn = classification_loss,
+        all_reduce: Callable[[torch.Tensor], None] | None = None,
+        num_tasks_total: int | None = None,
+    ):
+        self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
+        if len(heads) != len(batches) or not heads:
+            raise ConfigError(f"need one head and one batch source per task, got {len(heads)} heads and {len(batches)} sources")
+        self.num_tasks = len(heads)
+        self.num_tasks_total = num_tasks_total or self.num_tasks
+        self.reset_period = int(self.rule.reset_period or reset_period)
+        self.meta_interval = int(meta_interval or self.rule.meta_interval or self.reset_period)
+        self.shift = self.rule.shift if shift is None else bool(shift)
+        if self.reset_period < 1 or self.meta_interval < 1:
+            raise ConfigError(f"reset_period and meta_interval must be >= 1, got {self.reset_period} and {self.meta_interval}")
+        if self.meta_interval > self.reset_period:
+            raise ConfigError(
+                f"meta_interval ({self.meta_interval}) is larger than the reset period K ({self.reset_period}): "
+                "trajectories would reset before any meta-update; use meta_interval <= reset_period"
+            )
+        if reset not in ("soft", "hard"):
+            raise ConfigError(f"reset must be 'soft' or 'hard', got '{reset}'")
+        self.hard_reset = reset == "hard"
+        self.reset_heads = reset_heads
+        self.loss_fn = loss_fn
+        self.all_reduce = all_reduce
+        self.batches = list(batches)
+        self.heads = list(heads)
+        self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4})
+        self.meta_spec = OptimizerSpec.from_dict(meta_optimizer or {"name": "sgd", "lr": 1e-2})
+        self.step_count = 0
+
+        excluded = [re.compile(p) for p in meta_exclude]
+        meta_named = [(n, p) for n, p in backbone.named_parameters() if not any(r.search(n) for r in excluded)]
+        if not meta_named:
+            raise ConfigError("no backbone parameter is meta-learned: meta_exclude matches all of them")
+        self.layout = FlatLayout(meta_named)
+        meta_names = set(self.layout.names)
+
+        # phi: fp32 even under mixed precision, because beta * (phi - theta) is tiny.
+        self.phi = nn.Parameter(self.layout.flatten([p for _, p in meta_named]))
+        self.phi_module = backbone
+        self.layout.bind([p for _, p in meta_named], self.phi.data)
+        device = self.phi.device
+        self.thetas = torch.empty(self.num_tasks, self.layout.size, device=device)
+        self.grads = torch.zeros_like(self.thetas)
+        self.backbones: list[nn.Module] = []
+        self.private_params: list[list[nn.Parameter]] = []  # per task: heads and excluded params (zeroed per step)
+        self.optimizers: list[torch.optim.Optimizer] = []
+        for t in range(self.num_tasks):
+            model = copy.deepcopy(backbone).train()
+            named = dict(model.named_parameters())
+            meta_params = [named[n] for n in self.layout.names]
+            self.layout.bind(meta_params, self.thetas[t], self.grads[t])
+            private = [p for n, p in named.items() if n not in meta_names] + list(self.heads[t].parameters())
+            self.backbones.append(model)
+            self.private_params.append(private)
+            self.optimizers.append(self.inner_spec.build(meta_params + private))
+        self.meta_optimizer = self.meta_spec.build([self.phi])
+
+        self._leap = None
+        if self.rule.direction == "path_length":
+            self._leap = {
+                "acc": torch.zeros_like(self.thetas), "prev_thetas": torch.zeros_like(self.thetas),
+                "prev_grads": torch.zeros_like(self.thetas), "prev_losses": torch.zeros(self.num_tasks, device=device),
+                "segments": 0, "has_prev": False,
+            }
+
+    # ------------------------------------------------------------------ the loop
+    def step(self) -> StepResult:
+        """One global step: an inner step on every task, then the meta-update and reset when due."""
+        self.step_count += 1
+        losses = self._forward_backward()
+        if self._leap is not None:
+            self._leap_record(losses)
+        for opt in self.optimizers:
+            opt.step()
+        meta_due = self.rule.direction != "none" and self.step_count % self.meta_interval == 0
+        delta = self._meta_step() if meta_due else None
+        reset_due = self.rule.direction != "none" and self.step_count % self.reset_period == 0
+        if reset_due:
+            self.reset_trajectories()
+        return StepResult(self.step_count, losses, meta_due, reset_due, delta)
+
+    def _forward_backward(self, batches: Sequence | None = None) -> torch.Tensor:
+        """Gradients of every task's loss at its current theta, into ``self.grads`` (and the private params)."""
+        self.grads.zero_()
+        losses = []
+        for t in range(self.num_tasks):
+            for p in self.private_params[t]:
+                p.grad = None
+            batch = self.batches[t]() if batches is None else batches[t]
+            loss = self.loss_fn(self.backbones[t], self.heads[t], batch)
+            loss.backward()
+            losses.append(loss.detach().float())
+        return torch.stack(losses)
+
+    def _global_mean(self, local_sum: torch.Tensor) -> torch.Tensor:
+        if self.all_reduce is not None:
+            self.all_reduce(local_sum)
+        return local_sum / self.num_tasks_total
+
+    def _meta_step(self) -> torch.Tensor:
+        direction = self.rule.direction
+        if direction == "trajectory":
+            local = trajectory_direction(self.phi.detach(), self.thetas)
+        elif direction == "gradient":
+            # Gradients of this step's inner losses at the pre-step thetas (== phi for MTL).
+            local = gradient_direction(self.grads)
+        elif direction == "heldout_gradient":
+            self._forward_backward()  # fresh batches at the current thetas; no inner step follows
+            local = gradient_direction(self.grads)
+        elif direction == "path_length":
+            local = self._leap_direction()
+        else:  # pragma: no cover - guarded by get_rule
+            raise ConfigError(f"rule '{self.rule.name}' has no meta direction")
+        g = self._global_mean(local)
+        if self.shift:
+            return cts_update(self.phi, self.thetas, self.meta_optimizer, direction=g)
+        return meta_update(self.phi, g, self.meta_optimizer)
+
+    def reset_trajectories(self) -> None:
+        """``theta_t <- phi`` for every task; a hard reset also clears inner optimizer state (and heads if asked)."""
+        self.thetas.copy_(self.phi.detach().expand_as(self.thetas))
+        if self.hard_reset:
+            for t, opt in enumerate(self.optimizers):
+                opt.state.clear()
+                if self.reset_heads:
+                    for m in self.heads[t].modules():
+                        if hasattr(m, "reset_parameters"):
+                            m.reset_parameters()
+        if self._leap is not None:
+            self._leap["has_prev"] = False  # a new trajectory starts: no open segment
+
+    # ------------------------------------------------------------------ Leap bookkeeping
+    def _leap_record(self, losses: torch.Tensor) -> None:
+        """Close the previous segment with this step's loss, then remember (theta, grad, loss) at this step."""
+        s = self._leap
+        if s["has_prev"]:
+            path_length_segment(s["acc"], s["prev_thetas"], self.thetas, s["prev_grads"], s["prev_losses"], losses)
+            s["segments"] += 1
+        s["prev_thetas"].copy_(self.thetas)
+        s["prev_grads"].copy_(self.grads)
+        s["prev_losses"].copy_(losses)
+        s["has_prev"] = True
+
+    def _leap_direction(self) -> torch.Tensor:
+        # The last segment ends at the current thetas; its end loss comes from one extra forward on a fresh batch.
+        with torch.no_grad():
+            end_losses = torch.stack([
+                self.loss_fn(self.backbones[t], self.heads[t], self.batches[t]()).detach().float()
+                for t in range(self.num_tasks)
+            ])
+        self._leap_record(end_losses)
+        s = self._leap
+        # Averaged over segments so that the step size does not grow with K.
+        direction = s["acc"].sum(0) / max(s["segments"], 1)
+        s["acc"].zero_()
+        s["segments"] = 0
+        return direction
+
+    # ------------------------------------------------------------------ results
+    def phi_state_dict(self) -> dict[str, torch.Tensor]:
+        """The backbone's state at phi (parameters and buffers of the initialization), detached copies."""
+        return {k: v.detach().clone() for k, v in self.phi_module.state_dict().items()}
+
+    def task_model(self, t: int) -> tuple[nn.Module, nn.Module]:
+        return self.backbones[t], self.heads[t]

@@ -1,0 +1,43 @@
+"""Configs of the backbones ctinit defines (transformers ``PretrainedConfig`` subclasses)."""
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+
+class CtinitResNetConfig(PretrainedConfig):
+    """CIFAR-style ResNet (He et al., 2016, Sec. 4.2): 6n+2 layers, three stages of ``widths`` channels.
+
+    ``depth`` 20/32/56 with widths (16, 32, 64) are the backbones of the CTS paper.
+    """
+
+    model_type = "ctinit-resnet"
+
+    def __init__(self, depth: int = 20, widths=(16, 32, 64), num_channels: int = 3, image_size: int = 28, **kwargs):
+        if (depth - 2) % 6 != 0 or depth < 8:
+            raise ValueError(f"ResNet depth must be 6n+2 (20, 32, 56, ...), got {depth}")
+        self.depth = depth
+        self.widths = list(widths)
+        self.num_channels = num_channels
+        self.image_size = image_size
+        super().__init__(**kwargs)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.widths[-1]
+
+
+class CtinitConvNetConfig(PretrainedConfig):
+    """The small ConvNet of few-shot learning (Vinyals et al., 2016): ``num_layers`` x [conv3x3, BN, ReLU, max-pool 2]."""
+
+    model_type = "ctinit-convnet"
+
+    def __init__(self, hidden_size: int = 64, num_layers: int = 4, num_channels: int = 3, image_size: int = 28, **kwargs):
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_channels = num_channels
+        self.image_size = image_size
+        super().__init__(**kwargs)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.hidden_size
