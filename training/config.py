@@ -1,0 +1,107 @@
+"""Meta-training config: plain data (a dict), from a YAML recipe plus dotted ``key=value`` overrides."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from ctinit.errors import ConfigError
+from ctinit.meta import RULES
+from ctinit.meta.optim import OptimizerSpec
+
+#: Every key a recipe may set, with its default. The defaults are the paper's where it has one.
+DEFAULTS: dict = {
+    "algorithm": "cts",            # cts | reptile | fomaml-cts | fomaml | leap | mtl | scratch
+    "backbone": "resnet20",        # a built-in backbone name (see ctinit.models.ARCHITECTURES)
+    "image_size": 28,
+    "tasks": [],                   # task specs: builtin:NAME, npz:PATH, folder:DIR, hf:NAME[:CONFIG]
+    "steps": 1000,                 # global steps; every task takes one inner step per global step
+    "batch_size": 128,
+    "reset_period": 1000,          # K: trajectory length between resets to phi
+    "meta_interval": None,         # steps between meta-updates; None: the algorithm's (1 for CTS, K for Reptile)
+    "shift": None,                 # shift trajectories by each meta-update; None: the algorithm's
+    "reset": "soft",               # soft: keep heads, BN statistics, optimizer state; hard: fresh optimizer state
+    "reset_heads": False,          # with reset=hard, also re-initialize the task heads
+    "inner_optimizer": {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4},
+    "meta_optimizer": {"name": "sgd", "lr": 1e-2},
+    "meta_exclude": [],            # regexes of backbone parameter names kept per task (not meta-learned)
+    "augment": True,               # random crop with padding 4 (and flip where the task allows it)
+    "max_train_per_class": None,   # limit each meta-train task to this many examples per class
+    "seed": 0,
+    "device": "auto",              # auto | cpu | cuda | cuda:N
+    "log_every": 50,
+}
+
+
+def _parse_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(config: dict, item: str) -> None:
+    """``a.b=value`` sets ``config['a']['b']``; the value is parsed as YAML (numbers, lists, null...)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not key=value (e.g. steps=200 or meta_optimizer.lr=0.1)")
+    key, _, raw = item.partition("=")
+    parts = key.strip().split(".")
+    node = config
+    for i, part in enumerate(parts[:-1]):
+        if part not in node or not isinstance(node[part], dict):
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section of the config")
+        node = node[part]
+    node[parts[-1]] = _parse_value(raw)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """Defaults <- recipe file <- overrides, then validated. Unknown keys are an error."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such recipe file; see training/recipes/ for examples")
+        try:
+            recipe = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"{path}: a recipe is a YAML mapping of config keys")
+        unknown = sorted(set(recipe) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError(f"{path}: unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
+        # A recipe's optimizer mapping replaces the default whole: switching sgd -> adam keeps no stale momentum.
+        config.update(recipe)
+    for item in overrides:
+        apply_override(config, item)
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
+    validate(config)
+    return config
+
+
+def validate(config: dict) -> None:
+    if config["algorithm"] not in RULES:
+        raise ConfigError(f"unknown algorithm '{config['algorithm']}': choose one of {', '.join(RULES)}")
+    if not isinstance(config["tasks"], list) or not config["tasks"]:
+        raise ConfigError("config 'tasks' must be a non-empty list of task specs (e.g. builtin:latin)")
+    for key in ("steps", "batch_size", "reset_period", "image_size", "log_every"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ConfigError(f"config '{key}' must be a positive integer, got {config[key]!r}")
+    interval = config["meta_interval"]
+    if interval is not None and (not isinstance(interval, int) or interval < 1):
+        raise ConfigError(f"config 'meta_interval' must be a positive integer or null, got {interval!r}")
+    if interval is not None and interval > config["reset_period"] and config["algorithm"] != "mtl":
+        raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({config['reset_period']}): use meta_interval <= reset_period")
+    if config["reset"] not in ("soft", "hard"):
+        raise ConfigError(f"config 'reset' must be soft or hard, got {config['reset']!r}")
+    for key in ("inner_optimizer", "meta_optimizer"):
+        if not isinstance(config[key], dict):
+            raise ConfigError(f"config '{key}' must be a mapping like {{name: sgd, lr: 0.01}}")
+        OptimizerSpec.from_dict(config[key])
+
+
+def dump_config(config: dict, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
