@@ -152,7 +152,8 @@ def test_cts_update_function_matches_the_equation():
     assert torch.allclose(phi.detach(), torch.tensor([0.75, -1.25]))
     assert torch.allclose(delta, torch.tensor([-0.25, 0.75]))
     assert torch.allclose(thetas, torch.tensor([[-0.25, 0.75], [0.75, -0.25]]))
-    assert torch.allclose(trajectory_direction(torch.tensor([1.0, 1.0]), torch.ones(3, 2)), torch.zeros(2))
+    g = trajectory_direction(torch.tensor([1.0, 1.0]), torch.tensor([[0.0, 1.0], [1.0, 3.0]]))
+    assert g.dtype == torch.float64 and g.tolist() == [1.0, -2.0]  # sum_t (phi - theta_t), accumulated in fp64
 
 
 # ---------------------------------------------------------------------------------- real backbones
@@ -291,3 +292,59 @@ def test_adam_meta_optimizer_runs_and_moves_phi():
     for _ in range(3):
         e.step()
     assert torch.isfinite(e.phi).all() and not torch.equal(e.phi.detach(), p0)
+
+
+# ---------------------------------------------------------------------------------- robustness and checkpoints
+def test_nonfinite_loss_is_skipped_counted_and_never_reaches_phi():
+    calls = {"n": 0}
+
+    def poisoned(backbone, head, c):
+        calls["n"] += 1
+        loss = backbone_only_loss(backbone, head, c)
+        return loss * float("nan") if calls["n"] == 2 else loss  # task 1 of step 1
+
+    e = quadratic_engine("cts", reset_period=10, loss_fn=poisoned)
+    r = e.step()
+    assert torch.isnan(r.losses[1]) and torch.isfinite(r.losses[[0, 2]]).all()
+    assert e.skipped_steps == [0, 1, 0] and e.nonfinite_streak == [0, 1, 0]
+    assert torch.isfinite(e.phi).all() and torch.isfinite(e.thetas).all()
+    # task 1 did not move in its inner step; g = mean(1 - (.5, 1, 2.5)) = -1/3 -> phi = 1 + .1/3
+    assert e.phi[0].item() == pytest.approx(1 + 0.1 / 3)
+    e.step()
+    assert e.skipped_steps == [0, 1, 0] and e.nonfinite_streak == [0, 0, 0]
+
+
+@pytest.mark.parametrize("rule", ["cts", "leap", "fomaml"])
+def test_state_dict_resume_is_bitwise(rule):
+    a = convnet_engine(rule, inner_optimizer={"name": "adam", "lr": 1e-3})
+    for _ in range(3):
+        a.step()
+    state = a.state_dict()
+    for _ in range(3):
+        a.step()
+    b = convnet_engine(rule, seed=1, inner_optimizer={"name": "adam", "lr": 1e-3})  # different init on purpose
+    b.load_state_dict(state)
+    # the batch sources are part of the caller's state: replay them to the same position
+    b.batches = convnet_engine(rule).batches
+    for _ in range(3):
+        for src in b.batches:
+            src()
+    for _ in range(3):
+        b.step()
+    assert torch.equal(a.phi, b.phi) and torch.equal(a.thetas, b.thetas)
+    assert all(torch.equal(x.weight, y.weight) for x, y in zip(a.heads, b.heads))
+
+
+def test_bf16_autocast_keeps_phi_fp32_and_finite():
+    e = convnet_engine("cts", autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    for _ in range(3):
+        r = e.step()
+    assert r.losses.dtype == torch.float32 and torch.isfinite(r.losses).all()
+    assert e.phi.dtype == torch.float32 and torch.isfinite(e.phi).all()
+
+
+def test_fp16_loss_scaling_runs_per_task():
+    e = convnet_engine("fomaml", autocast=lambda: torch.autocast("cpu", dtype=torch.float16), grad_scaling=True)
+    for _ in range(4):
+        e.step()
+    assert len(e.scalers) == e.num_tasks and torch.isfinite(e.phi).all()

@@ -29,9 +29,19 @@ DEFAULTS: dict = {
     "augment": True,               # random crop with padding 4 (and flip where the task allows it)
     "max_train_per_class": None,   # limit each meta-train task to this many examples per class
     "seed": 0,
-    "device": "auto",              # auto | cpu | cuda | cuda:N
+    "device": "auto",              # auto (what Accelerate picks) | cpu
+    "mixed_precision": "no",       # no | bf16 | fp16: autocast for the inner steps; phi and meta-updates stay fp32
+    "max_nonfinite_steps": 10,     # stop when a task's inner loss is non-finite this many steps in a row
     "log_every": 50,
+    "log_with": None,              # Accelerate trackers: tensorboard, trackio, wandb, all (a name or a list)
+    "project_name": "ctinit",      # the trackers' project
+    "checkpoint_every": 0,         # steps between checkpoints in OUT/checkpoints/ (0: only on SIGTERM/SIGINT)
+    "keep_checkpoints": 3,         # how many of the newest checkpoints to keep
 }
+
+#: Keys that may differ when a run is resumed: they do not change the trained phi.
+RESUME_SAFE_KEYS = {"steps", "log_every", "log_with", "project_name", "checkpoint_every", "keep_checkpoints",
+                    "max_nonfinite_steps", "device"}
 
 
 def _parse_value(text: str):
@@ -87,9 +97,16 @@ def validate(config: dict) -> None:
         raise ConfigError(f"unknown algorithm '{config['algorithm']}': choose one of {', '.join(RULES)}")
     if not isinstance(config["tasks"], list) or not config["tasks"]:
         raise ConfigError("config 'tasks' must be a non-empty list of task specs (e.g. builtin:latin)")
-    for key in ("steps", "batch_size", "reset_period", "image_size", "log_every"):
-        if not isinstance(config[key], int) or config[key] < 1:
+    for key in ("steps", "batch_size", "reset_period", "image_size", "log_every", "keep_checkpoints",
+                "max_nonfinite_steps"):
+        if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 1:
             raise ConfigError(f"config '{key}' must be a positive integer, got {config[key]!r}")
+    if not isinstance(config["checkpoint_every"], int) or config["checkpoint_every"] < 0:
+        raise ConfigError(f"config 'checkpoint_every' must be an integer >= 0, got {config['checkpoint_every']!r}")
+    if config["mixed_precision"] not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"config 'mixed_precision' must be no, bf16 or fp16, got {config['mixed_precision']!r}")
+    if config["device"] not in ("auto", "cpu"):
+        raise ConfigError(f"config 'device' must be auto or cpu (GPUs are chosen by the launcher), got {config['device']!r}")
     interval = config["meta_interval"]
     if interval is not None and (not isinstance(interval, int) or interval < 1):
         raise ConfigError(f"config 'meta_interval' must be a positive integer or null, got {interval!r}")
@@ -101,6 +118,12 @@ def validate(config: dict) -> None:
         if not isinstance(config[key], dict):
             raise ConfigError(f"config '{key}' must be a mapping like {{name: sgd, lr: 0.01}}")
         OptimizerSpec.from_dict(config[key])
+
+
+def changed_keys(saved: dict, current: dict) -> list[str]:
+    """Keys whose values differ between a checkpoint's config and the current one and would change phi."""
+    keys = (set(saved) | set(current)) - RESUME_SAFE_KEYS
+    return sorted(k for k in keys if saved.get(k) != current.get(k))
 
 
 def dump_config(config: dict, path: str | Path) -> None:

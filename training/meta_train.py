@@ -1,131 +1,311 @@
-"""Meta-train a shared initialization.
+"""Meta-train a shared initialization, on one process or many (Accelerate / torchrun; CPUs or GPUs).
 
     python -m training.meta_train --config training/recipes/quickstart.yaml --out runs/qs [key=value ...]
+    accelerate launch --num_processes 8 -m training.meta_train --config ... --out ...
+    torchrun --nproc_per_node 2 -m training.meta_train --config ... --out ... [--resume]
+
+Tasks are sharded over processes (contiguous blocks, uneven splits allowed); every task's head, data order and
+augmentation are seeded by its global index, so the trained phi does not depend on the number of processes.
+The meta-step is one all-reduce of a flat fp32 buffer the size of phi.
 
 Writes ``OUT/init/`` (config.json + model.safetensors: phi only), ``OUT/config.yaml`` (the resolved config),
-``OUT/train.log`` (what was printed) and ``OUT/metrics.jsonl`` (one JSON object every ``log_every`` steps).
+``OUT/train.log``, ``OUT/metrics.jsonl`` (one JSON object every ``log_every`` steps) and, with
+``checkpoint_every`` or on SIGTERM/SIGINT, ``OUT/checkpoints/step-N/`` (see training/checkpoint.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ctinit.errors import CtinitError
+from ctinit import __version__
+from ctinit.errors import CheckpointError, ConfigError, CtinitError
 from ctinit.loading import save_init
 from ctinit.meta import TrajectoryEngine
 from ctinit.models import TaskHead, build_backbone
 from ctinit.tasks import BatchSampler, load_task
 
-from .config import dump_config, load_config
+from . import checkpoint as ckpt
+from .config import changed_keys, dump_config, load_config
 
 log = logging.getLogger("ctinit.meta_train")
 
 
-def setup_logging(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+class TrainingStopped(CtinitError):
+    """The run cannot go on (for example, a task's loss stayed non-finite)."""
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGINT arrived: a checkpoint was written and the run stops."""
+
+    def __init__(self, signum: int, path: Path):
+        super().__init__(f"stopped by signal {signum}; checkpoint {path}")
+        self.signum, self.path = signum, path
+
+
+def setup_logging(out: Path, is_main: bool) -> None:
     root = logging.getLogger("ctinit")
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if is_main else logging.WARNING)
     for h in list(root.handlers):
         root.removeHandler(h)
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(out / "train.log")):
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if is_main:
+        handlers.append(logging.FileHandler(out / "train.log"))
+    for handler in handlers:
         handler.setFormatter(fmt)
         root.addHandler(handler)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def shard_tasks(num_tasks: int, world_size: int) -> list[list[int]]:
+    """Contiguous blocks of global task indices, one per process; sizes differ by at most one."""
+    if world_size > num_tasks:
+        raise ConfigError(f"{world_size} processes but only {num_tasks} tasks: launch at most {num_tasks} processes")
+    return [list(range(r * num_tasks // world_size, (r + 1) * num_tasks // world_size)) for r in range(world_size)]
 
 
-def load_tasks(config: dict, device: torch.device) -> list:
-    tasks = []
-    for spec in config["tasks"]:
-        task = load_task(spec, image_size=config["image_size"], seed=config["seed"])
-        if config["max_train_per_class"]:
-            task = task.subset_train(int(config["max_train_per_class"]), seed=config["seed"])
-        tasks.append(task.to(device))
-    return tasks
+def task_seed(seed: int, index: int) -> int:
+    return seed * 1000 + index
 
 
-def run(config: dict, out: str | Path, progress: bool = True) -> dict:
+def make_head(feature_dim: int, num_classes: int, seed: int) -> TaskHead:
+    """A head whose initial weights depend only on (seed, global task index), not on the process layout."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TaskHead(feature_dim, num_classes)
+
+
+class Collectives:
+    """The few collectives the loop needs; no-ops on one process."""
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size > 1:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return tensor
+
+    def any(self, flag: bool, device) -> bool:
+        if self.world_size == 1:
+            return flag
+        return bool(self.sum_(torch.tensor([float(flag)], device=device)).item() > 0)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch.distributed.barrier()
+
+
+def autocast_factory(precision: str, device: torch.device):
+    if precision == "no":
+        return None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def run(config: dict, out: str | Path, progress: bool = True, resume: bool = False) -> dict:
     """Meta-train with ``config`` (see training/config.py) and export phi to ``out/init``. Returns a summary."""
+    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     out = Path(out)
-    setup_logging(out)
-    dump_config(config, out / "config.yaml")
-    device = resolve_device(config["device"])
-    torch.manual_seed(config["seed"])
-    tasks = load_tasks(config, device)
-    log.info("algorithm %s, backbone %s, %d tasks on %s: %s", config["algorithm"], config["backbone"], len(tasks), device,
-             ", ".join(f"{t.name} ({t.num_classes} classes, {len(t.y_train)} train)" for t in tasks))
+    accelerator = Accelerator(cpu=config["device"] == "cpu" or not torch.cuda.is_available(),
+                              log_with=config["log_with"], project_dir=str(out))
+    rank, world, is_main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    device = accelerator.device
+    comm = Collectives(world)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    setup_logging(out, is_main)
+    shards = shard_tasks(len(config["tasks"]), world)
+    mine = shards[rank]
 
+    # Resuming: check the newest complete checkpoint before any data is loaded.
+    resume_from, start_step = None, 0
+    if resume:
+        resume_from = ckpt.latest(out)
+        if resume_from is None:
+            log.info("--resume: no complete checkpoint in %s, starting from step 0", ckpt.checkpoint_root(out))
+        else:
+            meta = ckpt.read_meta(resume_from)
+            if meta["world_size"] != world:
+                raise CheckpointError(f"{resume_from} was written by {meta['world_size']} processes; resume it with "
+                                      f"{meta['world_size']} processes (this launch has {world})")
+            changed = changed_keys(meta["config"], config)
+            if changed:
+                raise ConfigError(f"cannot resume {resume_from}: config keys {changed} differ from the checkpoint's "
+                                  "and would change the result; restore them or start a new run directory")
+            start_step = int(meta["step"])
+    if is_main:
+        dump_config(config, out / "config.yaml")
+
+    # Every process loads its own tasks; one failure stops every process before training starts.
+    tasks, error = [], None
+    try:
+        for i in mine:
+            task = load_task(config["tasks"][i], image_size=config["image_size"], seed=config["seed"])
+            if config["max_train_per_class"]:
+                task = task.subset_train(int(config["max_train_per_class"]), seed=config["seed"])
+            tasks.append(task.to(device))
+    except CtinitError as e:
+        error = e
+    if comm.any(error is not None, device):
+        raise error or ConfigError("another process could not load its tasks; see its error line")
+
+    torch.manual_seed(config["seed"])
     backbone = build_backbone(config["backbone"], config["image_size"]).to(device)
-    heads = [TaskHead(backbone.feature_dim, t.num_classes).to(device) for t in tasks]
-    samplers = [BatchSampler(t.x_train, t.y_train, config["batch_size"], seed=config["seed"] * 1000 + i,
+    heads = [make_head(backbone.feature_dim, t.num_classes, task_seed(config["seed"], i)).to(device)
+             for i, t in zip(mine, tasks)]
+    samplers = [BatchSampler(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i),
                              augment=config["augment"], hflip=t.hflip, channels=backbone.config.num_channels)
-                for i, t in enumerate(tasks)]
+                for i, t in zip(mine, tasks)]
     engine = TrajectoryEngine(
         backbone, heads, samplers, rule=config["algorithm"], reset_period=config["reset_period"],
         meta_interval=config["meta_interval"], shift=config["shift"], reset=config["reset"],
         reset_heads=config["reset_heads"], inner_optimizer=config["inner_optimizer"],
         meta_optimizer=config["meta_optimizer"], meta_exclude=config["meta_exclude"],
+        all_reduce=comm.sum_ if world > 1 else None, num_tasks_total=len(config["tasks"]),
+        autocast=autocast_factory(config["mixed_precision"], device),
+        grad_scaling=config["mixed_precision"] == "fp16",
     )
-    log.info("meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
-             engine.meta_interval, engine.reset_period, engine.shift, engine.layout.size)
+    if resume_from is not None:
+        state = ckpt.read_state(resume_from / f"rank-{rank}")
+        engine.load_state_dict(state["engine"])
+        for sampler, s in zip(samplers, state["samplers"]):
+            sampler.load_state_dict(s)
+        ckpt.set_rng_state(state["rng"])
+        log.info("resumed from %s (step %d)", resume_from, start_step)
+
+    names = [str(spec).split(":", 1)[-1].rstrip("/").split("/")[-1] for spec in config["tasks"]]
+    log.info("world size %d on %s, precision %s (phi and meta-updates fp32); task-to-process map: %s", world, device,
+             config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
+    log.info("algorithm %s, backbone %s, meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
+             config["algorithm"], config["backbone"], engine.meta_interval, engine.reset_period, engine.shift,
+             engine.layout.size)
+    if config["log_with"]:
+        accelerator.init_trackers(config["project_name"], config={k: str(v) for k, v in config.items()})
 
     steps = config["steps"] if config["algorithm"] != "scratch" else 0
-    phi_start = engine.phi.detach().clone()
-    start = time.perf_counter()
-    loss_sum = torch.zeros(len(tasks), device=device)
-    count = 0
-    with open(out / "metrics.jsonl", "w") as metrics:
-        bar = tqdm(range(1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not progress,
-                   file=sys.stderr, dynamic_ncols=True)
+    metrics_path = out / "metrics.jsonl"
+    if is_main:
+        kept = []
+        if resume_from is not None and metrics_path.is_file():  # drop records the checkpoint does not cover
+            kept = [l for l in metrics_path.read_text().splitlines() if l and json.loads(l)["step"] <= start_step]
+        metrics_path.write_text("".join(l + "\n" for l in kept))
+
+    stop = {"signum": None}
+
+    def on_signal(signum, frame):
+        stop["signum"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    num_tasks = len(config["tasks"])
+    sums = torch.zeros(3, num_tasks, device=device)  # loss, accuracy, skipped steps per global task
+    mine_index = torch.tensor(mine, device=device)
+    count, start, phi_start = 0, time.perf_counter(), engine.phi.detach().clone()
+    try:
+        bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
+                   file=sys.stderr, dynamic_ncols=True, unit="step", initial=start_step, total=steps)
         for step in bar:
             result = engine.step()
-            loss_sum += result.losses
+            sums[0, mine_index] += result.losses
+            if result.accuracies is not None:
+                sums[1, mine_index] += result.accuracies
+            if result.skipped:
+                sums[2, mine_index[result.skipped]] += 1
+                for t in result.skipped:
+                    log.warning("step %d: non-finite inner loss on task %s, step skipped (%d in a row)", step,
+                                names[mine[t]], engine.nonfinite_streak[t])
+                worst = max(engine.nonfinite_streak)
+                if worst >= config["max_nonfinite_steps"]:
+                    t = engine.nonfinite_streak.index(worst)
+                    raise TrainingStopped(
+                        f"task {names[mine[t]]} had a non-finite inner loss {worst} steps in a row (max_nonfinite_steps): "
+                        "lower inner_optimizer.lr, use mixed_precision=bf16 instead of fp16, or check the task's data")
             count += 1
             if step % config["log_every"] == 0 or step == steps:
-                losses = (loss_sum / count).tolist()
+                comm.sum_(sums)
+                loss, acc, skipped = (sums / count).tolist()[0], (sums / count).tolist()[1], sums[2].tolist()
+                elapsed = time.perf_counter() - start
                 record = {
-                    "step": step, "mean_loss": sum(losses) / len(losses),
-                    "task_loss": dict(zip([t.name for t in tasks], losses)),
+                    "step": step, "mean_loss": sum(loss) / num_tasks, "mean_accuracy": sum(acc) / num_tasks,
+                    "task_loss": dict(zip(names, loss)), "task_accuracy": dict(zip(names, acc)),
+                    "skipped_steps": dict(zip(names, skipped)),
                     "phi_distance": (engine.phi.detach() - phi_start).norm().item(),
-                    "last_delta_norm": result.delta.norm().item() if result.delta is not None else None,
-                    "task_steps_per_s": step * len(tasks) / (time.perf_counter() - start),
+                    "delta_phi_norm": result.delta.norm().item() if result.delta is not None else None,
+                    "task_steps_per_s": (step - start_step) * num_tasks / elapsed,
                 }
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-                bar.set_postfix(loss=f"{record['mean_loss']:.3f}", dphi=f"{record['phi_distance']:.3f}")
-                log.info("step %d/%d mean inner loss %.4f |phi - phi0| %.4f", step, steps, record["mean_loss"],
-                         record["phi_distance"])
-                loss_sum.zero_()
+                if is_main:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    bar.set_postfix(loss=f"{record['mean_loss']:.3f}", acc=f"{record['mean_accuracy']:.3f}",
+                                    dphi=f"{record['delta_phi_norm'] or 0:.2e}", tps=f"{record['task_steps_per_s']:.0f}")
+                    log.info("step %d/%d inner loss %.4f accuracy %.3f |delta phi| %.2e task-steps/s %.1f", step, steps,
+                             record["mean_loss"], record["mean_accuracy"], record["delta_phi_norm"] or 0.0,
+                             record["task_steps_per_s"])
+                if config["log_with"]:
+                    accelerator.log({"inner_loss": record["mean_loss"], "inner_accuracy": record["mean_accuracy"],
+                                     "delta_phi_norm": record["delta_phi_norm"] or 0.0,
+                                     "task_steps_per_s": record["task_steps_per_s"],
+                                     **{f"loss/{n}": v for n, v in record["task_loss"].items()},
+                                     **{f"accuracy/{n}": v for n, v in record["task_accuracy"].items()}}, step=step)
+                sums.zero_()
                 count = 0
+            signalled = comm.any(stop["signum"] is not None, device)
+            if (config["checkpoint_every"] and step % config["checkpoint_every"] == 0) or signalled:
+                path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main)
+                if signalled:
+                    raise Preempted(stop["signum"] or signal.SIGTERM, path)
         bar.close()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     seconds = time.perf_counter() - start
 
     made_with = {
         "algorithm": config["algorithm"],
         "config": {k: v for k, v in config.items() if k != "tasks"},
-        "tasks": [{"spec": t.spec, "name": t.name, "num_classes": t.num_classes, "train_size": len(t.y_train),
-                   "test_size": len(t.y_test)} for t in tasks],
-        "steps": steps,
-        "seed": config["seed"],
+        "tasks": [{"spec": spec, "name": n} for spec, n in zip(config["tasks"], names)],
+        "steps": steps, "seed": config["seed"], "world_size": world,
+        "skipped_steps": int(sum(engine.skipped_steps)),
     }
-    init_dir = save_init(engine.phi_module, out / "init", made_with)
-    summary = {"init": str(init_dir), "steps": steps, "seconds": seconds,
-               "task_steps_per_s": steps * len(tasks) / seconds if seconds > 0 and steps else None}
-    log.info("wrote %s (%d steps in %.1f s)", init_dir, steps, seconds)
+    if world == 1:
+        for entry, t in zip(made_with["tasks"], tasks):
+            entry.update(num_classes=t.num_classes, train_size=len(t.y_train), test_size=len(t.y_test))
+    summary = {"init": str(out / "init"), "steps": steps, "seconds": seconds,
+               "task_steps_per_s": (steps - start_step) * num_tasks / seconds if seconds > 0 and steps > start_step else None}
+    if is_main:
+        save_init(engine.phi_module, out / "init", made_with)
+        log.info("wrote %s (steps %d-%d in %.1f s)", out / "init", start_step + 1, steps, seconds)
+    comm.barrier()
+    if config["log_with"]:
+        accelerator.end_training()
     return summary
+
+
+def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main) -> Path:
+    tmp = ckpt.tmp_dir(out, step)
+    if is_main:
+        tmp.mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    ckpt.write_state({"engine": engine.state_dict(), "samplers": [s.state_dict() for s in samplers],
+                      "rng": ckpt.rng_state()}, tmp / f"rank-{rank}")
+    comm.barrier()
+    final = ckpt.checkpoint_root(out) / f"step-{step}"
+    if is_main:
+        meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
+                "library_version": __version__}
+        final = ckpt.finalize(out, step, meta, config["keep_checkpoints"])
+        log.info("checkpoint %s", final)
+    comm.barrier()
+    return final
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,13 +313,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a YAML recipe (see training/recipes/)")
     parser.add_argument("--out", required=True, help="the run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. steps=200 meta_optimizer.lr=0.1")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        run(config, args.out, progress=not args.no_progress)
+        run(config, args.out, progress=not args.no_progress, resume=args.resume)
+    except Preempted as p:
+        print(f"meta_train: {p}; continue with --resume", file=sys.stderr)
+        return 128 + int(p.signum)
     except CtinitError as e:
         if args.debug:
             raise

@@ -16,6 +16,7 @@ touches.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from torch import nn
 from ..errors import ConfigError
 from .optim import OptimizerSpec
 from .rules import (
+    REDUCE_DTYPE,
     MetaRule,
     cts_update,
     get_rule,
@@ -37,13 +39,19 @@ from .rules import (
     trajectory_direction,
 )
 
-LossFn = Callable[[nn.Module, nn.Module, object], torch.Tensor]
+LossFn = Callable[[nn.Module, nn.Module, object], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 
-def classification_loss(backbone: nn.Module, head: nn.Module, batch) -> torch.Tensor:
-    """Cross-entropy of ``head(backbone(x))`` against ``y``."""
+def classification_loss(backbone: nn.Module, head: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of ``head(backbone(x))`` against ``y``, and the batch accuracy (detached, for logs)."""
     x, y = batch
-    return F.cross_entropy(head(backbone(x)), y)
+    logits = head(backbone(x))
+    return F.cross_entropy(logits, y), (logits.detach().argmax(1) == y).float().mean()
+
+
+def _split_loss(out) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A loss function returns a scalar loss, or ``(loss, accuracy)``."""
+    return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
 
 
 class FlatLayout:
@@ -83,6 +91,8 @@ class StepResult:
     meta_step: bool
     reset: bool
     delta: torch.Tensor | None = None  # phi' - phi of this step's meta-update
+    accuracies: torch.Tensor | None = None  # per local task, when the loss function reports them
+    skipped: list[int] | None = None  # local tasks whose step was skipped (non-finite loss or gradient)
 
 
 class TrajectoryEngine:
@@ -102,6 +112,13 @@ class TrajectoryEngine:
         loss_fn: ``loss_fn(backbone, head, batch) -> scalar``.
         all_reduce: sums a tensor across processes in place (None on one process).
         num_tasks_total: the number of tasks over all processes (default: the local number).
+        autocast: a context-manager factory wrapped around each inner forward/backward (mixed precision);
+            phi, the meta-update and the shift stay fp32 whatever it does.
+        grad_scaling: dynamic loss scaling per task (for fp16).
+
+    A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
+    optimizer state and gradient row are left as they were, so the non-finite value never reaches phi.
+    ``skipped_steps`` counts such steps per task, ``nonfinite_streak`` the current run of them.
     """
 
     def __init__(
@@ -122,6 +139,8 @@ class TrajectoryEngine:
         loss_fn: LossFn = classification_loss,
         all_reduce: Callable[[torch.Tensor], None] | None = None,
         num_tasks_total: int | None = None,
+        autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+        grad_scaling: bool = False,
     ):
         self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
         if len(heads) != len(batches) or not heads:
@@ -144,6 +163,7 @@ class TrajectoryEngine:
         self.reset_heads = reset_heads
         self.loss_fn = loss_fn
         self.all_reduce = all_reduce
+        self.autocast = autocast or contextlib.nullcontext
         self.batches = list(batches)
         self.heads = list(heads)
         self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4})
@@ -177,6 +197,9 @@ class TrajectoryEngine:
             self.private_params.append(private)
             self.optimizers.append(self.inner_spec.build(meta_params + private))
         self.meta_optimizer = self.meta_spec.build([self.phi])
+        self.scalers = [torch.amp.GradScaler(device.type) for _ in range(self.num_tasks)] if grad_scaling else None
+        self.skipped_steps = [0] * self.num_tasks
+        self.nonfinite_streak = [0] * self.num_tasks
 
         self._leap = None
         if self.rule.direction == "path_length":
@@ -190,35 +213,75 @@ class TrajectoryEngine:
     def step(self) -> StepResult:
         """One global step: an inner step on every task, then the meta-update and reset when due."""
         self.step_count += 1
-        losses = self._forward_backward()
+        losses, accuracies = self._forward_backward()
+        finite = self._finite_tasks(losses)
         if self._leap is not None:
-            self._leap_record(losses)
-        for opt in self.optimizers:
-            opt.step()
+            # A skipped task did not move: record it as a zero-length segment rather than a NaN one.
+            self._leap_record(losses if finite is None else torch.where(finite, losses, self._leap["prev_losses"]))
+        for t, opt in enumerate(self.optimizers):
+            if finite is not None and not finite[t]:
+                continue
+            if self.scalers is None:
+                opt.step()
+            else:
+                self.scalers[t].step(opt)  # gradients were unscaled and checked in _finite_tasks
+                self.scalers[t].update()
         meta_due = self.rule.direction != "none" and self.step_count % self.meta_interval == 0
         delta = self._meta_step() if meta_due else None
         reset_due = self.rule.direction != "none" and self.step_count % self.reset_period == 0
         if reset_due:
             self.reset_trajectories()
-        return StepResult(self.step_count, losses, meta_due, reset_due, delta)
+        skipped = None if finite is None else [t for t, ok in enumerate(finite.tolist()) if not ok]
+        return StepResult(self.step_count, losses, meta_due, reset_due, delta, accuracies, skipped)
 
-    def _forward_backward(self, batches: Sequence | None = None) -> torch.Tensor:
-        """Gradients of every task's loss at its current theta, into ``self.grads`` (and the private params)."""
+    def _forward_backward(self, batches: Sequence | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gradients of every task's loss at its current theta, into ``self.grads`` (and the private params).
+        Returns the losses (and accuracies, if the loss function reports them) per local task."""
         self.grads.zero_()
-        losses = []
+        losses, accuracies = [], []
         for t in range(self.num_tasks):
             for p in self.private_params[t]:
                 p.grad = None
             batch = self.batches[t]() if batches is None else batches[t]
-            loss = self.loss_fn(self.backbones[t], self.heads[t], batch)
-            loss.backward()
+            with self.autocast():
+                loss, accuracy = _split_loss(self.loss_fn(self.backbones[t], self.heads[t], batch))
+            (loss if self.scalers is None else self.scalers[t].scale(loss)).backward()
             losses.append(loss.detach().float())
-        return torch.stack(losses)
+            if accuracy is not None:
+                accuracies.append(accuracy.float())
+        if self.scalers is not None:
+            for t, opt in enumerate(self.optimizers):
+                self.scalers[t].unscale_(opt)  # self.grads now holds true gradients (the meta rules read them)
+        return torch.stack(losses), (torch.stack(accuracies) if accuracies else None)
+
+    def _finite_tasks(self, losses: torch.Tensor) -> torch.Tensor | None:
+        """None when every task's loss (and gradient row) is finite; else a bool mask, after neutralizing the rest.
+
+        One host sync per step: the price of never letting a NaN reach phi.
+        """
+        finite = torch.isfinite(losses)
+        if self.scalers is not None:
+            finite &= torch.isfinite(self.grads).all(1)
+        if bool(finite.all()):
+            self.nonfinite_streak = [0] * self.num_tasks
+            return None
+        for t, ok in enumerate(finite.tolist()):
+            if ok:
+                self.nonfinite_streak[t] = 0
+                continue
+            self.skipped_steps[t] += 1
+            self.nonfinite_streak[t] += 1
+            self.grads[t].zero_()
+            for p in self.private_params[t]:
+                p.grad = None
+            if self.scalers is not None:
+                self.scalers[t].update(self.scalers[t].get_scale() * self.scalers[t].get_backoff_factor())
+        return finite
 
     def _global_mean(self, local_sum: torch.Tensor) -> torch.Tensor:
         if self.all_reduce is not None:
             self.all_reduce(local_sum)
-        return local_sum / self.num_tasks_total
+        return (local_sum / self.num_tasks_total).to(self.phi.dtype)
 
     def _meta_step(self) -> torch.Tensor:
         direction = self.rule.direction
@@ -229,6 +292,9 @@ class TrajectoryEngine:
             local = gradient_direction(self.grads)
         elif direction == "heldout_gradient":
             self._forward_backward()  # fresh batches at the current thetas; no inner step follows
+            if self.scalers is not None:
+                for scaler in self.scalers:
+                    scaler.update()
             local = gradient_direction(self.grads)
         elif direction == "path_length":
             local = self._leap_direction()
@@ -268,13 +334,13 @@ class TrajectoryEngine:
         # The last segment ends at the current thetas; its end loss comes from one extra forward on a fresh batch.
         with torch.no_grad():
             end_losses = torch.stack([
-                self.loss_fn(self.backbones[t], self.heads[t], self.batches[t]()).detach().float()
+                _split_loss(self.loss_fn(self.backbones[t], self.heads[t], self.batches[t]()))[0].detach().float()
                 for t in range(self.num_tasks)
             ])
         self._leap_record(end_losses)
         s = self._leap
         # Averaged over segments so that the step size does not grow with K.
-        direction = s["acc"].sum(0) / max(s["segments"], 1)
+        direction = torch.sum(s["acc"], 0, dtype=REDUCE_DTYPE) / max(s["segments"], 1)
         s["acc"].zero_()
         s["segments"] = 0
         return direction
@@ -286,3 +352,46 @@ class TrajectoryEngine:
 
     def task_model(self, t: int) -> tuple[nn.Module, nn.Module]:
         return self.backbones[t], self.heads[t]
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything the engine needs to continue bit for bit: phi, meta optimizer, and per local task the
+        backbone state (theta, excluded parameters, BN statistics), head, inner optimizer and loss scaler."""
+        tasks = []
+        for t in range(self.num_tasks):
+            tasks.append({
+                "backbone": {k: v.detach().clone() for k, v in self.backbones[t].state_dict().items()},
+                "head": {k: v.detach().clone() for k, v in self.heads[t].state_dict().items()},
+                # deep copies: optimizers update their state tensors in place
+                "optimizer": copy.deepcopy(self.optimizers[t].state_dict()),
+                "scaler": copy.deepcopy(self.scalers[t].state_dict()) if self.scalers is not None else None,
+                "skipped_steps": self.skipped_steps[t],
+                "nonfinite_streak": self.nonfinite_streak[t],
+            })
+        state = {"step": self.step_count, "phi": self.phi.detach().clone(),
+                 "meta_optimizer": copy.deepcopy(self.meta_optimizer.state_dict()), "tasks": tasks}
+        if self._leap is not None:
+            state["leap"] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self._leap.items()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["tasks"]) != self.num_tasks:
+            raise ConfigError(f"checkpoint holds {len(state['tasks'])} local tasks, this engine has {self.num_tasks}")
+        self.step_count = int(state["step"])
+        with torch.no_grad():
+            self.phi.copy_(state["phi"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        for t, task in enumerate(state["tasks"]):
+            self.backbones[t].load_state_dict(task["backbone"])  # copies in place: theta views stay views
+            self.heads[t].load_state_dict(task["head"])
+            self.optimizers[t].load_state_dict(task["optimizer"])
+            if self.scalers is not None and task.get("scaler"):
+                self.scalers[t].load_state_dict(task["scaler"])
+            self.skipped_steps[t] = int(task["skipped_steps"])
+            self.nonfinite_streak[t] = int(task["nonfinite_streak"])
+        if self._leap is not None and "leap" in state:
+            for k, v in state["leap"].items():
+                if torch.is_tensor(v):
+                    self._leap[k].copy_(v)
+                else:
+                    self._leap[k] = v

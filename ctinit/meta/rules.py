@@ -77,14 +77,19 @@ def get_rule(name: str) -> MetaRule:
 # --- directions: each returns the SUM over this process's tasks; the engine divides by the global task count
 # --- after an optional all-reduce, so that any sharding of tasks over processes gives the same mean.
 
+# The sums accumulate in float64: summing a handful of fp32 values in fp64 is exact or nearly so, so the result,
+# rounded back to fp32 after the all-reduce, does not depend on how tasks are split over processes.
+REDUCE_DTYPE = torch.float64
+
+
 def trajectory_direction(phi: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
     """Reptile/CTS direction (Nichol et al., 2018; Shin et al., 2021, Eq. 4): ``sum_t (phi - theta_t)``."""
-    return (phi - thetas).sum(0)
+    return torch.sum(phi - thetas, 0, dtype=REDUCE_DTYPE)
 
 
 def gradient_direction(grads: torch.Tensor) -> torch.Tensor:
     """First-order MAML direction (Finn et al., 2017): ``sum_t grad L_t(theta_t)``."""
-    return grads.sum(0)
+    return torch.sum(grads, 0, dtype=REDUCE_DTYPE)
 
 
 def path_length_segment(
@@ -141,7 +146,7 @@ def cts_update(
     computed from the local ``thetas``. Returns ``phi' - phi``.
     """
     if direction is None:
-        direction = trajectory_direction(phi.detach(), thetas) / thetas.shape[0]
+        direction = (trajectory_direction(phi.detach(), thetas) / thetas.shape[0]).to(phi.dtype)
     delta = meta_update(phi, direction, meta_optimizer)
     shift_trajectories(thetas, delta)
     return delta

@@ -1,0 +1,187 @@
+"""The meta-training pipeline: processes, checkpoints and resume, mixed precision, config errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import training.meta_train as meta_train
+from ctinit.errors import CheckpointError, ConfigError
+from ctinit.meta import TrajectoryEngine
+from training.config import load_config
+from training.meta_train import main, run, shard_tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "training" / "recipes" / "tiny.yaml")
+# CPU kernels round differently with different thread counts, and small-batch training amplifies last-bit
+# differences; torchrun gives each process one thread, so every reference run here uses one thread too.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def phi(run_dir):
+    return load_file(str(Path(run_dir) / "init" / "model.safetensors"))
+
+
+def same_phi(a, b, atol=0.0):
+    pa, pb = phi(a), phi(b)
+    assert pa.keys() == pb.keys()
+    return max((pa[k].double() - pb[k].double()).abs().max().item() for k in pa) <= atol
+
+
+def train_cmd(out, *overrides, launcher=(sys.executable, "-m")):
+    return [*launcher, "training.meta_train", "--config", TINY, "--out", str(out), "--no-progress", *overrides]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 1-process run of 60 steps with checkpoints every 20."""
+    out = tmp_path_factory.mktemp("reference")
+    subprocess.run(train_cmd(out, "steps=60", "checkpoint_every=20", "seed=0"), env=ENV, check=True,
+                   capture_output=True)
+    return out
+
+
+def test_shards_are_contiguous_and_uneven_splits_work():
+    assert shard_tasks(5, 2) == [[0, 1], [2, 3, 4]]
+    assert shard_tasks(3, 3) == [[0], [1], [2]]
+    with pytest.raises(ConfigError, match="3 processes but only 2 tasks"):
+        shard_tasks(2, 3)
+
+
+def test_two_processes_match_one(reference, tmp_path):
+    proc = subprocess.run(train_cmd(tmp_path, "steps=60", "checkpoint_every=20", "seed=0",
+                                    launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m")),
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, [l for l in proc.stderr.splitlines() if "meta_train" in l]
+    assert "world size 2" in proc.stderr and "process 1: greek, hebrew" in proc.stderr
+    assert same_phi(reference, tmp_path, atol=1e-5)
+    meta = json.loads((tmp_path / "checkpoints" / "step-60" / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["task_map"] == [[0], [1, 2]]
+
+
+def test_sigkill_then_resume_is_bitwise(reference, tmp_path):
+    proc = subprocess.Popen(train_cmd(tmp_path, "steps=60", "checkpoint_every=20", "seed=0", "log_every=1"),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "checkpoints" / "step-20"
+    deadline = time.time() + 120
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "init").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(train_cmd(tmp_path, "steps=60", "checkpoint_every=20", "seed=0", "log_every=1", "--resume"),
+                             env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    assert same_phi(reference, tmp_path)  # bitwise
+    steps = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 61))  # no record lost or repeated
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_matches(reference, tmp_path):
+    proc = subprocess.Popen(train_cmd(tmp_path, "steps=60", "checkpoint_every=20", "seed=0"), env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoints" / "step-20").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "continue with --resume" in err
+    assert not (tmp_path / "init").exists()
+    resumed = subprocess.run(train_cmd(tmp_path, "steps=60", "checkpoint_every=20", "seed=0", "--resume"), env=ENV,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert same_phi(reference, tmp_path)
+
+
+def test_resume_refuses_a_changed_config_and_world_size(reference, tmp_path):
+    with pytest.raises(ConfigError, match=r"\['meta_optimizer'\]"):
+        run(load_config(TINY, ["steps=60", "checkpoint_every=20", "meta_optimizer.lr=0.5"]), reference, progress=False,
+            resume=True)
+    meta_path = reference / "checkpoints" / "step-60" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "world_size": 4}))
+    try:
+        with pytest.raises(CheckpointError, match="resume it with 4 processes"):
+            run(load_config(TINY, ["steps=60", "checkpoint_every=20"]), reference, progress=False, resume=True)
+    finally:
+        meta_path.write_text(json.dumps(meta))
+
+
+def test_checkpoints_are_pruned_and_complete(reference):
+    root = reference / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-20", "step-40", "step-60"]  # keep_checkpoints = 3
+    files = sorted(p.name for p in (root / "step-60").iterdir())
+    assert files == ["meta.json", "rank-0.json", "rank-0.safetensors"]
+
+
+def test_bf16_finishes_with_finite_phi(tmp_path):
+    assert main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "mixed_precision=bf16", "steps=6"]) == 0
+    assert all(torch.isfinite(v.float()).all() for v in phi(tmp_path).values())
+    assert "precision bf16" in (tmp_path / "train.log").read_text()
+
+
+def nan_engine(poison_steps):
+    """The engine, with task 0's loss NaN at the given global steps."""
+
+    class PoisonedEngine(TrajectoryEngine):
+        def __init__(self, *args, **kwargs):
+            from ctinit.meta.engine import classification_loss
+
+            def loss_fn(backbone, head, batch):
+                loss, acc = classification_loss(backbone, head, batch)
+                if head is self.heads[0] and self.step_count in poison_steps:
+                    loss = loss * float("nan")
+                return loss, acc
+
+            super().__init__(*args, loss_fn=loss_fn, **kwargs)
+    return PoisonedEngine
+
+
+def test_injected_nan_is_skipped_and_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(meta_train, "TrajectoryEngine", nan_engine({3, 4}))
+    assert main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "steps=10", "log_every=5"]) == 0
+    records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["skipped_steps"] == {"latin": 2.0, "greek": 0.0, "hebrew": 0.0}
+    assert all(torch.isfinite(v.float()).all() for v in phi(tmp_path).values())
+    assert json.loads((tmp_path / "init" / "config.json").read_text())["ctinit"]["skipped_steps"] == 2
+
+
+def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(meta_train, "TrajectoryEngine", nan_engine(set(range(1, 100))))
+    code = main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "steps=10", "max_nonfinite_steps=3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("meta_train: error: task latin had a non-finite inner loss 3 steps in a row")
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["reset_period=5", "meta_interval=10"], "meta_interval (10) is larger than reset_period"),
+    (["mixed_precision=fp8"], "mixed_precision"),
+    (["checkpoint_every=-1"], "checkpoint_every"),
+    (["device=cuda:3"], "device"),
+    (["tasks=[npz:/nonexistent/x.npz]"], "x.npz"),
+    (["warmup=3"], "unknown config keys ['warmup']"),
+])
+def test_config_errors_are_one_line_before_training(tmp_path, capsys, overrides, needle):
+    assert main(["--config", TINY, "--out", str(tmp_path), "--no-progress", *overrides]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "init").exists()
+
+
+def test_more_processes_than_tasks_is_refused_before_training(tmp_path):
+    proc = subprocess.run(train_cmd(tmp_path, "tasks=[builtin:latin]",
+                                    launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m")),
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode != 0
+    ours = [l for l in proc.stderr.splitlines() if l.startswith("meta_train:")]
+    assert ours and all("2 processes but only 1 tasks: launch at most 1 processes" in l for l in ours)
+    assert "training/meta_train.py" not in proc.stderr  # torchrun reports the exit code, our processes no traceback
