@@ -185,3 +185,32 @@ def test_more_processes_than_tasks_is_refused_before_training(tmp_path):
     ours = [l for l in proc.stderr.splitlines() if l.startswith("meta_train:")]
     assert ours and all("2 processes but only 1 tasks: launch at most 1 processes" in l for l in ours)
     assert "training/meta_train.py" not in proc.stderr  # torchrun reports the exit code, our processes no traceback
+
+
+def test_meta_validation_logs_accuracy_and_keeps_the_best(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.integers(0, 40, size=(60, 28, 28), dtype=np.uint8)
+    for c in range(3):
+        x[y == c, 4 + 6 * c:8 + 6 * c, :] = 220
+    np.savez(tmp_path / "val.npz", x=x, y=y)
+    out = tmp_path / "run"
+    assert main(["--config", TINY, "--out", str(out), "--no-progress", "steps=10",
+                 f"validation={{every: 5, tasks: [npz:{tmp_path / 'val.npz'}], steps: 3, batch_size: 16}}"]) == 0
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if "validation_accuracy" in r]
+    assert [r["step"] for r in val] == [5, 10]
+    best = max(val, key=lambda r: r["validation_accuracy"])
+    assert val[-1]["best"] == {"accuracy": best["validation_accuracy"], "step": best["step"]}
+    saved = json.loads((out / "best" / "config.json").read_text())["ctinit"]
+    assert saved["steps"] == best["step"]
+
+
+def test_bundled_recipes_are_valid():
+    for name in ("tiny", "quickstart", "paper"):
+        config = load_config(ROOT / "training" / "recipes" / f"{name}.yaml")
+        assert config["tasks"]
+    with pytest.raises(ConfigError, match="validation.tasks is empty"):
+        load_config(TINY, ["validation.every=5"])

@@ -37,11 +37,14 @@ DEFAULTS: dict = {
     "project_name": "ctinit",      # the trackers' project
     "checkpoint_every": 0,         # steps between checkpoints in OUT/checkpoints/ (0: only on SIGTERM/SIGINT)
     "keep_checkpoints": 3,         # how many of the newest checkpoints to keep
+    # Meta-validation: every `every` steps (0: never) the main process fine-tunes a copy of phi on each task for
+    # `steps` steps and logs the mean test accuracy; the best phi so far is exported to OUT/best/.
+    "validation": {"every": 0, "tasks": [], "steps": 100, "batch_size": 64, "lr": 1e-3, "seed": 0},
 }
 
 #: Keys that may differ when a run is resumed: they do not change the trained phi.
 RESUME_SAFE_KEYS = {"steps", "log_every", "log_with", "project_name", "checkpoint_every", "keep_checkpoints",
-                    "max_nonfinite_steps", "device"}
+                    "max_nonfinite_steps", "device", "validation"}
 
 
 def _parse_value(text: str):
@@ -82,9 +85,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         if unknown:
             raise ConfigError(f"{path}: unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
         # A recipe's optimizer mapping replaces the default whole: switching sgd -> adam keeps no stale momentum.
+        validation = recipe.pop("validation", None)
         config.update(recipe)
+        if validation is not None:
+            if not isinstance(validation, dict):
+                raise ConfigError(f"{path}: 'validation' must be a mapping like {{every: 500, tasks: [builtin:thai]}}")
+            config["validation"].update(validation)
     for item in overrides:
         apply_override(config, item)
+    if isinstance(config["validation"], dict):  # a partial mapping (validation={every: 10, ...}) keeps the defaults
+        config["validation"] = {**DEFAULTS["validation"], **config["validation"]}
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
@@ -114,6 +124,16 @@ def validate(config: dict) -> None:
         raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({config['reset_period']}): use meta_interval <= reset_period")
     if config["reset"] not in ("soft", "hard"):
         raise ConfigError(f"config 'reset' must be soft or hard, got {config['reset']!r}")
+    validation = config["validation"]
+    if not isinstance(validation, dict):
+        raise ConfigError("config 'validation' must be a mapping like {every: 500, tasks: [builtin:thai]}")
+    unknown = sorted(set(validation) - set(DEFAULTS["validation"]))
+    if unknown:
+        raise ConfigError(f"unknown validation keys {unknown}; known keys: {sorted(DEFAULTS['validation'])}")
+    if not isinstance(validation["every"], int) or validation["every"] < 0:
+        raise ConfigError(f"validation.every must be an integer >= 0, got {validation['every']!r}")
+    if validation["every"] and (not isinstance(validation["tasks"], list) or not validation["tasks"]):
+        raise ConfigError("validation.every is set but validation.tasks is empty: list the meta-validation task specs")
     for key in ("inner_optimizer", "meta_optimizer"):
         if not isinstance(config[key], dict):
             raise ConfigError(f"config '{key}' must be a mapping like {{name: sgd, lr: 0.01}}")

@@ -154,6 +154,9 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
             if config["max_train_per_class"]:
                 task = task.subset_train(int(config["max_train_per_class"]), seed=config["seed"])
             tasks.append(task.to(device))
+        validation = config["validation"]
+        val_tasks = [load_task(spec, image_size=config["image_size"], seed=validation["seed"])
+                     for spec in validation["tasks"]] if (is_main and validation["every"]) else []
     except CtinitError as e:
         error = e
     if comm.any(error is not None, device):
@@ -175,7 +178,9 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
         autocast=autocast_factory(config["mixed_precision"], device),
         grad_scaling=config["mixed_precision"] == "fp16",
     )
+    best = {"accuracy": -1.0, "step": None}
     if resume_from is not None:
+        best = meta.get("best_validation", best)
         state = ckpt.read_state(resume_from / f"rank-{rank}")
         engine.load_state_dict(state["engine"])
         for sampler, s in zip(samplers, state["samplers"]):
@@ -258,9 +263,24 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
                                      **{f"accuracy/{n}": v for n, v in record["task_accuracy"].items()}}, step=step)
                 sums.zero_()
                 count = 0
+            if validation["every"] and step % validation["every"] == 0:
+                if is_main:
+                    accuracy = meta_validate(engine.phi_module, val_tasks, validation)
+                    improved = accuracy > best["accuracy"]
+                    if improved:
+                        best = {"accuracy": accuracy, "step": step}
+                        save_init(engine.phi_module, out / "best", {"algorithm": config["algorithm"], "steps": step,
+                                                                   "validation": {**validation, **best}})
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps({"step": step, "validation_accuracy": accuracy, "best": best}) + "\n")
+                    log.info("step %d meta-validation accuracy %.4f%s", step, accuracy,
+                             " (best so far: wrote OUT/best)" if improved else f" (best {best['accuracy']:.4f} at step {best['step']})")
+                    if config["log_with"]:
+                        accelerator.log({"validation_accuracy": accuracy}, step=step)
+                comm.barrier()
             signalled = comm.any(stop["signum"] is not None, device)
             if (config["checkpoint_every"] and step % config["checkpoint_every"] == 0) or signalled:
-                path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main)
+                path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best)
                 if signalled:
                     raise Preempted(stop["signum"] or signal.SIGTERM, path)
         bar.close()
@@ -290,7 +310,20 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     return summary
 
 
-def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main) -> Path:
+def meta_validate(phi_module, tasks, validation: dict) -> float:
+    """Mean test accuracy of a copy of phi briefly fine-tuned on each meta-validation task."""
+    import copy
+
+    from ctinit.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(steps=validation["steps"], batch_size=validation["batch_size"],
+                            optimizer={"name": "adam", "lr": validation["lr"]}, seed=validation["seed"], progress=False)
+    device = next(phi_module.parameters()).device
+    accuracies = [finetune(copy.deepcopy(phi_module), task, config, device=device).test_accuracy for task in tasks]
+    return sum(accuracies) / len(accuracies)
+
+
+def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best=None) -> Path:
     tmp = ckpt.tmp_dir(out, step)
     if is_main:
         tmp.mkdir(parents=True, exist_ok=True)
@@ -301,7 +334,7 @@ def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_
     final = ckpt.checkpoint_root(out) / f"step-{step}"
     if is_main:
         meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
-                "library_version": __version__}
+                "library_version": __version__, "best_validation": best}
         final = ckpt.finalize(out, step, meta, config["keep_checkpoints"])
         log.info("checkpoint %s", final)
     comm.barrier()
