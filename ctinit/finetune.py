@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ConfigError
 from .meta.optim import OptimizerSpec
-from .models import TaskHead
+from .models import ImageClassifier, TaskHead, feature_dim, image_size_of
 from .tasks.sampler import BatchSampler, eval_batches
 
 
@@ -64,18 +65,69 @@ def evaluate(backbone: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Ten
     return correct / n, loss_sum / n
 
 
-def finetune(backbone: nn.Module, task, config: FinetuneConfig | None = None, device: str | torch.device | None = None,
-             log=None) -> FinetuneResult:
-    """Fine-tune ``backbone`` (modified in place) with a fresh head on ``task`` (a ``TaskData``)."""
+def make_config(config: FinetuneConfig | None = None, **overrides) -> FinetuneConfig:
+    """``config`` (default: the paper's protocol) with keyword overrides; ``lr=``, ``weight_decay=`` and
+    ``optimizer="sgd"`` set the optimizer mapping's entries."""
+    import dataclasses
+
+    cfg = dataclasses.replace(config or FinetuneConfig())
+    optimizer = dict(cfg.optimizer)
+    if isinstance(overrides.get("optimizer"), dict):
+        optimizer = dict(overrides.pop("optimizer"))
+    elif isinstance(overrides.get("optimizer"), str):
+        optimizer["name"] = overrides.pop("optimizer")
+    for key in ("lr", "weight_decay", "momentum"):
+        if key in overrides:
+            optimizer[key] = overrides.pop(key)
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f"unknown fine-tuning options {unknown}; known: {sorted(fields | {'lr', 'weight_decay', 'momentum'})}")
+    cfg = dataclasses.replace(cfg, optimizer=optimizer, **overrides)
+    if isinstance(cfg.steps, bool) or not isinstance(cfg.steps, int) or cfg.steps < 1:
+        raise ConfigError(f"steps must be a positive integer, got {cfg.steps!r}")
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {cfg.batch_size!r}")
+    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"mixed precision must be no, bf16 or fp16, got {cfg.mixed_precision!r}")
+    if cfg.eval_every < 0:
+        raise ConfigError(f"eval_every must be >= 0, got {cfg.eval_every}")
+    return cfg
+
+
+def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, device: str | torch.device | None = None,
+             log=None, on_step=None, **overrides) -> FinetuneResult:
+    """Fine-tune ``model`` (modified in place) on ``task`` and evaluate it on the task's test split.
+
+    ``model`` is a backbone (a fresh head sized to the task goes on top) or an
+    :class:`~ctinit.models.ImageClassifier` (its head is trained if it has one for the task's classes; a
+    feature-only classifier gets a fresh head, kept as ``model.head``). ``task`` is a ``TaskData`` or a task spec
+    (``npz:PATH``, ``builtin:NAME``...), loaded at the backbone's input size. Keyword overrides set
+    :class:`FinetuneConfig` fields (``steps=300, lr=1e-3``...). ``on_step(step)`` is called after every step.
+    """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    cfg = config or FinetuneConfig()
+    cfg = make_config(config, **overrides) if (overrides or config is None) else config
+    classifier = model if isinstance(model, ImageClassifier) else None
+    backbone = classifier.backbone if classifier is not None else model
+    if isinstance(task, str):
+        from .tasks import load_task
+
+        task = load_task(task, image_size=image_size_of(backbone), seed=cfg.seed)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=(str(device) == "cpu"))
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     channels = getattr(backbone.config, "num_channels", 3)
-    head = TaskHead(backbone.config.feature_dim, task.num_classes)
+    if classifier is not None and isinstance(classifier.head, TaskHead):
+        if classifier.head.num_classes != task.num_classes:
+            raise ConfigError(f"the model's head has {classifier.head.num_classes} classes but task '{task.name}' has "
+                              f"{task.num_classes}: load it with num_classes={task.num_classes} (or 0 for a fresh head)")
+        head = classifier.head
+    else:
+        head = TaskHead(feature_dim(backbone), task.num_classes)
+        if classifier is not None:
+            classifier.head = head
     task = task.to(device)
     sampler = BatchSampler(task.x_train, task.y_train, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                            hflip=task.hflip, channels=channels)
@@ -83,7 +135,13 @@ def finetune(backbone: nn.Module, task, config: FinetuneConfig | None = None, de
     optimizer = OptimizerSpec.from_dict(cfg.optimizer).build(model.parameters())
     milestones = sorted({max(1, int(math.floor(m * cfg.steps))) for m in cfg.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if accelerator.num_processes > 1:
+        # Called inside a multi-process job (meta-validation on the main process): this copy trains alone, so it
+        # must not be wrapped for data parallelism, whose collectives the other processes would never join.
+        model.to(device)
+        optimizer = accelerator.prepare_optimizer(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
     curve, recent = [], []
@@ -99,6 +157,8 @@ def finetune(backbone: nn.Module, task, config: FinetuneConfig | None = None, de
         accelerator.backward(loss)
         optimizer.step()
         scheduler.step()
+        if on_step is not None:
+            on_step(step)
         if step > cfg.steps - tail:
             recent.append(loss.detach())
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):

@@ -3,37 +3,73 @@
 An initialization directory holds the backbone's transformers config (with a ``ctinit`` entry saying how it
 was made) and the backbone's state dict at phi in safetensors. Task heads are never saved: a new task gets a
 fresh head sized to its classes.
+
+An initialization is named by
+
+* a local directory (``runs/cts/init`` or the run ``runs/cts`` itself, an export, a Hub snapshot folder);
+* a Hub model repo id ``ORG/NAME``, optionally pinned as ``ORG/NAME@REVISION`` (a branch, tag or commit hash) or
+  with ``revision=``; ``hf-hub:ORG/NAME`` forces the Hub reading. Hub ids resolve through the normal Hugging Face
+  cache (``HF_HUB_CACHE``), so ``HF_HUB_OFFLINE=1`` works once a copy is cached. The repo's file list is checked
+  before any weights are downloaded, and only ``config.json`` and ``model.safetensors`` are fetched;
+* ``scratch:ARCH`` (a built-in backbone, fresh weights), ``scratch:DIR`` or ``scratch:ORG/NAME`` (the same
+  architecture, fresh weights).
+
+A local path that exists always wins over a Hub id of the same spelling.
 """
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PretrainedConfig
 
 from . import __version__
-from .errors import CheckpointError
-from .models import ARCHITECTURES, backbone_config
+from .errors import CheckpointError, ConfigError, CtinitError
+from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone, is_ctinit_config
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: Never downloaded from the Hub: files that could only be read by unpickling.
+PICKLE_PATTERNS = [f"*{s}" for s in PICKLE_SUFFIXES]
+HUB_PREFIX = "hf-hub:"
+_REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+?)(?:@(?P<rev>[^\s@]+))?$")
+_COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
-def save_init(backbone: PreTrainedModel, out_dir: str | Path, made_with: dict | None = None,
+def _one_line(text: object, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------------ saving
+
+
+def save_init(backbone: nn.Module, out_dir: str | Path, made_with: dict | None = None,
               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write ``out_dir/config.json`` and ``out_dir/model.safetensors``; ``made_with`` is stored as ``config.ctinit``."""
+    """Write ``out_dir/config.json`` and ``out_dir/model.safetensors``; ``made_with`` is stored as ``config.ctinit``.
+
+    A wrapped transformers model (:class:`~ctinit.models.HFBackbone`) is written as its base model: the folder is a
+    plain transformers checkpoint of that architecture (keys without the wrapper's ``model.`` prefix).
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = backbone.config
+    inner = backbone.model if isinstance(backbone, HFBackbone) else backbone
+    if isinstance(backbone, ImageClassifier):
+        raise ConfigError("save_init takes the backbone (model.backbone), not the classifier: heads are never saved")
+    config = inner.config
     info = {"library_version": __version__, **(made_with or {})}
     config.ctinit = info
-    config.architectures = [type(backbone).__name__]
-    state = state_dict if state_dict is not None else backbone.state_dict()
+    config.architectures = [type(inner).__name__]
+    state = state_dict if state_dict is not None else inner.state_dict()
+    if inner is not backbone and state_dict is not None:
+        state = {(k[len("model."):] if k.startswith("model.") else k): v for k, v in state.items()}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     metadata = {"format": "pt", "library": "ctinit", "ctinit_version": __version__,
                 "algorithm": str(info.get("algorithm", "unknown"))}
@@ -44,20 +80,23 @@ def save_init(backbone: PreTrainedModel, out_dir: str | Path, made_with: dict | 
     return out
 
 
+# ------------------------------------------------------------------------------------------------ local files
+
+
 def _read_config(path: Path) -> PretrainedConfig:
     config_file = path / CONFIG_NAME
     if not config_file.is_file():
         raise CheckpointError(f"{path}: no {CONFIG_NAME}; an initialization directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
         model_type = json.loads(config_file.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{config_file}: not valid JSON ({e}); re-export the initialization") from e
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise CheckpointError(f"{config_file}: not valid JSON ({_one_line(e)}); re-export the initialization") from e
     if not model_type:
         raise CheckpointError(f"{config_file}: no 'model_type' key; re-export the initialization")
     try:
         return AutoConfig.from_pretrained(str(path))
-    except (ValueError, KeyError, OSError) as e:
-        raise CheckpointError(f"{config_file}: cannot read config of model_type '{model_type}' ({str(e).splitlines()[0]})") from e
+    except (ValueError, KeyError, OSError, TypeError) as e:
+        raise CheckpointError(f"{config_file}: cannot read config of model_type '{model_type}' ({_one_line(str(e).splitlines()[0] if str(e) else e)})") from e
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -77,7 +116,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({str(e).splitlines()[0]}); it may be truncated: download or export it again") from e
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({_one_line(str(e).splitlines()[0] if str(e) else e)}); it may be truncated: download or export it again") from e
 
 
 def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -94,37 +133,304 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source
     model.load_state_dict(tensors, strict=True)
 
 
-def load_init(init: str | Path, seed: int | None = None) -> PreTrainedModel:
-    """A backbone from an initialization directory, ``scratch:DIR`` (same architecture, fresh weights) or
-    ``scratch:ARCH`` (a built-in backbone name such as ``resnet20``). ``seed`` seeds fresh weights."""
-    init = str(init)
-    if init.startswith("scratch:"):
-        target = init[len("scratch:"):]
-        if target in ARCHITECTURES:
-            config = backbone_config(target)
-        elif Path(target).is_dir():
-            config = _read_config(Path(target))
-        else:
-            raise CheckpointError(
-                f"'{init}': not a built-in backbone ({', '.join(ARCHITECTURES)}) nor an initialization directory"
-            )
-        if seed is not None:
-            torch.manual_seed(seed)
+def _model_from(config: PretrainedConfig) -> nn.Module:
+    if is_ctinit_config(config):
         return AutoModel.from_config(config)
-    path = Path(init)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such initialization directory; pass a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, or scratch:ARCH")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: an initialization is a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, not a file")
+    try:
+        return build_backbone(config)
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"cannot build a backbone of model_type '{config.model_type}' ({_one_line(e)})") from e
+
+
+def _load_dir(path: Path) -> nn.Module:
     config = _read_config(path)
     tensors = read_weights(path)
-    model = AutoModel.from_config(config)
-    load_state_strict(model, tensors, str(path / WEIGHTS_NAME))
+    model = _model_from(config)
+    target = model.model if isinstance(model, HFBackbone) else model
+    if isinstance(model, HFBackbone):
+        # A checkpoint of the same architecture made by transformers may carry a pooler ctinit does not use.
+        own = target.state_dict()
+        tensors = {k: v for k, v in tensors.items() if k in own or not k.startswith("pooler.")}
+    load_state_strict(target, tensors, str(path / WEIGHTS_NAME))
     return model
 
 
-def init_info(init: str | Path) -> dict:
+# ------------------------------------------------------------------------------------------------ the Hub
+
+
+def parse_hub_id(text: str) -> tuple[str, str | None] | None:
+    """``ORG/NAME[@REV]`` (or ``hf-hub:ORG/NAME[@REV]``) -> ``(repo_id, revision)``; None when it is not one."""
+    text = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text
+    match = _REPO_ID.match(text)
+    if not match or ".." in match.group("repo") or match.group("repo").endswith("."):
+        return None
+    return match.group("repo"), match.group("rev")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set (read the way huggingface_hub reads it)."""
+    from huggingface_hub import constants
+
+    check = getattr(constants, "is_offline_mode", None)
+    return bool(check()) if callable(check) else bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    names = _names(exc)
+    if names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "TransportError",
+                "ConnectionError", "Timeout", "ReadTimeout", "OfflineModeIsEnabled", "ProxyError"}:
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return "HfHubHTTPError" in names and isinstance(status, int) and status >= 500
+
+
+def hub_error(exc: BaseException, repo_id: str, revision: str | None) -> CtinitError | None:
+    """A one-line :class:`CheckpointError` for a huggingface_hub error about ``repo_id``; None if it is not one."""
+    names = _names(exc)
+    rev = revision or "main"
+    where = f"{repo_id}@{rev}"
+    first = _one_line(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__, 200)
+    if "RevisionNotFoundError" in names:
+        return CheckpointError(f"{repo_id}: no revision '{rev}' in this Hub repo; pass an existing branch, tag or commit hash")
+    if "GatedRepoError" in names:
+        return CheckpointError(f"{repo_id}: a gated Hub repo; accept its terms on huggingface.co, then log in (HF_TOKEN or `hf auth login`)")
+    if "RepositoryNotFoundError" in names:
+        return CheckpointError(f"'{repo_id}': no such local directory, and no Hub model repo of that name (if it is private, "
+                               f"set HF_TOKEN or run `hf auth login`)")
+    if "DisabledRepoError" in names:
+        return CheckpointError(f"{repo_id}: this Hub repo has been disabled")
+    if "IncompleteSnapshotError" in names:
+        return CheckpointError(f"{where}: the cached copy is incomplete and the Hub cannot be reached; download it again online")
+    if "HFValidationError" in names:
+        return CheckpointError(f"'{repo_id}': not a valid Hub repo id ({first}); write ORG/NAME or a local directory")
+    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "CachedRepoTreeNotFoundError"}:
+        if hub_offline():
+            return CheckpointError(f"{where}: no cached copy in {_hub_cache()} and HF_HUB_OFFLINE=1 forbids downloading; "
+                                   f"download it once online (python -m hub pull {repo_id}) or unset HF_HUB_OFFLINE")
+        return CheckpointError(f"{where}: the Hub cannot be reached and there is no cached copy in {_hub_cache()}; "
+                               f"check the network (or the repo id), or pass a local directory")
+    if "EntryNotFoundError" in names:
+        return CheckpointError(f"{where}: a file is missing in this Hub repo ({first}); an initialization repo holds "
+                               f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+    if _is_connection_error(exc):
+        return CheckpointError(f"{where}: the Hub cannot be reached ({type(exc).__name__}: {first}) and there is no cached copy")
+    if "HfHubHTTPError" in names:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            return CheckpointError(f"{repo_id}: not authorized (HTTP {status}); set HF_TOKEN or run `hf auth login` with a token that can read it")
+        return CheckpointError(f"{repo_id}: Hub request failed (HTTP {status}): {first}")
+    return None
+
+
+def _check_repo_files(files: list[str], repo_id: str, revision: str | None, need_weights: bool) -> None:
+    where = f"{repo_id}@{revision or 'main'}"
+    if need_weights and WEIGHTS_NAME not in files:
+        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise CheckpointError(
+                f"{where}: only pickle weights on the Hub ({', '.join(pickles[:3])}); ctinit loads safetensors only, "
+                f"because unpickling can run arbitrary code: ask the publisher for {WEIGHTS_NAME}"
+            )
+        raise CheckpointError(f"{where}: no {WEIGHTS_NAME} in this Hub repo; an initialization repo holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    if CONFIG_NAME not in files:
+        raise CheckpointError(f"{where}: no {CONFIG_NAME} in this Hub repo; an initialization repo holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: bool = True,
+                 allow_patterns: list[str] | None = None, local_dir: str | Path | None = None) -> tuple[Path, str | None]:
+    """Download (or find in the cache) a Hub initialization; returns ``(folder, commit hash)``.
+
+    Online, the repo's file list is checked first (pickle-only repos are refused before anything is downloaded),
+    then :func:`huggingface_hub.snapshot_download` fetches ``allow_patterns`` (default: config and weights) into the
+    cache, or into ``local_dir``. Offline (``HF_HUB_OFFLINE=1``) or when the Hub cannot be reached, the cached copy
+    of that revision is used. Pickle files are never downloaded.
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    if allow_patterns is None:
+        allow_patterns = [CONFIG_NAME, WEIGHTS_NAME] if need_weights else [CONFIG_NAME]
+    info = None
+    if not hub_offline():
+        try:
+            info = HfApi().model_info(repo_id, revision=revision)
+        except Exception as e:  # noqa: BLE001 - mapped to one line below
+            if not _is_connection_error(e):
+                error = hub_error(e, repo_id, revision)
+                if error is None:
+                    raise
+                raise error from e
+    if info is not None:
+        _check_repo_files([s.rfilename for s in (info.siblings or [])], repo_id, revision, need_weights)
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns,
+                                   ignore_patterns=PICKLE_PATTERNS, local_dir=str(local_dir) if local_dir else None,
+                                   local_files_only=info is None)
+    except Exception as e:  # noqa: BLE001
+        error = hub_error(e, repo_id, revision)
+        if error is None:
+            raise
+        raise error from e
+    folder = Path(folder)
+    commit = getattr(info, "sha", None) if info is not None else None
+    if commit is None and _COMMIT_HASH.match(folder.name):
+        commit = folder.name
+    return folder, commit
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where an initialization comes from, once resolved to a local folder (see :func:`resolve_init`)."""
+
+    spec: str                      # as the user wrote it
+    path: Path | None = None       # the local folder with config.json (+ model.safetensors)
+    scratch: bool = False          # fresh weights of that architecture
+    arch: str | None = None        # scratch:ARCH
+    repo_id: str | None = None     # a Hub id
+    revision: str | None = None
+    commit: str | None = None      # the commit hash a Hub id resolved to
+
+    def describe(self) -> str:
+        if self.repo_id:
+            pinned = f"@{self.revision}" if self.revision else ""
+            return f"{self.repo_id}{pinned} (commit {self.commit[:10]})" if self.commit else f"{self.repo_id}{pinned}"
+        return self.spec
+
+
+def resolve_init(init: "str | Path | InitSource", revision: str | None = None) -> InitSource:
+    """Turn an initialization name into a local folder, downloading Hub ids into the cache (see module doc)."""
+    if isinstance(init, InitSource):
+        return init
+    spec = str(init)
+    scratch = spec.startswith("scratch:")
+    target = spec[len("scratch:"):] if scratch else spec
+    if not target:
+        raise CheckpointError(f"'{spec}': name an initialization directory, a Hub id ORG/NAME or (scratch:) a built-in backbone")
+    if scratch and target in ARCHITECTURES:
+        return InitSource(spec, scratch=True, arch=target)
+    path = Path(target).expanduser()
+    if not target.startswith(HUB_PREFIX) and path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: an initialization is a directory with {CONFIG_NAME} and {WEIGHTS_NAME}, not a file")
+        if revision:
+            raise ConfigError(f"--revision {revision}: '{target}' is a local directory; a revision only applies to Hub ids")
+        if not (path / CONFIG_NAME).is_file() and (path / "init" / CONFIG_NAME).is_file():
+            path = path / "init"  # a meta-training run directory names its initialization
+        return InitSource(spec, path=path, scratch=scratch)
+    hub = parse_hub_id(target)
+    if hub is None:
+        if scratch:
+            raise CheckpointError(
+                f"'{spec}': not a built-in backbone ({', '.join(ARCHITECTURES)}) nor an initialization directory or Hub id"
+            )
+        raise CheckpointError(f"{path}: no such initialization directory; pass a directory with {CONFIG_NAME} and "
+                              f"{WEIGHTS_NAME}, a Hub id ORG/NAME[@REVISION], or scratch:ARCH")
+    repo_id, pinned = hub
+    if pinned and revision and pinned != revision:
+        raise ConfigError(f"'{target}' pins revision '{pinned}' but --revision says '{revision}': give one of them")
+    revision = pinned or revision
+    try:
+        folder, commit = hub_snapshot(repo_id, revision, need_weights=not scratch)
+    except CheckpointError as e:
+        if target.startswith(HUB_PREFIX) or "no such local directory" in str(e):
+            raise
+        raise CheckpointError(f"no local directory '{target}', and as a Hub id: {e}") from e
+    return InitSource(spec, path=folder, scratch=scratch, repo_id=repo_id, revision=revision, commit=commit)
+
+
+def load_init(init: "str | Path | InitSource", seed: int | None = None, revision: str | None = None) -> nn.Module:
+    """A backbone from an initialization directory, a Hub id (``ORG/NAME[@REV]``, or ``revision=``),
+    ``scratch:DIR``/``scratch:ORG/NAME`` (same architecture, fresh weights) or ``scratch:ARCH`` (a built-in backbone
+    name such as ``resnet20``). ``seed`` seeds fresh weights."""
+    source = resolve_init(init, revision)
+    if source.scratch:
+        config = backbone_config(source.arch) if source.arch else _read_config(source.path)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _model_from(config)
+    return _load_dir(source.path)
+
+
+def init_config(init: "str | Path | InitSource", revision: str | None = None) -> PretrainedConfig:
+    """The backbone config of an initialization (no weights are read)."""
+    source = resolve_init(init, revision)
+    return backbone_config(source.arch) if source.arch else _read_config(source.path)
+
+
+def init_info(init: "str | Path | InitSource", revision: str | None = None) -> dict:
     """How an initialization was made (the ``ctinit`` entry of its config), or {} for scratch."""
-    if str(init).startswith("scratch:"):
+    source = resolve_init(init, revision)
+    if source.scratch:
         return {}
-    return dict(getattr(_read_config(Path(init)), "ctinit", {}) or {})
+    return dict(getattr(_read_config(source.path), "ctinit", {}) or {})
+
+
+def from_pretrained(init: "str | Path | InitSource", num_classes: int | None = None, revision: str | None = None,
+                    seed: int | None = None) -> ImageClassifier:
+    """An :class:`~ctinit.models.ImageClassifier` ready to fine-tune: the backbone at the initialization (a local
+    directory, a Hub id ``ORG/NAME[@REV]`` or ``scratch:...``) plus a fresh linear head for ``num_classes`` classes
+    (None or 0: no head, ``forward`` returns pooled features and fine-tuning adds a head sized to the task)."""
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0):
+        raise ConfigError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    backbone = load_init(init, seed=seed, revision=revision)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return ImageClassifier(backbone, num_classes)
+
+
+# ------------------------------------------------------------------------------------------------ listing
+
+
+def list_inits(author: str | None = None, search: str | None = None, limit: int | None = 50,
+               sort: str = "downloads") -> list[dict]:
+    """Initializations published on the Hub by this library (repos tagged ``ctinit``), as plain dicts."""
+    from huggingface_hub import HfApi
+
+    from .meta import RULES
+
+    import logging
+
+    hf_logger = logging.getLogger("huggingface_hub")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)  # no "Retrying in 8s" lines: the outcome is one line either way
+    try:
+        models = list(HfApi().list_models(filter="ctinit", author=author, search=search, sort=sort, limit=limit))
+    except Exception as e:  # noqa: BLE001
+        if _is_connection_error(e):
+            why = "HF_HUB_OFFLINE is set; listing needs the network" if hub_offline() else "check the network"
+            raise CheckpointError(f"cannot list initializations: the Hub cannot be reached ({type(e).__name__}); {why}") from e
+        error = hub_error(e, author or "ctinit", None)
+        if error is None:
+            raise
+        raise error from e
+    finally:
+        hf_logger.setLevel(level)
+    rows = []
+    for m in models:
+        tags = list(getattr(m, "tags", None) or [])
+        algorithm = next((t for t in tags if t in RULES), "")
+        modified = getattr(m, "last_modified", None) or getattr(m, "created_at", None)
+        rows.append({"id": m.id, "algorithm": algorithm, "downloads": getattr(m, "downloads", None),
+                     "likes": getattr(m, "likes", None),
+                     "last_modified": modified.strftime("%Y-%m-%d") if hasattr(modified, "strftime") else (modified or None)})
+    return rows
+
+
+__all__ = [
+    "CONFIG_NAME", "InitSource", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "from_pretrained", "hub_error", "hub_offline",
+    "hub_snapshot", "init_config", "init_info", "list_inits", "load_init", "load_state_strict", "parse_hub_id", "read_weights",
+    "resolve_init", "save_init",
+]

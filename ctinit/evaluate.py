@@ -1,0 +1,512 @@
+"""Compare initializations side by side: fine-tune each on each task for each seed, then tabulate and plot.
+
+    results = run_evaluation(["runs/cts/init", "ORG/NAME", "scratch:runs/cts/init"], ["builtin:georgian"],
+                             seeds=[0, 1, 2], config=FinetuneConfig(steps=300))
+    write_results(results, "runs/eval")          # results.json, results.md, curves.png
+
+Every (init, task, seed) run is exactly ``ctinit finetune --init INIT --data TASK --seed SEED`` with the same
+recipe: the seed drives the head's initialization, the batch order and augmentation, the limited-data subset, the
+fresh weights of ``scratch:`` inits and the hold-out split of sources without a test split. The table reports the
+test accuracy after the last step as mean ± sample standard deviation over seeds; the average row takes, for each
+seed, the mean over tasks, then mean ± std of those over seeds.
+
+:func:`update_card` writes the results of one initialization into its model card (``model-index`` in the YAML front
+matter, and the results table in the body between ``<!-- ctinit:results -->`` markers).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+from .finetune import FinetuneConfig, finetune
+from .loading import CONFIG_NAME, WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
+from .models import image_size_of
+
+RESULTS_START = "<!-- ctinit:results -->"
+RESULTS_END = "<!-- /ctinit:results -->"
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def parse_seeds(seeds: "str | int | list[int]") -> list[int]:
+    """``3`` -> ``[0, 1, 2]`` (that many seeds); ``"0,4,7"`` -> exactly those (``"7,"``: seed 7 alone)."""
+    if isinstance(seeds, (list, tuple)):
+        values = list(seeds)
+    elif isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"--seeds must be a positive number of seeds or a comma-separated list, got {seeds}")
+        values = list(range(seeds))
+    else:
+        text = str(seeds).strip()
+        try:
+            if "," in text:
+                values = [int(s) for s in text.split(",") if s.strip()]
+            else:
+                return parse_seeds(int(text))
+        except ValueError:
+            raise ConfigError(f"--seeds '{seeds}': write a number of seeds (3 = seeds 0,1,2) or a list (0,4,7)") from None
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ConfigError(f"--seeds {seeds!r}: seeds are non-negative integers")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"--seeds {seeds!r}: a seed is listed twice")
+    return values
+
+
+def limit_train_samples(task, max_samples: int, seed: int):
+    """A seeded subset of ``max_samples`` training examples, spread over the classes as evenly as possible."""
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise ConfigError(f"--max-train-samples must be a positive integer, got {max_samples!r}")
+    labels = task.y_train.detach().cpu().numpy()
+    if max_samples >= len(labels):
+        return task
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(labels == c)) for c in range(task.num_classes)]
+    order: list[int] = []
+    for rank in range(max(len(p) for p in per_class)):
+        for c in rng.permutation(len(per_class)):
+            if rank < len(per_class[c]):
+                order.append(int(per_class[c][rank]))
+    keep = torch.from_numpy(np.sort(np.array(order[:max_samples], dtype=np.int64)))
+    return dataclasses.replace(task, x_train=task.x_train.index_select(0, keep.to(task.x_train.device)),
+                               y_train=task.y_train.index_select(0, keep.to(task.y_train.device)),
+                               classes=list(task.classes))
+
+
+def limit_task(task, seed: int, max_train_per_class: int | None = None, max_train_samples: int | None = None):
+    if max_train_per_class:
+        task = task.subset_train(int(max_train_per_class), seed=seed)
+    if max_train_samples:
+        task = limit_train_samples(task, int(max_train_samples), seed)
+    return task
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _environment(device: str | None) -> dict:
+    cuda = torch.cuda.is_available() and str(device or "cuda").startswith("cuda")
+    import os
+
+    return {
+        "ctinit": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+    }
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[int]" = 3,
+                   config: FinetuneConfig | None = None, *, revision: str | None = None,
+                   max_train_per_class: int | None = None, max_train_samples: int | None = None,
+                   device: str | None = None, progress: bool = True, log=None, command: str | None = None) -> dict:
+    """Fine-tune every init on every task for every seed (see module doc). Returns the results as plain data.
+
+    All inits are resolved (Hub ids downloaded) and every task spec is read before the first fine-tuning step,
+    so a typo fails in a second, not after an hour. ``config.seed`` is ignored: ``seeds`` sets it per run.
+    ``config.eval_every == 0`` means a curve point every ``steps // 10`` steps.
+    """
+    from tqdm.auto import tqdm
+
+    from .tasks import load_task, parse_spec
+
+    seeds = parse_seeds(seeds)
+    inits = [str(i) for i in inits]
+    data = [str(d) for d in data]
+    if not inits:
+        raise ConfigError("name at least one initialization (--init)")
+    if not data:
+        raise ConfigError("name at least one task (--data)")
+    for what, items in (("--init", inits), ("--data", data)):
+        dupes = sorted({i for i in items if items.count(i) > 1})
+        if dupes:
+            raise ConfigError(f"{what} {dupes[0]} is given twice")
+    cfg = config or FinetuneConfig()
+    if cfg.eval_every == 0:
+        cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.steps // 10))
+    cfg = dataclasses.replace(cfg, progress=False)
+    for spec in data:
+        parse_spec(spec)  # unknown kinds fail before anything is downloaded
+
+    sources: list[InitSource] = []
+    entries: list[dict] = []
+    for init in inits:
+        source = resolve_init(init, revision if _revision_applies(init) else None)
+        sources.append(source)
+        weights = source.path / WEIGHTS_NAME if (source.path is not None and not source.scratch) else None
+        info = init_info(source)
+        entries.append({
+            "label": init, "scratch": source.scratch, "path": str(source.path) if source.path else None,
+            "arch": source.arch, "repo_id": source.repo_id, "revision": source.revision, "commit": source.commit,
+            "algorithm": "scratch" if source.scratch else info.get("algorithm"),
+            "weights_sha256": _sha256(weights) if weights is not None and weights.is_file() else None,
+        })
+    # Each init's config tells its input size. Every task is read once up front (a bad spec or an impossible
+    # limited-data subset fails before any training); during the grid only the current task stays in memory.
+    sizes = [image_size_of(SimpleNamespace(config=init_config(s))) for s in sources]
+    preloaded: dict[tuple, object] = {}
+    tasks_meta = []
+    for spec in data:
+        task = preloaded[(spec, sizes[0], seeds[0])] = load_task(spec, image_size=sizes[0], seed=seeds[0])
+        limited = limit_task(task, seeds[0], max_train_per_class, max_train_samples)
+        tasks_meta.append({"spec": spec, "name": task.name, "num_classes": task.num_classes,
+                           "train_size": len(limited.y_train), "test_size": len(task.y_test)})
+    preloaded = {k: v for k, v in preloaded.items() if k[0] == data[0]}  # the others are read again when due
+    names = [t["name"] for t in tasks_meta]
+    for t in tasks_meta:  # two npz files with one stem: tell them apart by spec
+        t["display"] = t["name"] if names.count(t["name"]) == 1 else t["spec"]
+
+    total = len(inits) * len(data) * len(seeds)
+    bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,
+               dynamic_ncols=True)
+    runs = []
+    start = time.perf_counter()
+    try:
+        for spec, meta in zip(data, tasks_meta):
+            for seed in seeds:
+                tasks = {}
+                for entry, source, size in zip(entries, sources, sizes):
+                    if size not in tasks:
+                        raw = preloaded.pop((spec, size, seed), None) or load_task(spec, image_size=size, seed=seed)
+                        tasks[size] = limit_task(raw, seed, max_train_per_class, max_train_samples)
+                    task = tasks[size]
+                    bar.set_postfix_str(f"{meta['display']} | seed {seed} | {entry['label']}")
+                    backbone = load_init(source, seed=seed)
+                    result = finetune(backbone, task, dataclasses.replace(cfg, seed=seed), device=device,
+                                      on_step=lambda _s: bar.update(1))
+                    runs.append({"init": entry["label"], "task": spec, "seed": seed,
+                                 "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
+                                 "train_loss": result.train_loss, "train_size": len(task.y_train),
+                                 "curve": [[int(s), float(a)] for s, a in result.curve], "seconds": result.seconds})
+                    if log:
+                        log(f"{meta['display']} | {entry['label']} | seed {seed}: test accuracy {result.test_accuracy:.4f}")
+    finally:
+        bar.close()
+    finetune_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress")}
+    results = {
+        "ctinit_version": __version__,
+        "command": command,
+        "environment": _environment(device),
+        "seconds": time.perf_counter() - start,
+        "seeds": seeds,
+        "finetune": finetune_cfg,
+        "max_train_per_class": max_train_per_class,
+        "max_train_samples": max_train_samples,
+        "inits": entries,
+        "tasks": tasks_meta,
+        "runs": runs,
+    }
+    results["summary"] = summarize(results)
+    return results
+
+
+def _revision_applies(init: str) -> bool:
+    """Whether ``--revision`` applies to this init: a Hub id (not an existing local directory) without its own @REV."""
+    from .loading import HUB_PREFIX, parse_hub_id
+
+    target = init[len("scratch:"):] if init.startswith("scratch:") else init
+    parsed = parse_hub_id(target)
+    return parsed is not None and parsed[1] is None and (target.startswith(HUB_PREFIX) or not Path(target).exists())
+
+
+def _stats(values: list[float]) -> dict:
+    n = len(values)
+    mean = float(np.mean(values)) if n else float("nan")
+    std = float(np.std(values, ddof=1)) if n > 1 else 0.0
+    return {"mean": mean, "std": std, "n": n, "values": [float(v) for v in values]}
+
+
+def summarize(results: dict) -> dict:
+    """``{init: {"tasks": {spec: stats}, "mean": stats}}`` where stats = mean, std (over seeds), n, values."""
+    summary = {}
+    for entry in results["inits"]:
+        label = entry["label"]
+        per_task = {}
+        by_seed: dict[int, list[float]] = {}
+        for task in results["tasks"]:
+            runs = [r for r in results["runs"] if r["init"] == label and r["task"] == task["spec"]]
+            per_task[task["spec"]] = _stats([r["test_accuracy"] for r in runs])
+            for r in runs:
+                by_seed.setdefault(r["seed"], []).append(r["test_accuracy"])
+        complete = [float(np.mean(v)) for s, v in sorted(by_seed.items()) if len(v) == len(results["tasks"])]
+        summary[label] = {"tasks": per_task, "mean": _stats(complete)}
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def _cell(stats: dict, best: bool) -> str:
+    if not stats["n"]:
+        return "—"
+    text = f"{stats['mean']:.3f} ± {stats['std']:.3f}" if stats["n"] > 1 else f"{stats['mean']:.3f}"
+    return f"**{text}**" if best else text
+
+
+def results_table(results: dict, labels: dict[str, str] | None = None) -> str:
+    """The Markdown table: one row per task plus the average, one column per init (best mean in bold)."""
+    inits = [e["label"] for e in results["inits"]]
+    summary = results["summary"]
+    heads = [(labels or {}).get(label, f"`{label}`") for label in inits]
+    lines = ["| task | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(inits)]
+    rows = [(f"{t['display']} ({t['num_classes']} classes, {t['train_size']} train)",
+             [summary[label]["tasks"][t["spec"]] for label in inits]) for t in results["tasks"]]
+    rows.append(("**mean**", [summary[label]["mean"] for label in inits]))
+    for name, cells in rows:
+        means = [c["mean"] for c in cells if c["n"]]
+        top = max(means) if means and len(inits) > 1 else None
+        lines.append(f"| {name} | " + " | ".join(_cell(c, top is not None and c["n"] and c["mean"] == top) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def recipe_line(results: dict) -> str:
+    ft = results["finetune"]
+    opt = ft["optimizer"]
+    extras = [f"lr {opt.get('lr')}"] + [f"{k} {v}" for k, v in opt.items() if k not in ("name", "lr")]
+    limited = []
+    if results.get("max_train_per_class"):
+        limited.append(f"{results['max_train_per_class']} train examples per class")
+    if results.get("max_train_samples"):
+        limited.append(f"at most {results['max_train_samples']} train examples")
+    seeds = results["seeds"]
+    text = (f"Test accuracy after {ft['steps']} fine-tuning steps, mean ± std over {len(seeds)} seed"
+            f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {opt.get('name')} "
+            f"({', '.join(extras)}), batch {ft['batch_size']}, lr x{ft['gamma']} at "
+            f"{', '.join(f'{int(m * 100)}%' for m in ft['milestones'])} of the steps, "
+            f"{'augmentation' if ft['augment'] else 'no augmentation'}, mixed precision {ft['mixed_precision']}")
+    if limited:
+        text += "; limited data: " + ", ".join(limited)
+    return text + "."
+
+
+def machine_line(results: dict) -> str:
+    env = results.get("environment") or {}
+    where = env.get("device") if env.get("device") != "cpu" else f"CPU ({env.get('cpu_count')} cores)"
+    text = f"Ran on {where}, torch {env.get('torch')}, ctinit {env.get('ctinit')}"
+    if results.get("seconds") is not None:
+        text += f", {results['seconds']:.0f} s"
+    if results.get("command"):
+        text += f": `{results['command']}`"
+    return text + "."
+
+
+def results_markdown(results: dict) -> str:
+    return "\n\n".join(["# Fine-tuning evaluation", recipe_line(results), results_table(results),
+                        machine_line(results)]) + "\n"
+
+
+def plot_curves(results: dict, path: str | Path) -> Path:
+    """Test accuracy against fine-tuning step: one panel per task, per init a mean line and a ±std band over seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    tasks = results["tasks"]
+    n = len(tasks)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, task in zip(axes, tasks):
+        for entry in results["inits"]:
+            curves = [r["curve"] for r in results["runs"] if r["init"] == entry["label"] and r["task"] == task["spec"]]
+            if not curves:
+                continue
+            steps = sorted({s for c in curves for s, _ in c})
+            acc = np.array([[dict((s, a) for s, a in c).get(step, np.nan) for step in steps] for c in curves])
+            mean = np.nanmean(acc, axis=0)
+            line, = ax.plot(steps, mean, label=entry["label"], marker="o" if len(steps) < 3 else None)
+            if len(curves) > 1:
+                std = np.nanstd(acc, axis=0, ddof=1)
+                ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(f"{task['display']} ({task['num_classes']} classes)")
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 3), fontsize="small", frameon=False)
+    seeds = len(results["seeds"])
+    fig.suptitle(f"test accuracy while fine-tuning (mean{' ± std' if seeds > 1 else ''} over {seeds} seed"
+                 f"{'s' if seeds != 1 else ''})", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.06 + 0.02 * ((len(names) - 1) // 3), 1, 0.95))
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``results.json``, ``results.md`` and ``curves.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "curves.png"}
+    paths["json"].write_text(json.dumps(results, indent=1) + "\n")
+    paths["md"].write_text(results_markdown(results))
+    plot_curves(results, paths["png"])
+    return paths
+
+
+def load_results(path: str | Path) -> dict:
+    """Read a ``results.json`` written by :func:`write_results` (a path to the file or its folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such results file; run `ctinit evaluate ... --out DIR` first")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(results, dict) or not {"inits", "tasks", "runs"} <= set(results):
+        raise ConfigError(f"{path}: not a results file of `ctinit evaluate`")
+    results.setdefault("summary", summarize(results))
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ model cards
+
+
+def _dataset_id(spec: str, name: str) -> str:
+    kind, _, rest = spec.partition(":")
+    if kind == "hf":
+        return rest.split(":")[0]
+    if kind == "builtin":
+        return spec
+    return name  # npz/folder: a local path says nothing to a reader of the card
+
+
+def card_label(entry: dict, this: str | None = None) -> str:
+    """A column label for a card: no local paths."""
+    if entry["label"] == this:
+        return "this initialization"
+    if entry.get("repo_id"):
+        prefix = "scratch: " if entry["scratch"] else ""
+        return f"{prefix}`{entry['repo_id']}`"
+    if entry["scratch"]:
+        return f"scratch (`{entry['arch']}`)" if entry.get("arch") else "scratch (same architecture)"
+    return f"`{Path(entry['label']).name or entry['label']}`"
+
+
+def results_section(results: dict | None, this: str | None = None, curves: str | None = None) -> str:
+    """The card's results section body (between the markers)."""
+    if not results:
+        return ("Not evaluated yet. Compare it with training from scratch on your tasks, and write the numbers "
+                "into this card:\n\n```bash\nctinit evaluate --init . --init scratch:. --data builtin:georgian "
+                "--seeds 3 --steps 300 --out eval --update-card .\n```")
+    labels = {e["label"]: card_label(e, this) for e in results["inits"]}
+    parts = [recipe_line(results), results_table(results, labels)]
+    if curves:
+        parts.append(f"![test accuracy while fine-tuning]({curves})")
+    parts.append(machine_line(results))
+    return "\n\n".join(parts)
+
+
+def card_eval_results(results: dict, this: str) -> list:
+    """``huggingface_hub.EvalResult`` entries (the card's ``model-index``) for the init labelled ``this``."""
+    from huggingface_hub import EvalResult
+
+    summary = results["summary"][this]
+    ft = results["finetune"]
+    seeds = results["seeds"]
+    out = []
+    for task in results["tasks"]:
+        stats = summary["tasks"][task["spec"]]
+        if not stats["n"]:
+            continue
+        out.append(EvalResult(
+            task_type="image-classification", task_name="Image classification (fine-tuned from this initialization)",
+            dataset_type=_dataset_id(task["spec"], task["name"]), dataset_name=task["display"], dataset_split="test",
+            metric_type="accuracy", metric_value=round(stats["mean"], 4),
+            metric_name=f"test accuracy after {ft['steps']} fine-tuning steps (mean of {len(seeds)} seeds)",
+            metric_args={"steps": ft["steps"], "seeds": len(seeds), "std": round(stats["std"], 4),
+                         "max_train_per_class": results.get("max_train_per_class"),
+                         "max_train_samples": results.get("max_train_samples")},
+        ))
+    return out
+
+
+def replace_results_section(text: str, section: str) -> str:
+    block = f"{RESULTS_START}\n{section}\n{RESULTS_END}"
+    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    if start != -1 and end > start:
+        return text[:start] + block + text[end + len(RESULTS_END):]
+    return text.rstrip("\n") + f"\n\n## Results\n\n{block}\n"
+
+
+def find_init(results: dict, export_dir: str | Path) -> str:
+    """The label of the evaluated init whose weights are ``export_dir``'s (same model.safetensors bytes)."""
+    export = Path(export_dir)
+    weights = export / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{export}: no {WEIGHTS_NAME}; --update-card takes an export folder (python -m hub export)")
+    digest = _sha256(weights)
+    for entry in results["inits"]:
+        if not entry["scratch"] and entry.get("weights_sha256") == digest:
+            return entry["label"]
+    raise ConfigError(f"--update-card {export}: none of the evaluated initializations has its weights; "
+                      f"evaluate it too (--init {export})")
+
+
+def update_card(export_dir: str | Path, results: dict, init: str | None = None,
+                results_dir: str | Path | None = None) -> Path:
+    """Write ``results`` of init ``init`` (default: the one whose weights are the export's) into
+    ``export_dir/README.md``: the ``model-index`` and the body's results table. ``results_dir`` (holding
+    ``curves.png`` and ``results.json``) is copied next to the card so that the card can show the curves."""
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    export = Path(export_dir)
+    readme = export / "README.md"
+    if not readme.is_file():
+        raise ConfigError(f"{export}: no README.md; --update-card takes a folder written by `python -m hub export`")
+    if not (export / CONFIG_NAME).is_file():
+        raise ConfigError(f"{export}: no {CONFIG_NAME}; --update-card takes a folder written by `python -m hub export`")
+    this = init if init is not None else find_init(results, export)
+    if this not in results["summary"]:
+        raise ConfigError(f"--update-card: '{this}' is not among the evaluated initializations")
+    try:
+        card = ModelCard.load(readme)
+    except Exception as e:  # noqa: BLE001 - a card that does not parse is bad input
+        raise ConfigError(f"{readme}: not a model card with YAML front matter ({type(e).__name__}: {e})") from e
+    curves = None
+    if results_dir is not None:
+        results_dir = Path(results_dir)
+        for name in ("curves.png", "results.json"):
+            if (results_dir / name).is_file() and (results_dir / name).resolve() != (export / name).resolve():
+                shutil.copyfile(results_dir / name, export / name)
+        curves = "curves.png" if (export / "curves.png").is_file() else None
+    title = next((line[2:].strip() for line in card.text.splitlines() if line.startswith("# ")), None)
+    card.data.model_name = card.data.model_name or title or export.resolve().name
+    card.data.eval_results = card_eval_results(results, this)
+    card.text = replace_results_section(card.text, results_section(results, this, curves))
+    readme.write_text(str(card).rstrip("\n") + "\n")
+    return readme
+
+
+__all__ = [
+    "card_eval_results", "find_init", "limit_train_samples", "load_results", "parse_seeds", "plot_curves",
+    "replace_results_section", "results_markdown", "results_section", "results_table", "run_evaluation",
+    "summarize", "update_card", "write_results",
+]

@@ -1,0 +1,62 @@
+"""Task heads and :class:`ImageClassifier` (a backbone at its initialization plus a head), what
+:func:`ctinit.from_pretrained` returns."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TaskHead(nn.Linear):
+    """A task-specific linear classifier on the backbone's pooled features; never part of phi."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__(in_features, num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.out_features
+
+
+class ImageClassifier(nn.Module):
+    """``backbone`` (pooled features) + ``head``: ``forward(pixel_values) -> logits``.
+
+    ``num_classes=0`` (or None) gives ``head = nn.Identity()``: ``forward`` returns the pooled features, and
+    :func:`ctinit.finetune.finetune` puts a fresh head sized to the task on top (as timm does with
+    ``num_classes=0``). Inputs are float ``[B, C, H, W]`` scaled to [-1, 1] (``(x / 255 - 0.5) / 0.5``), at the
+    config's ``image_size``; :func:`ctinit.tasks.to_float` does that for uint8 images.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int | None = None):
+        super().__init__()
+        from . import feature_dim
+
+        self.backbone = backbone
+        self.head = TaskHead(feature_dim(backbone), num_classes) if num_classes else nn.Identity()
+
+    @property
+    def config(self):
+        return self.backbone.config
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes if isinstance(self.head, TaskHead) else 0
+
+    @property
+    def feature_dim(self) -> int:
+        from . import feature_dim
+
+        return feature_dim(self.backbone)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(pixel_values))
+
+    def finetune(self, task, config=None, device=None, log=None, **overrides):
+        """Fine-tune in place on ``task`` (a ``TaskData`` or a task spec such as ``npz:my_task.npz``); returns a
+        :class:`~ctinit.finetune.FinetuneResult`. Keyword overrides set :class:`~ctinit.finetune.FinetuneConfig`
+        fields (``steps=1000, lr=1e-3, batch_size=128, seed=0...``)."""
+        from ..finetune import finetune
+
+        return finetune(self, task, config, device=device, log=log, **overrides)
+
+
+__all__ = ["ImageClassifier", "TaskHead"]

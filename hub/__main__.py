@@ -1,0 +1,113 @@
+"""``python -m hub``: export, push, pull and list ctinit initializations (see ``hub/__init__.py``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, repo_id=args.repo, license=args.license, results=args.results,
+                     template=args.template, overwrite=args.overwrite)
+    _log(f"hub export: wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+    print(out)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .remote import push
+
+    info = push(args.export_dir, args.repo, private=args.private, revision=args.revision,
+                commit_message=args.commit_message, log=_log)
+    _log(f"hub push: {args.repo}" + (f" ({args.revision})" if args.revision else ""))
+    print(getattr(info, "commit_url", info))
+    return 0
+
+
+def cmd_pull(args) -> int:
+    from .remote import pull
+
+    folder, commit = pull(args.repo, revision=args.revision, out=args.out)
+    _log(f"hub pull: {args.repo}@{args.revision or 'main'} -> {folder}")
+    print(commit or "unknown (cached copy without a commit hash)")
+    print(folder)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from ctinit.cli import cmd_list as ctinit_list
+
+    return ctinit_list(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hub", description="Publish ctinit initializations on the Hugging Face Hub.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ex = sub.add_parser("export", help="turn a meta-training run into a Hub model repo folder (weights, config, card, recipe)")
+    ex.add_argument("run_dir", help="a meta-training run directory (training.meta_train --out)")
+    ex.add_argument("out_dir", help="the folder to write (new, or --overwrite)")
+    ex.add_argument("--repo", default=None, help="the Hub id ORG/NAME the card's snippets use (default: filled in by push)")
+    ex.add_argument("--license", default="apache-2.0", help="the card's license (default apache-2.0)")
+    ex.add_argument("--results", default=None, help="a `ctinit evaluate --out` folder (or results.json) to report in the card")
+    ex.add_argument("--template", default=None, help="a card template (default model_cards/template.md)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export in OUT_DIR")
+    ex.set_defaults(func=cmd_export)
+
+    pu = sub.add_parser("push", help="upload an export folder to a Hub model repo (created if needed)")
+    pu.add_argument("export_dir")
+    pu.add_argument("--repo", required=True, help="ORG/NAME")
+    pu.add_argument("--private", action="store_true", help="create the repo private")
+    pu.add_argument("--revision", default=None, help="branch to push to (created from main if needed)")
+    pu.add_argument("--commit-message", default=None)
+    pu.set_defaults(func=cmd_push)
+
+    pl = sub.add_parser("pull", help="download an initialization; prints the resolved commit hash, then the folder")
+    pl.add_argument("repo", help="ORG/NAME[@REVISION]")
+    pl.add_argument("--revision", default=None, help="branch, tag or commit hash (default main)")
+    pl.add_argument("--out", default=None, help="a folder to download into (default: the Hugging Face cache)")
+    pl.set_defaults(func=cmd_pull)
+
+    ls = sub.add_parser("list", help="initializations published with ctinit (same as `ctinit list`)")
+    ls.add_argument("--author", default=None)
+    ls.add_argument("--search", default=None)
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+    for p in (ex, pu, pl, ls):
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _log("hub: interrupted")
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line unless --debug
+        if args.debug:
+            raise
+        from ctinit.errors import CtinitError
+
+        from .remote import scrub
+
+        if isinstance(e, CtinitError):
+            _log(scrub(f"hub: error: {' '.join(str(e).split())}"))
+            return EXIT_BAD_INPUT
+        message = str(e).splitlines()[0] if str(e) else ""
+        _log(scrub(f"hub: internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)"))
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Export a meta-training run as a Hub model repo folder.
+
+    OUT_DIR/config.json               the backbone's transformers config + the ``ctinit`` entry (how it was made)
+    OUT_DIR/model.safetensors         phi only, with safetensors metadata (format, library, algorithm)
+    OUT_DIR/preprocessor_config.json  input size and normalization, for transformers' AutoImageProcessor
+    OUT_DIR/recipe.yaml               the resolved meta-training recipe (RUN_DIR/config.yaml)
+    OUT_DIR/README.md                 the model card (model_cards/template.md)
+    OUT_DIR/results.json, curves.png  with --results: the evaluation the card reports
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ctinit.errors import CheckpointError, ConfigError
+from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, _read_config, load_init, parse_hub_id
+from ctinit.models import is_ctinit_config
+from ctinit.tasks.sampler import MEAN, STD
+
+from .card import PLACEHOLDER_ORG, render_card
+
+RECIPE_NAME = "recipe.yaml"
+PREPROCESSOR_NAME = "preprocessor_config.json"
+EXPORT_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, RECIPE_NAME, "README.md", "results.json", "curves.png")
+
+
+def find_init(run_dir: Path) -> tuple[Path, Path | None]:
+    """``(init folder, recipe file or None)`` of a run directory (or of an initialization directory itself)."""
+    if not run_dir.exists():
+        raise ConfigError(f"{run_dir}: no such run directory; pass the --out folder of `python -m training.meta_train`")
+    if (run_dir / "init" / CONFIG_NAME).is_file():
+        recipe = run_dir / "config.yaml"
+        return run_dir / "init", recipe if recipe.is_file() else None
+    if (run_dir / CONFIG_NAME).is_file():
+        return run_dir, None
+    raise ConfigError(f"{run_dir}: no init/{CONFIG_NAME}; pass a meta-training run directory (its --out) or an "
+                      f"initialization directory ({CONFIG_NAME} + {WEIGHTS_NAME})")
+
+
+def preprocessor_config(config) -> dict:
+    size = getattr(config, "image_size", 28)
+    size = size[0] if isinstance(size, (list, tuple)) else int(size)
+    channels = int(getattr(config, "num_channels", 3))
+    return {
+        "image_processor_type": "ViTImageProcessor", "do_convert_rgb": channels == 3, "do_resize": True,
+        "size": {"height": size, "width": size}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [MEAN] * channels, "image_std": [STD] * channels,
+    }
+
+
+def _write_weights(src: Path, dst: Path, algorithm: str) -> None:
+    """Copy the weights byte for byte when they carry ctinit's metadata, else re-save them with it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ctinit import __version__
+
+    with safe_open(str(src), "pt") as f:
+        metadata = dict(f.metadata() or {})
+    if metadata.get("format") == "pt" and metadata.get("library") == "ctinit":
+        shutil.copyfile(src, dst)
+        return
+    from ctinit.loading import read_weights
+
+    tensors = read_weights(src.parent)
+    metadata = {**metadata, "format": "pt", "library": "ctinit", "algorithm": algorithm,
+                "ctinit_version": metadata.get("ctinit_version", __version__)}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst), metadata=metadata)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str = "apache-2.0",
+               results: str | Path | None = None, template: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Turn ``run_dir`` into a Hub model repo folder ``out_dir`` (see module doc); returns ``out_dir``."""
+    from ctinit.evaluate import find_init as find_evaluated, load_results
+
+    run = Path(run_dir)
+    out = Path(out_dir)
+    init, recipe = find_init(run)
+    if repo_id is not None:
+        parsed = parse_hub_id(repo_id)
+        if parsed is None or parsed[1] is not None:
+            raise ConfigError(f"--repo '{repo_id}': write the Hub id as ORG/NAME")
+    if out.resolve() in (init.resolve(), run.resolve()):
+        raise ConfigError(f"{out}: export into a new folder, not into the run itself")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is a file; choose a folder for the export")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"{out}: exists and is not empty; choose a new folder or pass --overwrite")
+        for name in EXPORT_FILES:
+            (out / name).unlink(missing_ok=True)
+    results_data = load_results(results) if results is not None else None  # bad results fail before writing
+
+    backbone = load_init(init)  # refuses pickle-only, truncated and mismatched initializations
+    config = _read_config(init)
+    info = dict(getattr(config, "ctinit", None) or {})
+    if not info:
+        raise CheckpointError(f"{init / CONFIG_NAME}: no 'ctinit' entry (how it was made); export initializations "
+                              f"written by ctinit (python -m training.meta_train or ctinit.loading.save_init)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(init / CONFIG_NAME, out / CONFIG_NAME)
+    _write_weights(init / WEIGHTS_NAME, out / WEIGHTS_NAME, str(info.get("algorithm", "unknown")))
+    (out / PREPROCESSOR_NAME).write_text(json.dumps(preprocessor_config(config), indent=2) + "\n")
+    recipe_text = None
+    if recipe is not None:
+        recipe_text = recipe.read_text()
+        (out / RECIPE_NAME).write_text(recipe_text)
+    label, curves = None, None
+    if results_data is not None:
+        label = find_evaluated(results_data, out)
+        src = Path(results)
+        src_dir = src if src.is_dir() else src.parent
+        (out / "results.json").write_text(json.dumps(results_data, indent=1) + "\n")
+        if (src_dir / "curves.png").is_file():
+            shutil.copyfile(src_dir / "curves.png", out / "curves.png")
+            curves = "curves.png"
+    card = render_card(
+        config, info, repo_id=repo_id or f"{PLACEHOLDER_ORG}/{out.resolve().name}",
+        num_parameters=sum(p.numel() for p in backbone.parameters()), license=license, recipe_yaml=recipe_text,
+        results=results_data, results_label=label, curves=curves, plain_transformers=not is_ctinit_config(config),
+        template=template,
+    )
+    (out / "README.md").write_text(str(card).rstrip("\n") + "\n")
+    return out
+
+
+__all__ = ["EXPORT_FILES", "PREPROCESSOR_NAME", "RECIPE_NAME", "export_run", "find_init", "preprocessor_config"]
