@@ -15,26 +15,13 @@ from ctinit.finetune import FinetuneConfig
 from ctinit.loading import save_init
 from ctinit.tasks import load_task
 
+from helpers import make_npz  # noqa: E402
+
 STEPS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster, and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-def make_npz(path, n_per_class=12, classes=3, size=28, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(classes), n_per_class)
-    x = rng.integers(0, 40, size=(len(y), size, size), dtype=np.uint8)
-    for c in range(classes):
-        x[y == c, 4 + 6 * c:8 + 6 * c, :] = 220
-    np.savez(path, x=x, y=y)
-    return path
 
 
 @pytest.fixture(scope="module")

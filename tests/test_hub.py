@@ -24,13 +24,6 @@ TOKEN = "hf_TestTokenThatMustNeverBePrinted123"
 SHA = "a" * 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster, and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def weights(path):

@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,29 +18,16 @@ from ctinit.errors import CheckpointError, ConfigError
 from ctinit.loading import WEIGHTS_NAME, load_init, parse_hub_id, resolve_init, save_init
 from ctinit.models import HFBackbone, ImageClassifier, TaskHead
 
+from helpers import make_npz  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "training" / "recipes" / "tiny.yaml"
 MAIN = "1" * 40
 V1 = "0" * 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster, and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-def make_npz(path, n_per_class=12, classes=3, size=28, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(classes), n_per_class)
-    x = rng.integers(0, 40, size=(len(y), size, size), dtype=np.uint8)
-    for c in range(classes):  # a bright bar whose position is the class
-        x[y == c, 4 + 6 * c:8 + 6 * c, :] = 220
-    np.savez(path, x=x, y=y)
-    return path
 
 
 def make_init(path, arch="convnet4-32", seed=0, algorithm="cts"):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoModel
@@ -15,6 +14,8 @@ from ctinit.errors import CheckpointError, ConfigError
 from ctinit.loading import WEIGHTS_NAME, load_init, save_init
 from training.config import load_config
 from training.meta_train import main as meta_train_main
+
+from helpers import make_npz  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "training" / "recipes" / "tiny.yaml"
@@ -27,14 +28,6 @@ def tiny_run(tmp_path_factory):
     return out
 
 
-def make_npz(path, n_per_class=12, classes=3, size=28, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(classes), n_per_class)
-    x = rng.integers(0, 40, size=(len(y), size, size), dtype=np.uint8)
-    for c in range(classes):  # a bright bar whose position is the class: learnable in a few steps
-        x[y == c, 4 + 6 * c:8 + 6 * c, :] = 220
-    np.savez(path, x=x, y=y)
-    return path
 
 
 def test_meta_train_writes_init_config_and_logs(tiny_run):
