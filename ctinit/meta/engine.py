@@ -12,12 +12,20 @@ Memory layout: the meta-learned parameters of every task's backbone are views in
 (``thetas``), their gradients views into another (``grads``), and phi is a ``[P]`` fp32 parameter. Meta-updates,
 shifts and resets are therefore a few vector operations, whatever the number of parameter tensors. Heads,
 parameters excluded from meta-learning and BN buffers are ordinary per-task tensors that no meta operation
-touches.
+touches. Each task's inner optimizer sees its row of ``thetas`` as one flat parameter (plus its private
+parameters), so an inner step is a few vector operations too; its ``state_dict`` keeps the per-tensor format.
+
+Execution (``execution=``): ``sequential`` runs the tasks' forward/backward one after another; ``batched`` runs
+them as one program on stacked parameters (grouped convolutions, per-task batch norm; see ``batched.py``), the
+same training up to floating-point rounding; ``auto`` (default) picks batched on CUDA and sequential on the CPU,
+where grouped kernels measured slower (benchmarks/RESULTS.md), and falls back to sequential when the backbone,
+heads, loss or batches do not allow batching. The choice is logged and kept in ``engine.execution``.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -38,6 +46,10 @@ from .rules import (
     path_length_segment,
     trajectory_direction,
 )
+
+log = logging.getLogger(__name__)
+
+EXECUTIONS = ("auto", "sequential", "batched")
 
 LossFn = Callable[[nn.Module, nn.Module, object], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
@@ -115,6 +127,8 @@ class TrajectoryEngine:
         autocast: a context-manager factory wrapped around each inner forward/backward (mixed precision);
             phi, the meta-update and the shift stay fp32 whatever it does.
         grad_scaling: dynamic loss scaling per task (for fp16).
+        execution: ``auto``, ``sequential`` or ``batched`` (see the module docstring); ``batched`` is refused with
+            a ConfigError where it is not supported, ``auto`` falls back to sequential.
 
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
     optimizer state and gradient row are left as they were, so the non-finite value never reaches phi.
@@ -141,6 +155,7 @@ class TrajectoryEngine:
         num_tasks_total: int | None = None,
         autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
         grad_scaling: bool = False,
+        execution: str = "auto",
     ):
         self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
         if len(heads) != len(batches) or not heads:
@@ -187,19 +202,33 @@ class TrajectoryEngine:
         self.backbones: list[nn.Module] = []
         self.private_params: list[list[nn.Parameter]] = []  # per task: heads and excluded params (zeroed per step)
         self.optimizers: list[torch.optim.Optimizer] = []
+        # Per task, one flat parameter over its row of thetas (gradient: its row of grads): the inner optimizer
+        # updates all meta-learned tensors of a task in a few vector operations instead of a loop over tensors.
+        # The update is elementwise, so it is the same as with one optimizer entry per tensor.
+        self.flat_params: list[nn.Parameter] = []
         for t in range(self.num_tasks):
             model = copy.deepcopy(backbone).train()
             named = dict(model.named_parameters())
             meta_params = [named[n] for n in self.layout.names]
             self.layout.bind(meta_params, self.thetas[t], self.grads[t])
             private = [p for n, p in named.items() if n not in meta_names] + list(self.heads[t].parameters())
+            flat = nn.Parameter(self.thetas[t])  # shares the row's storage
+            flat.grad = self.grads[t]
             self.backbones.append(model)
             self.private_params.append(private)
-            self.optimizers.append(self.inner_spec.build(meta_params + private))
+            self.flat_params.append(flat)
+            self.optimizers.append(self.inner_spec.build([flat] + private))
         self.meta_optimizer = self.meta_spec.build([self.phi])
         self.scalers = [torch.amp.GradScaler(device.type) for _ in range(self.num_tasks)] if grad_scaling else None
         self.skipped_steps = [0] * self.num_tasks
         self.nonfinite_streak = [0] * self.num_tasks
+
+        self._direction = torch.empty(self.layout.size, dtype=REDUCE_DTYPE, device=device)
+        self._batched = None
+        self._batched_checked = False
+        self._requested_batched = execution == "batched"
+        self.execution, reason = self._choose_execution(execution, backbone, device)
+        log.info("execution: %s (%s)", self.execution, reason)
 
         self._leap = None
         if self.rule.direction == "path_length":
@@ -234,10 +263,62 @@ class TrajectoryEngine:
         skipped = None if finite is None else [t for t, ok in enumerate(finite.tolist()) if not ok]
         return StepResult(self.step_count, losses, meta_due, reset_due, delta, accuracies, skipped)
 
+    # ------------------------------------------------------------------ execution
+    def _choose_execution(self, execution: str, backbone: nn.Module, device: torch.device) -> tuple[str, str]:
+        from .batched import BatchedTasks, unsupported_reason
+
+        if execution not in EXECUTIONS:
+            raise ConfigError(f"execution must be one of {', '.join(EXECUTIONS)}, got '{execution}'")
+        if execution == "sequential":
+            return "sequential", "requested"
+        if execution == "auto" and device.type != "cuda":
+            return "sequential", f"auto: sequential on {device.type}, where batched measured no faster (benchmarks/RESULTS.md)"
+        if execution == "auto" and self.num_tasks < 2:
+            return "sequential", "auto: one local task"
+        if self.loss_fn is not classification_loss:
+            why = "a custom loss function"
+        elif self.scalers is not None:
+            why = "fp16 loss scaling (one scaler per task)"
+        else:
+            why = unsupported_reason(backbone, self.heads)
+        if why is not None:
+            if execution == "batched":
+                raise ConfigError(f"execution 'batched' is not supported here: {why}; use execution 'sequential' or 'auto'")
+            return "sequential", f"auto: cannot batch: {why}"
+        meta_slices = {n: (o, k) for n, o, k in zip(self.layout.names, self.layout.offsets, self.layout.numels)}
+        self._batched = BatchedTasks(backbone, self.backbones, self.heads, self.thetas, self.grads, meta_slices)
+        return "batched", "requested" if execution == "batched" else f"auto: {self.num_tasks} same-shape tasks on {device.type}"
+
+    def _run_batched(self, batches) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One batched forward/backward, or None when this step cannot run batched (then it runs sequentially)."""
+        if not self._batched.ready(batches):
+            return None
+        if not self._batched_checked:
+            why = self._batched.check(batches)
+            self._batched_checked = True
+            if why is not None:
+                if self._requested_batched:
+                    raise ConfigError(f"execution 'batched' is not supported here: {why}; use execution 'sequential' or 'auto'")
+                log.warning("execution: sequential (auto: cannot batch: %s)", why)
+                self.execution, self._batched = "sequential", None
+                return None
+        return self._batched.forward_backward(batches, self.autocast)
+
     def _forward_backward(self, batches: Sequence | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Gradients of every task's loss at its current theta, into ``self.grads`` (and the private params).
         Returns the losses (and accuracies, if the loss function reports them) per local task."""
         self.grads.zero_()
+        for flat, grad in zip(self.flat_params, self.grads):
+            flat.grad = grad  # (again: an optimizer's zero_grad() elsewhere would have unset it)
+        if self._batched is not None:
+            if batches is None:
+                batches = [source() for source in self.batches]
+            for t in range(self.num_tasks):
+                for p in self.private_params[t]:
+                    p.grad = None
+            out = self._run_batched(batches)
+            if out is not None:
+                return out
         losses, accuracies = [], []
         for t in range(self.num_tasks):
             for p in self.private_params[t]:
@@ -286,7 +367,7 @@ class TrajectoryEngine:
     def _meta_step(self) -> torch.Tensor:
         direction = self.rule.direction
         if direction == "trajectory":
-            local = trajectory_direction(self.phi.detach(), self.thetas)
+            local = trajectory_direction(self.phi.detach(), self.thetas, out=self._direction)
         elif direction == "gradient":
             # Gradients of this step's inner losses at the pre-step thetas (== phi for MTL).
             local = gradient_direction(self.grads)
@@ -354,6 +435,51 @@ class TrajectoryEngine:
         return self.backbones[t], self.heads[t]
 
     # ------------------------------------------------------------------ checkpoints
+    def _optimizer_state(self, t: int) -> dict:
+        """Task t's inner optimizer state in the per-tensor format (one entry per meta-learned parameter tensor,
+        in layout order, then the private parameters), as if every tensor had its own optimizer entry."""
+        state = self.optimizers[t].state_dict()
+        m = len(self.layout.names)
+        groups = copy.deepcopy(state["param_groups"])
+        remap = lambda i: list(range(m)) if i == 0 else [m + i - 1]  # noqa: E731
+        for group in groups:
+            group["params"] = [j for i in group["params"] for j in remap(i)]
+        out = {}
+        for i, s in state["state"].items():
+            if i != 0:
+                out[m + i - 1] = copy.deepcopy(s)
+                continue
+            for j, (o, n, shape) in enumerate(zip(self.layout.offsets, self.layout.numels, self.layout.shapes)):
+                out[j] = {k: (v[o:o + n].view(shape).clone() if torch.is_tensor(v) and v.dim() == 1 and v.numel() == self.layout.size
+                              else copy.deepcopy(v)) for k, v in s.items()}
+        return {"state": dict(sorted(out.items())), "param_groups": groups}
+
+    def _flat_optimizer_state(self, t: int, state: dict) -> dict:
+        """The inverse of ``_optimizer_state``: per-tensor entries of the meta-learned tensors joined into the flat
+        parameter's entry. A state already in the flat format passes through."""
+        m, k = len(self.layout.names), len(self.private_params[t])
+        saved_ids = [i for g in state["param_groups"] for i in g["params"]]
+        if len(saved_ids) != m + k:
+            if len(saved_ids) == 1 + k:
+                return state
+            raise ConfigError(f"task {t}'s inner optimizer state holds {len(saved_ids)} parameters, expected {m + k}")
+        entries = [state["state"].get(i) for i in saved_ids[:m]]
+        out = {}
+        if any(e is not None for e in entries):
+            if any(e is None for e in entries):
+                raise ConfigError(f"task {t}'s inner optimizer state covers only some meta-learned parameters")
+            out[0] = {key: (torch.cat([e[key].reshape(-1) for e in entries]) if torch.is_tensor(v) and v.dim() > 0 else v)
+                      for key, v in entries[0].items()}
+        for new_id, i in enumerate(saved_ids[m:], start=1):
+            if i in state["state"]:
+                out[new_id] = state["state"][i]
+        meta_ids, private_ids = set(saved_ids[:m]), {i: j for j, i in enumerate(saved_ids[m:], start=1)}
+        groups = []
+        for g in state["param_groups"]:
+            new_ids = ([0] if any(i in meta_ids for i in g["params"]) else []) + [private_ids[i] for i in g["params"] if i in private_ids]
+            groups.append({**g, "params": new_ids})
+        return {"state": out, "param_groups": groups}
+
     def state_dict(self) -> dict:
         """Everything the engine needs to continue bit for bit: phi, meta optimizer, and per local task the
         backbone state (theta, excluded parameters, BN statistics), head, inner optimizer and loss scaler."""
@@ -362,8 +488,8 @@ class TrajectoryEngine:
             tasks.append({
                 "backbone": {k: v.detach().clone() for k, v in self.backbones[t].state_dict().items()},
                 "head": {k: v.detach().clone() for k, v in self.heads[t].state_dict().items()},
-                # deep copies: optimizers update their state tensors in place
-                "optimizer": copy.deepcopy(self.optimizers[t].state_dict()),
+                # per-tensor format, copies: optimizers update their state tensors in place
+                "optimizer": self._optimizer_state(t),
                 "scaler": copy.deepcopy(self.scalers[t].state_dict()) if self.scalers is not None else None,
                 "skipped_steps": self.skipped_steps[t],
                 "nonfinite_streak": self.nonfinite_streak[t],
@@ -384,7 +510,7 @@ class TrajectoryEngine:
         for t, task in enumerate(state["tasks"]):
             self.backbones[t].load_state_dict(task["backbone"])  # copies in place: theta views stay views
             self.heads[t].load_state_dict(task["head"])
-            self.optimizers[t].load_state_dict(task["optimizer"])
+            self.optimizers[t].load_state_dict(self._flat_optimizer_state(t, task["optimizer"]))
             if self.scalers is not None and task.get("scaler"):
                 self.scalers[t].load_state_dict(task["scaler"])
             self.skipped_steps[t] = int(task["skipped_steps"])

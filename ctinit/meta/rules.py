@@ -82,9 +82,27 @@ def get_rule(name: str) -> MetaRule:
 REDUCE_DTYPE = torch.float64
 
 
-def trajectory_direction(phi: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
-    """Reptile/CTS direction (Nichol et al., 2018; Shin et al., 2021, Eq. 4): ``sum_t (phi - theta_t)``."""
-    return torch.sum(phi - thetas, 0, dtype=REDUCE_DTYPE)
+#: On the CPU, a ``phi - thetas`` of more than 4x this many elements is reduced in column blocks of about this many
+#: elements: no ``[T, P]`` temporary (fresh pages on every call), no slow fp64 reduction over all of it at once.
+DIRECTION_BLOCK_ELEMENTS = 1 << 18
+
+
+def trajectory_direction(phi: torch.Tensor, thetas: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Reptile/CTS direction (Nichol et al., 2018; Shin et al., 2021, Eq. 4): ``sum_t (phi - theta_t)``.
+
+    Each difference is rounded to fp32 and the sum accumulates in fp64, into ``out`` if given. Large CPU inputs go
+    in cache-sized column blocks: the same values as one ``torch.sum(phi - thetas, 0, dtype=float64)``, several
+    times faster from about a million elements on.
+    """
+    if out is None:
+        out = torch.empty(phi.shape, dtype=REDUCE_DTYPE, device=phi.device)
+    if phi.device.type != "cpu" or thetas.numel() <= 4 * DIRECTION_BLOCK_ELEMENTS:
+        return torch.sum(phi - thetas, 0, dtype=REDUCE_DTYPE, out=out)
+    size, block = phi.numel(), max(DIRECTION_BLOCK_ELEMENTS // thetas.shape[0], 1024)
+    for start in range(0, size, block):
+        end = min(start + block, size)
+        torch.sum(phi[start:end] - thetas[:, start:end], 0, dtype=REDUCE_DTYPE, out=out[start:end])
+    return out
 
 
 def gradient_direction(grads: torch.Tensor) -> torch.Tensor:
