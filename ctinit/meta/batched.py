@@ -157,8 +157,17 @@ class BatchedTasks:
                 and all(h.training for h in self.heads))
 
     def check(self, batches, samples: int = 8) -> str | None:
-        """The probe: the grouped forward against every task's own forward on the first samples of ``batches``
-        (training mode, no gradient, running statistics restored afterwards). None if they agree, else why not."""
+        """The probe, on the first samples of ``batches`` (training mode, no gradient, running statistics restored
+        afterwards). None if the grouped forward keeps the tasks apart, else why not. Two tests:
+
+        - independence: changing task 0's input must leave every other task's features unchanged (up to 1e-4 of
+          their scale). A forward that mixes channels moves them by about their own size; one that does not leaves
+          them bitwise equal in practice (every kernel here keeps groups and channels apart).
+        - agreement: the grouped forward against every task's own forward, within 5% of the features' scale. This
+          is loose on purpose: it catches wiring errors (which give differences of the scale itself), while fp32
+          rounding through deep networks differs between grouped and plain kernels by up to ~1e-3 on a GPU (cuDNN's
+          algorithm choice, batch norm over a few samples), which an earlier tolerance of 1e-3 refused for ResNet-20.
+        """
         saved = [b.clone() for b in self.stacked_buffers]
         try:
             with torch.no_grad():
@@ -166,6 +175,9 @@ class BatchedTasks:
                 expected = torch.stack([self.backbones[t](xs[t]) for t in range(self.num_tasks)])
                 self._load_weights(requires_grad=False)
                 got = self._features(xs)
+                other = list(xs)
+                other[0] = torch.flip(xs[0], dims=(0, 2, 3)) * 2 + 1
+                moved = self._features(other)
         except Exception as e:  # noqa: BLE001 - any failure means "not batchable"
             return f"the grouped forward failed ({type(e).__name__}: {e})"
         finally:
@@ -175,8 +187,12 @@ class BatchedTasks:
         if got.shape != expected.shape:
             return f"the grouped forward gives features of shape {tuple(got.shape)}, the tasks' {tuple(expected.shape)}"
         scale = float(expected.abs().max()) + 1e-6
+        leak = float((moved[1:] - got[1:]).abs().max()) if self.num_tasks > 1 else 0.0
+        if not leak <= 1e-4 * scale:
+            return (f"changing one task's input moves the other tasks' features by {leak:.3g} (scale {scale:.3g}): "
+                    "its forward mixes channels")
         error = float((got - expected).abs().max())
-        if not error <= 1e-3 * scale:
+        if not error <= 5e-2 * scale:
             return f"the grouped forward differs from the tasks' own by {error:.3g} (scale {scale:.3g}): its forward mixes channels"
         return None
 
