@@ -114,13 +114,25 @@ def test_a_nonfinite_task_is_skipped_alone_in_both():
             return (x * float("nan"), y) if calls["n"] == 2 else (x, y)
         return [samplers[0], poisoned, samplers[2]]
 
+    def buffers(engine, t):
+        return {k: v.clone() for k, v in engine.backbones[t].named_buffers()}
+
     a, b = make_engine("sequential", sources=sources()), make_engine("batched", sources=sources())
-    for _ in range(3):
+    for step in range(1, 4):
+        before = [[buffers(e, t) for t in range(3)] for e in (a, b)]
         ra, rb = a.step(), b.step()
-        assert ra.skipped == rb.skipped
+        assert ra.skipped == rb.skipped == ([1] if step == 2 else None)
+        if step == 2:
+            for e, saved in zip((a, b), before):
+                # the skipped task's BN statistics are exactly as before the step (the NaN batch never reached
+                # them); the other tasks keep this step's updates (in batched execution: other rows of one buffer)
+                for k, v in buffers(e, 1).items():
+                    assert torch.equal(v, saved[1][k]) and torch.isfinite(v.double()).all(), (e.execution, k)
+                assert not torch.equal(buffers(e, 0)["layers.1.running_mean"], saved[0]["layers.1.running_mean"])
+                assert int(buffers(e, 0)["layers.1.num_batches_tracked"]) == 2
+                assert int(buffers(e, 1)["layers.1.num_batches_tracked"]) == 1
     assert a.skipped_steps == b.skipped_steps == [0, 1, 0]
     assert torch.isfinite(b.phi).all() and torch.isfinite(b.thetas).all()
-    # (the NaN batch reached task 1's BN running statistics, in both: the skip covers parameters, not buffers)
     assert_same_state(a, b)
 
 

@@ -314,6 +314,27 @@ def test_nonfinite_loss_is_skipped_counted_and_never_reaches_phi():
     assert e.skipped_steps == [0, 1, 0] and e.nonfinite_streak == [0, 0, 0]
 
 
+def test_a_skipped_step_leaves_the_tasks_bn_statistics_as_they_were():
+    from ctinit.meta.engine import classification_loss
+
+    def poisoned(backbone, head, batch):  # task 1's batch is NaN at step 2
+        x, y = batch
+        return classification_loss(backbone, head, (x * float("nan") if head is e.heads[1] and e.step_count == 2 else x, y))
+
+    e = convnet_engine("cts", loss_fn=poisoned, execution="sequential")
+    e.step()
+    before = [{k: v.clone() for k, v in m.named_buffers()} for m in e.backbones]
+    assert before[1]  # convnet4-32 has BN running statistics
+    r = e.step()
+    assert r.skipped == [1] and e.skipped_steps == [0, 1, 0]
+    for k, v in e.backbones[1].named_buffers():
+        assert torch.equal(v, before[1][k]) and torch.isfinite(v.double()).all(), k  # the NaN batch never reached them
+    after0 = dict(e.backbones[0].named_buffers())
+    assert any(not torch.equal(after0[k], v) for k, v in before[0].items())  # task 0 kept its update
+    e.step()
+    assert all(torch.isfinite(v.double()).all() for m in e.backbones for v in m.buffers())
+
+
 @pytest.mark.parametrize("rule", ["cts", "leap", "fomaml"])
 def test_state_dict_resume_is_bitwise(rule):
     a = convnet_engine(rule, inner_optimizer={"name": "adam", "lr": 1e-3})

@@ -131,7 +131,8 @@ class TrajectoryEngine:
             a ConfigError where it is not supported, ``auto`` falls back to sequential.
 
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
-    optimizer state and gradient row are left as they were, so the non-finite value never reaches phi.
+    optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
+    as they were, so the non-finite value never reaches phi or the task's statistics.
     ``skipped_steps`` counts such steps per task, ``nonfinite_streak`` the current run of them.
     """
 
@@ -230,6 +231,15 @@ class TrajectoryEngine:
         self.execution, reason = self._choose_execution(execution, backbone, device)
         log.info("execution: %s (%s)", self.execution, reason)
 
+        # Every task's buffers (BN running statistics; in batched execution views into the stacked buffers, so
+        # restoring a task's touches only its rows): copied before each forward with one foreach copy, restored
+        # for a task whose step is skipped. Collected after _choose_execution, which rebinds them when batched.
+        self._task_buffers = [list(self.backbones[t].buffers()) + list(self.heads[t].buffers())
+                              for t in range(self.num_tasks)]
+        self._buffer_snapshots = [[b.clone() for b in bufs] for bufs in self._task_buffers]
+        self._all_buffers = [b for bufs in self._task_buffers for b in bufs]
+        self._all_snapshots = [s for snaps in self._buffer_snapshots for s in snaps]
+
         self._leap = None
         if self.rule.direction == "path_length":
             self._leap = {
@@ -242,6 +252,8 @@ class TrajectoryEngine:
     def step(self) -> StepResult:
         """One global step: an inner step on every task, then the meta-update and reset when due."""
         self.step_count += 1
+        if self._all_buffers:
+            torch._foreach_copy_(self._all_snapshots, self._all_buffers)
         losses, accuracies = self._forward_backward()
         finite = self._finite_tasks(losses)
         if self._leap is not None:
@@ -355,6 +367,8 @@ class TrajectoryEngine:
             self.grads[t].zero_()
             for p in self.private_params[t]:
                 p.grad = None
+            if self._task_buffers[t]:  # undo the forward's update of the running statistics
+                torch._foreach_copy_(self._task_buffers[t], self._buffer_snapshots[t])
             if self.scalers is not None:
                 self.scalers[t].update(self.scalers[t].get_scale() * self.scalers[t].get_backoff_factor())
         return finite
