@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import training.meta_train as meta_train
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.meta import TrajectoryEngine
-from training.config import load_config
+from training.config import changed_keys, load_config
 from training.meta_train import main, run, shard_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,6 +167,7 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch, capsys):
     (["mixed_precision=fp8"], "mixed_precision"),
     (["checkpoint_every=-1"], "checkpoint_every"),
     (["device=cuda:3"], "device"),
+    (["execution=grouped"], "config 'execution' must be auto, sequential or batched, got 'grouped'"),
     (["tasks=[npz:/nonexistent/x.npz]"], "x.npz"),
     (["warmup=3"], "unknown config keys ['warmup']"),
 ])
@@ -175,6 +176,21 @@ def test_config_errors_are_one_line_before_training(tmp_path, capsys, overrides,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
     assert not (tmp_path / "init").exists()
+
+
+@pytest.mark.parametrize("execution", ["sequential", "batched"])
+def test_execution_reaches_the_engine(tmp_path, execution):
+    assert main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "steps=2", f"execution={execution}"]) == 0
+    assert f"execution: {execution} (requested)" in (tmp_path / "train.log").read_text()
+
+
+def test_execution_is_result_affecting_on_resume_and_defaults_for_older_checkpoints():
+    config = load_config(TINY)
+    assert config["execution"] == "auto"
+    assert changed_keys(config, {**config, "execution": "batched"}) == ["execution"]
+    older = {k: v for k, v in config.items() if k != "execution"}  # a checkpoint from before the key existed
+    assert changed_keys(older, config) == []
+    assert changed_keys(older, {**config, "execution": "sequential"}) == ["execution"]
 
 
 def test_more_processes_than_tasks_is_refused_before_training(tmp_path):

@@ -8,6 +8,7 @@ import yaml
 
 from ctinit.errors import ConfigError
 from ctinit.meta import RULES
+from ctinit.meta.engine import EXECUTIONS
 from ctinit.meta.optim import OptimizerSpec
 
 #: Every key a recipe may set, with its default. The defaults are the paper's where it has one.
@@ -31,6 +32,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "device": "auto",              # auto (what Accelerate picks) | cpu
     "mixed_precision": "no",       # no | bf16 | fp16: autocast for the inner steps; phi and meta-updates stay fp32
+    "execution": "auto",           # auto | sequential | batched: tasks one after another or as one grouped program
     "max_nonfinite_steps": 10,     # stop when a task's inner loss is non-finite this many steps in a row
     "log_every": 50,
     "log_with": None,              # Accelerate trackers: tensorboard, trackio, wandb, all (a name or a list)
@@ -42,7 +44,8 @@ DEFAULTS: dict = {
     "validation": {"every": 0, "tasks": [], "steps": 100, "batch_size": 64, "lr": 1e-3, "seed": 0},
 }
 
-#: Keys that may differ when a run is resumed: they do not change the trained phi.
+#: Keys that may differ when a run is resumed: they do not change the trained phi. (Not ``execution``: batched and
+#: sequential differ by floating-point rounding only, but a resumed run should end with the same phi.)
 RESUME_SAFE_KEYS = {"steps", "log_every", "log_with", "project_name", "checkpoint_every", "keep_checkpoints",
                     "max_nonfinite_steps", "device", "validation"}
 
@@ -115,6 +118,8 @@ def validate(config: dict) -> None:
         raise ConfigError(f"config 'checkpoint_every' must be an integer >= 0, got {config['checkpoint_every']!r}")
     if config["mixed_precision"] not in ("no", "bf16", "fp16"):
         raise ConfigError(f"config 'mixed_precision' must be no, bf16 or fp16, got {config['mixed_precision']!r}")
+    if config["execution"] not in EXECUTIONS:
+        raise ConfigError(f"config 'execution' must be {', '.join(EXECUTIONS[:-1])} or {EXECUTIONS[-1]}, got {config['execution']!r}")
     if config["device"] not in ("auto", "cpu"):
         raise ConfigError(f"config 'device' must be auto or cpu (GPUs are chosen by the launcher), got {config['device']!r}")
     interval = config["meta_interval"]
@@ -141,9 +146,10 @@ def validate(config: dict) -> None:
 
 
 def changed_keys(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ between a checkpoint's config and the current one and would change phi."""
+    """Keys whose values differ between a checkpoint's config and the current one and would change phi.
+    A key missing from the checkpoint's config (written before the key existed) counts as its default."""
     keys = (set(saved) | set(current)) - RESUME_SAFE_KEYS
-    return sorted(k for k in keys if saved.get(k) != current.get(k))
+    return sorted(k for k in keys if saved.get(k, DEFAULTS.get(k)) != current.get(k))
 
 
 def dump_config(config: dict, path: str | Path) -> None:

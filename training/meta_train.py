@@ -176,7 +176,7 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
         meta_optimizer=config["meta_optimizer"], meta_exclude=config["meta_exclude"],
         all_reduce=comm.sum_ if world > 1 else None, num_tasks_total=len(config["tasks"]),
         autocast=autocast_factory(config["mixed_precision"], device),
-        grad_scaling=config["mixed_precision"] == "fp16",
+        grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
     )
     best = {"accuracy": -1.0, "step": None}
     if resume_from is not None:
