@@ -237,8 +237,15 @@ class TrajectoryEngine:
         self._task_buffers = [list(self.backbones[t].buffers()) + list(self.heads[t].buffers())
                               for t in range(self.num_tasks)]
         self._buffer_snapshots = [[b.clone() for b in bufs] for bufs in self._task_buffers]
-        self._all_buffers = [b for bufs in self._task_buffers for b in bufs]
-        self._all_snapshots = [s for snaps in self._buffer_snapshots for s in snaps]
+        # Grouped by dtype: a foreach copy over mixed dtypes (float statistics, int64 batch counters) falls back to
+        # one kernel per tensor, which on a GPU cost ~3 ms a step for 8 ResNet-20 tasks (504 buffers); one dtype per
+        # list takes the fused multi-tensor path.
+        self._buffer_groups: dict[torch.dtype, tuple[list, list]] = {}
+        for bufs, snaps in zip(self._task_buffers, self._buffer_snapshots):
+            for b, snap in zip(bufs, snaps):
+                group = self._buffer_groups.setdefault(b.dtype, ([], []))
+                group[0].append(snap)
+                group[1].append(b)
 
         self._leap = None
         if self.rule.direction == "path_length":
@@ -252,8 +259,8 @@ class TrajectoryEngine:
     def step(self) -> StepResult:
         """One global step: an inner step on every task, then the meta-update and reset when due."""
         self.step_count += 1
-        if self._all_buffers:
-            torch._foreach_copy_(self._all_snapshots, self._all_buffers)
+        for snapshots, buffers in self._buffer_groups.values():
+            torch._foreach_copy_(snapshots, buffers)
         losses, accuracies = self._forward_backward()
         finite = self._finite_tasks(losses)
         if self._leap is not None:
