@@ -335,6 +335,34 @@ def test_a_skipped_step_leaves_the_tasks_bn_statistics_as_they_were():
     assert all(torch.isfinite(v.double()).all() for m in e.backbones for v in m.buffers())
 
 
+@pytest.mark.parametrize("rule", ["fomaml", "leap"])
+def test_a_nonfinite_meta_step_forward_reaches_neither_phi_nor_bn_statistics(rule):
+    # FOMAML's held-out batch and Leap's end-of-trajectory loss come from one more forward at the meta-step.
+    from ctinit.meta.engine import classification_loss
+
+    calls = {"n": 0}
+
+    def poisoned(backbone, head, batch):  # task 1's third forward: the meta-step's extra one at step 2 (K = 2)
+        x, y = batch
+        if head is e.heads[1]:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                x = x * float("nan")
+        return classification_loss(backbone, head, (x, y))
+
+    e = convnet_engine(rule, loss_fn=poisoned, reset_period=2, execution="sequential")
+    e.step()
+    r = e.step()
+    assert r.meta_step and calls["n"] == 3
+    assert torch.isfinite(e.phi).all() and torch.isfinite(e.thetas).all()
+    assert all(torch.isfinite(v.double()).all() for m in e.backbones for v in m.buffers())
+    if rule == "fomaml":
+        assert e.skipped_steps == [0, 1, 0]  # its held-out gradient was left out of g
+    for _ in range(2):
+        e.step()
+    assert torch.isfinite(e.phi).all()
+
+
 @pytest.mark.parametrize("rule", ["cts", "leap", "fomaml"])
 def test_state_dict_resume_is_bitwise(rule):
     a = convnet_engine(rule, inner_optimizer={"name": "adam", "lr": 1e-3})

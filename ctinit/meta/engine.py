@@ -259,8 +259,7 @@ class TrajectoryEngine:
     def step(self) -> StepResult:
         """One global step: an inner step on every task, then the meta-update and reset when due."""
         self.step_count += 1
-        for snapshots, buffers in self._buffer_groups.values():
-            torch._foreach_copy_(snapshots, buffers)
+        self._snapshot_buffers()
         losses, accuracies = self._forward_backward()
         finite = self._finite_tasks(losses)
         if self._leap is not None:
@@ -374,11 +373,20 @@ class TrajectoryEngine:
             self.grads[t].zero_()
             for p in self.private_params[t]:
                 p.grad = None
-            if self._task_buffers[t]:  # undo the forward's update of the running statistics
-                torch._foreach_copy_(self._task_buffers[t], self._buffer_snapshots[t])
+            self._restore_buffers(t)  # undo the forward's update of the running statistics
             if self.scalers is not None:
                 self.scalers[t].update(self.scalers[t].get_scale() * self.scalers[t].get_backoff_factor())
         return finite
+
+    def _snapshot_buffers(self) -> None:
+        """Copy every task's buffers (BN running statistics) aside before a training-mode forward."""
+        for snapshots, buffers in self._buffer_groups.values():
+            torch._foreach_copy_(snapshots, buffers)
+
+    def _restore_buffers(self, t: int) -> None:
+        """Task t's buffers as they were at the last snapshot (its forward saw a non-finite batch)."""
+        if self._task_buffers[t]:
+            torch._foreach_copy_(self._task_buffers[t], self._buffer_snapshots[t])
 
     def _global_mean(self, local_sum: torch.Tensor) -> torch.Tensor:
         if self.all_reduce is not None:
@@ -393,10 +401,15 @@ class TrajectoryEngine:
             # Gradients of this step's inner losses at the pre-step thetas (== phi for MTL).
             local = gradient_direction(self.grads)
         elif direction == "heldout_gradient":
-            self._forward_backward()  # fresh batches at the current thetas; no inner step follows
+            self._snapshot_buffers()
+            losses, _ = self._forward_backward()  # fresh batches at the current thetas; no inner step follows
+            # A non-finite held-out loss (or gradient): that task's row of grads is zeroed and its BN statistics
+            # restored, so the value never reaches phi (it counts as a skipped step of that task).
+            finite = self._finite_tasks(losses)
             if self.scalers is not None:
-                for scaler in self.scalers:
-                    scaler.update()
+                for t, scaler in enumerate(self.scalers):
+                    if finite is None or finite[t]:  # _finite_tasks already updated the others' scales
+                        scaler.update()
             local = gradient_direction(self.grads)
         elif direction == "path_length":
             local = self._leap_direction()
@@ -434,11 +447,17 @@ class TrajectoryEngine:
 
     def _leap_direction(self) -> torch.Tensor:
         # The last segment ends at the current thetas; its end loss comes from one extra forward on a fresh batch.
+        self._snapshot_buffers()
         with torch.no_grad():
             end_losses = torch.stack([
                 _split_loss(self.loss_fn(self.backbones[t], self.heads[t], self.batches[t]()))[0].detach().float()
                 for t in range(self.num_tasks)
             ])
+        finite = torch.isfinite(end_losses)
+        if not bool(finite.all()):  # a non-finite end loss: a zero-length last segment, statistics as before
+            for t in (~finite).nonzero().flatten().tolist():
+                self._restore_buffers(t)
+            end_losses = torch.where(finite, end_losses, self._leap["prev_losses"])
         self._leap_record(end_losses)
         s = self._leap
         # Averaged over segments so that the step size does not grow with K.
