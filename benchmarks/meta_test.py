@@ -5,10 +5,11 @@ bundled suite, on equal budgets, with error bars.
 
 What one run does (every number below is a preset value; ``--quick`` shrinks steps and seeds, keeps every stage):
 
-1. **search**: every algorithm gets the same search budget, three meta learning rates (its centre value times
-   1/sqrt(10), 1, sqrt(10)); each is meta-trained on 6 of the 8 meta-train tasks for ``search_steps`` and scored by
-   the test accuracy of a short fine-tuning on the 2 held-out meta-train tasks (never on a meta-test task). The best
-   rate wins; ties go to the centre.
+1. **search**: every algorithm gets the same search procedure, three meta learning rates (its centre value times
+   1/sqrt(10), 1, sqrt(10)), extended by one more point beyond an end of the grid that wins, at most twice; each
+   rate is meta-trained on 6 of the 8 meta-train tasks for ``search_steps`` and scored by the test accuracy of a
+   short fine-tuning on the 2 held-out meta-train tasks (never on a meta-test task). The best rate wins; ties go to
+   the centre.
 2. **meta-training**: every algorithm with its selected rate on all 8 meta-train tasks, same backbone, batch,
    inner optimizer, reset period K and number of steps, so every algorithm spends the same number of inner
    task-steps (steps x 8). The runs of CTS and Reptile also record held-out accuracy along the way (the pipeline's
@@ -44,6 +45,9 @@ ALGORITHMS = ("cts", "reptile", "fomaml-cts", "fomaml", "leap", "mtl")
 #: steps (Reptile's outer step size is 1 in Nichol et al.); FOMAML-CTS and MTL step along a mean gradient every step.
 LR_CENTRE = {"cts": 0.1, "reptile": 1.0, "fomaml-cts": 0.1, "fomaml": 1.0, "leap": 1.0, "mtl": 0.1}
 LR_FACTORS = (10 ** -0.5, 1.0, 10 ** 0.5)
+#: When the best rate is at an end of the grid, the grid grows by one more point beyond it (same factor), at most
+#: this many times: the same rule for every algorithm, so that no algorithm is held to a badly centred grid.
+MAX_EXTENSIONS = 2
 
 #: The shared setup of every meta-training run (the quickstart recipe's backbone, batch and inner optimizer).
 BASE = {
@@ -108,6 +112,35 @@ def meta_train(out: Path, name: str, algorithm: str, lr: float, tasks: list[str]
     record.write_text(json.dumps(saved, indent=1))
     say(f"  {name}: {summary['seconds']:.0f} s")
     return saved
+
+
+def search_meta_lr(out: Path, algorithm: str, train: list[str], val: list[str], preset: dict, K: int) -> dict:
+    """The meta learning-rate search of one algorithm: the three-point grid around its centre, extended beyond an
+    end that wins (``MAX_EXTENSIONS``); each rate meta-trained on ``train`` and scored by fine-tuning on ``val``."""
+    factor = LR_FACTORS[-1]
+    scores: dict[float, float] = {}
+
+    def score(lrs):
+        inits = {}
+        for lr in lrs:
+            run = meta_train(out, f"search-{algorithm}-lr{lr:.4g}", algorithm, lr, train, preset["search_steps"],
+                             min(K, preset["search_steps"]))
+            inits[f"{lr:.6g}"] = run["init"]
+        result = finetune_grid(inits, val, [0], preset["search_finetune_steps"], preset["finetune_batch_size"])
+        for lr in lrs:
+            scores[lr] = result[f"{lr:.6g}"]["mean"]["mean"]
+
+    def best():  # ties go to the centre, then to the smaller rate
+        return max(scores, key=lambda lr: (scores[lr], lr == LR_CENTRE[algorithm], -lr))
+
+    score([LR_CENTRE[algorithm] * f for f in LR_FACTORS])
+    extensions = 0
+    while extensions < MAX_EXTENSIONS and best() in (min(scores), max(scores)):
+        score([min(scores) / factor] if best() == min(scores) else [max(scores) * factor])
+        extensions += 1
+    selected = best()
+    return {"scores": sorted(scores.items()), "selected": selected, "extensions": extensions,
+            "at_edge": selected in (min(scores), max(scores))}
 
 
 def finetune_grid(inits: dict[str, str], tasks: list[str], seeds: list[int], steps: int, batch_size: int,
@@ -245,7 +278,8 @@ def markdown(result: dict) -> str:
                                                  f"{result['k_sweep'][name][str(k)]['std']:.3f}" for k in result["k_sweep"]["K"]) + " |")
     lines += ["", "Search (held-out meta-train tasks' accuracy per meta lr):"]
     for name, s in result["search"].items():
-        lines.append(f"- {name}: " + ", ".join(f"{lr:.3g} -> {acc:.3f}" for lr, acc in s["scores"]) + f"; selected {s['selected']:.3g}")
+        lines.append(f"- {name}: " + ", ".join(f"{lr:.3g} -> {acc:.3f}" for lr, acc in s["scores"])
+                     + f"; selected {s['selected']:.3g}" + (" (at the end of the extended grid)" if s["at_edge"] else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -288,21 +322,14 @@ def main(argv=None) -> int:
     try:
         # 1. search: the same three-point grid around each algorithm's centre, scored on held-out meta-train tasks
         t0 = time.perf_counter()
-        say(f"[1/4] search: {len(ALGORITHMS)} algorithms x {len(LR_FACTORS)} meta learning rates, "
+        say(f"[1/4] search: {len(ALGORITHMS)} algorithms x {len(LR_FACTORS)} (+{MAX_EXTENSIONS}) meta learning rates, "
             f"{preset['search_steps']} steps on {len(search_train)} tasks, scored on {', '.join(search_val)}")
         search = {}
         for algorithm in ALGORITHMS:
-            grid = [LR_CENTRE[algorithm] * f for f in LR_FACTORS]
-            inits = {}
-            for lr in grid:
-                run = meta_train(out, f"search-{algorithm}-lr{lr:.4g}", algorithm, lr, search_train,
-                                 preset["search_steps"], min(K, preset["search_steps"]))
-                inits[f"{lr:.6g}"] = run["init"]
-            scores = finetune_grid(inits, search_val, [0], preset["search_finetune_steps"], preset["finetune_batch_size"])
-            ranked = [(float(lr), scores[lr]["mean"]["mean"]) for lr in inits]
-            best = max(ranked, key=lambda r: (r[1], r[0] == LR_CENTRE[algorithm]))
-            search[algorithm] = {"scores": ranked, "selected": best[0], "edge": best[0] in (grid[0], grid[-1])}
-            say(f"  {algorithm}: " + ", ".join(f"{lr:.3g} -> {a:.3f}" for lr, a in ranked) + f"; selected {best[0]:.3g}")
+            search[algorithm] = search_meta_lr(out, algorithm, search_train, search_val, preset, K)
+            ranked = search[algorithm]["scores"]
+            say(f"  {algorithm}: " + ", ".join(f"{lr:.3g} -> {a:.3f}" for lr, a in ranked)
+                + f"; selected {search[algorithm]['selected']:.3g}")
         timings["search"] = time.perf_counter() - t0
 
         # 2. meta-training on all meta-train tasks, equal budgets; CTS and Reptile record held-out accuracy
