@@ -186,13 +186,30 @@ def steps_to_reach(curve: list[list[float]], target: float) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------- figures
-def plot_accuracy(algorithms: dict, path: Path) -> None:
+def _axes(size):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=size)
+
+
+def _save(fig, ax, path: Path, title: str, xlabel: str | None, ylabel: str) -> None:
+    import matplotlib.pyplot as plt
+
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy(algorithms: dict, path: Path) -> None:
     names = list(algorithms)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _axes((8, 4))
     width = 0.38
     for i, (setting, label) in enumerate((("full", "all training data"), ("limited", "limited data"))):
         means = [algorithms[n][setting]["mean"] for n in names]
@@ -202,20 +219,12 @@ def plot_accuracy(algorithms: dict, path: Path) -> None:
     ax.set_xticks(range(len(names)), names)
     low = min(algorithms[n][s]["mean"] - algorithms[n][s]["std"] for n in names for s in ("full", "limited"))
     ax.set_ylim(max(0.0, low - 0.05), None)
-    ax.set_ylabel("mean test accuracy, meta-test tasks")
-    ax.set_title("Fine-tuned from each initialization (mean +- std over seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, "Fine-tuned from each initialization (mean +- std over seeds)", None,
+          "mean test accuracy, meta-test tasks")
 
 
 def plot_convergence(convergence: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _axes((7, 4))
     for name, color in (("cts", "tab:blue"), ("reptile", "tab:red")):
         curve = convergence["curves"][name]
         ax.plot([s for s, _ in curve], [a for _, a in curve], "o-", color=color, label=name)
@@ -223,33 +232,19 @@ def plot_convergence(convergence: dict, path: Path) -> None:
     if convergence["cts_steps_to_reptile_final"] is not None:
         ax.axvline(convergence["cts_steps_to_reptile_final"], color="tab:blue", ls=":", lw=1,
                    label=f"CTS reaches it: step {convergence['cts_steps_to_reptile_final']}")
-    ax.set_xlabel("meta-training step")
-    ax.set_ylabel("held-out accuracy (short fine-tuning)")
-    ax.set_title("Meta-level convergence on the meta-test tasks")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, "Meta-level convergence on the meta-test tasks", "meta-training step",
+          "held-out accuracy (short fine-tuning)")
 
 
 def plot_k_sweep(k_sweep: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes((6, 4))
     for name, color in (("cts", "tab:blue"), ("reptile", "tab:red")):
         ks = sorted(int(k) for k in k_sweep[name])
         ax.errorbar(ks, [k_sweep[name][str(k)]["mean"] for k in ks], yerr=[k_sweep[name][str(k)]["std"] for k in ks],
                     fmt="o-", capsize=3, color=color, label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("trajectory length K (reset period)")
-    ax.set_ylabel("mean test accuracy, meta-test tasks")
-    ax.set_title("K sweep (same steps, same meta learning rate)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path, "K sweep (same steps, same meta learning rate)", "trajectory length K (reset period)",
+          "mean test accuracy, meta-test tasks")
 
 
 # ----------------------------------------------------------------------------------------- report
