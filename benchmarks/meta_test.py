@@ -280,7 +280,7 @@ def markdown(result: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="the small preset (about 13 minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="the small preset (about 15 minutes on 2 CPU cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--out", default=None, help="output directory (default: runs/meta_test[_quick])")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
