@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import sys
@@ -151,19 +150,13 @@ def finetune_grid(inits: dict[str, str], tasks: list[str], seeds: list[int], ste
 
     config = FinetuneConfig(steps=steps, batch_size=batch_size, eval_every=steps, progress=False)
     results = run_evaluation(list(inits.values()), tasks, seeds=seeds, config=config, max_train_per_class=per_class,
-                             device="cpu" if not _cuda() else None, progress=False)
+                             progress=False)  # device: Accelerate's choice (CUDA when there is one)
     by_path = {v: k for k, v in inits.items()}
     out = {}
     for path, stats in results["summary"].items():
         label = by_path[path]
         out[label] = {"mean": stats["mean"], "tasks": {spec.split(":", 1)[-1]: s for spec, s in stats["tasks"].items()}}
-    out["_seconds"] = results["seconds"]
     return out
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def initial_accuracy(tasks: list[str], steps: int) -> float:
