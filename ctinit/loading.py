@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
 from .errors import CheckpointError, ConfigError, CtinitError
-from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone, is_ctinit_config
+from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -134,8 +134,6 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source
 
 
 def _model_from(config: PretrainedConfig) -> nn.Module:
-    if is_ctinit_config(config):
-        return AutoModel.from_config(config)
     try:
         return build_backbone(config)
     except CheckpointError:

@@ -29,7 +29,7 @@ from ctinit.errors import CheckpointError, ConfigError, CtinitError
 from ctinit.loading import save_init
 from ctinit.meta import TrajectoryEngine
 from ctinit.models import TaskHead, build_backbone
-from ctinit.tasks import BatchSampler, load_task
+from ctinit.tasks import BatchSampler, load_task, task_name
 
 from . import checkpoint as ckpt
 from .config import changed_keys, dump_config, load_config
@@ -188,7 +188,7 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
         ckpt.set_rng_state(state["rng"])
         log.info("resumed from %s (step %d)", resume_from, start_step)
 
-    names = [str(spec).split(":", 1)[-1].rstrip("/").split("/")[-1] for spec in config["tasks"]]
+    names = [task_name(spec) for spec in config["tasks"]]
     log.info("world size %d on %s, precision %s (phi and meta-updates fp32); task-to-process map: %s", world, device,
              config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
     log.info("algorithm %s, backbone %s, meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
@@ -237,7 +237,8 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
             count += 1
             if step % config["log_every"] == 0 or step == steps:
                 comm.sum_(sums)
-                loss, acc, skipped = (sums / count).tolist()[0], (sums / count).tolist()[1], sums[2].tolist()
+                loss, acc, _ = (sums / count).tolist()
+                skipped = sums[2].tolist()
                 elapsed = time.perf_counter() - start
                 record = {
                     "step": step, "mean_loss": sum(loss) / num_tasks, "mean_accuracy": sum(acc) / num_tasks,

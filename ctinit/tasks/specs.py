@@ -199,27 +199,34 @@ def load_task(
         raise _error(f"task spec {spec!r}: holdout must be a fraction in (0, 1), got {holdout!r}")
 
     if kind == "npz":
-        path = Path(os.path.expanduser(rest))
-        raw = _read_npz(path, spec)
-        name = path.stem
+        raw = _read_npz(Path(os.path.expanduser(rest)), spec)
     elif kind == "builtin":
         from ctinit.tasks.builtin import builtin_path
 
-        path = Path(builtin_path(rest))
-        raw = _read_npz(path, spec)
-        name = rest
+        raw = _read_npz(Path(builtin_path(rest)), spec)
     elif kind == "folder":
-        directory = Path(os.path.expanduser(rest))
-        raw = _read_folder(directory, spec, image_size)
-        name = directory.resolve().name or str(directory)
+        raw = _read_folder(Path(os.path.expanduser(rest)), spec, image_size)
     else:  # hf
         hf_name, config = _split_hf(rest)
         raw = _read_hf(hf_name, config, spec, image_size)
-        base = Path(hf_name.rstrip("/\\")).name or hf_name
-        name = f"{base}-{config}" if config else base
 
-    return _finish(raw, name=name, spec=spec, image_size=image_size, seed=seed,
+    return _finish(raw, name=task_name(spec), spec=spec, image_size=image_size, seed=seed,
                    holdout=float(holdout), device=device)
+
+
+def task_name(spec: str) -> str:
+    """The short name of the task a spec names (``TaskData.name``), without reading its data."""
+    kind, rest = parse_spec(spec)
+    if kind == "npz":
+        return Path(os.path.expanduser(rest)).stem
+    if kind == "builtin":
+        return rest
+    if kind == "folder":
+        directory = Path(os.path.expanduser(rest))
+        return directory.resolve().name or str(directory)
+    hf_name, config = _split_hf(rest)
+    base = Path(hf_name.rstrip("/\\")).name or hf_name
+    return f"{base}-{config}" if config else base
 
 
 # --------------------------------------------------------------------------------------------------
