@@ -11,6 +11,8 @@ from ctinit.meta.batched import BatchedTasks
 from ctinit.models import TaskHead, build_backbone
 from ctinit.tasks import BatchSampler
 
+from helpers import resumed_pair
+
 CLASSES = (3, 5, 4)  # heads of different widths: padded and masked when batched
 SGD_MOMENTUM = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -150,20 +152,7 @@ def test_steps_with_unequal_batch_shapes_run_sequentially_and_still_agree():
 
 
 def test_batched_resume_is_bitwise():
-    a = make_engine("batched")
-    for _ in range(2):
-        a.step()
-    state = a.state_dict()
-    for _ in range(2):
-        a.step()
-    b = make_engine("batched")
-    b.load_state_dict(state)
-    b.batches = make_engine("batched").batches
-    for _ in range(2):
-        for source in b.batches:
-            source()
-    for _ in range(2):
-        b.step()
+    a, b = resumed_pair(lambda: make_engine("batched"), 2)
     assert torch.equal(a.phi, b.phi) and torch.equal(a.thetas, b.thetas)
     assert_same_state(a, b, rtol=0, atol=0)
 

@@ -18,18 +18,12 @@ from ctinit.cli import main as cli_main
 from ctinit.loading import WEIGHTS_NAME, load_init, save_init
 from hub.__main__ import main as hub_main
 
+from helpers import weights
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "training" / "recipes" / "tiny.yaml"
 TOKEN = "hf_TestTokenThatMustNeverBePrinted123"
 SHA = "a" * 40
-
-
-
-
-def weights(path):
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(path) / WEIGHTS_NAME))
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +285,8 @@ def test_push_and_pull_against_the_real_hub(export_copy, tmp_path, capsys):
         out, err = capsys.readouterr()
         commit = out.strip().splitlines()[0]
         assert len(commit) == 40 and os.environ["HF_TOKEN"] not in out + err
+        pulled = load_init(f"{repo}@{commit}").state_dict()
         for k, v in weights(export_copy).items():
-            assert torch.equal(load_init(f"{repo}@{commit}").state_dict()[k], v)
+            assert torch.equal(pulled[k], v)
     finally:
         HfApi().delete_repo(repo, missing_ok=True)

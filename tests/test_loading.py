@@ -18,7 +18,7 @@ from ctinit.errors import CheckpointError, ConfigError
 from ctinit.loading import WEIGHTS_NAME, load_init, parse_hub_id, resolve_init, save_init
 from ctinit.models import HFBackbone, ImageClassifier, TaskHead
 
-from helpers import make_npz  # noqa: E402
+from helpers import make_npz, weights
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "training" / "recipes" / "tiny.yaml"
@@ -26,19 +26,9 @@ MAIN = "1" * 40
 V1 = "0" * 40
 
 
-
-
-
-
 def make_init(path, arch="convnet4-32", seed=0, algorithm="cts"):
     torch.manual_seed(seed)
     return save_init(ctinit.build_backbone(arch), path, {"algorithm": algorithm, "steps": 1, "seed": seed})
-
-
-def weights(path):
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(path) / WEIGHTS_NAME))
 
 
 def assert_same_state(model, tensors):

@@ -9,6 +9,8 @@ from ctinit.errors import ConfigError
 from ctinit.meta import TrajectoryEngine, cts_update, trajectory_direction
 from ctinit.models import TaskHead, build_backbone
 
+from helpers import resumed_pair
+
 
 class Point(nn.Module):
     """A 'backbone' that is a point w (and a second tensor b, so the flat layout spans several tensors)."""
@@ -365,21 +367,10 @@ def test_a_nonfinite_meta_step_forward_reaches_neither_phi_nor_bn_statistics(rul
 
 @pytest.mark.parametrize("rule", ["cts", "leap", "fomaml"])
 def test_state_dict_resume_is_bitwise(rule):
-    a = convnet_engine(rule, inner_optimizer={"name": "adam", "lr": 1e-3})
-    for _ in range(3):
-        a.step()
-    state = a.state_dict()
-    for _ in range(3):
-        a.step()
-    b = convnet_engine(rule, seed=1, inner_optimizer={"name": "adam", "lr": 1e-3})  # different init on purpose
-    b.load_state_dict(state)
-    # the batch sources are part of the caller's state: replay them to the same position
-    b.batches = convnet_engine(rule).batches
-    for _ in range(3):
-        for src in b.batches:
-            src()
-    for _ in range(3):
-        b.step()
+    adam = {"name": "adam", "lr": 1e-3}
+    # b starts from a different init on purpose: everything must come from the state
+    a, b = resumed_pair(lambda: convnet_engine(rule, inner_optimizer=adam), 3,
+                        lambda: convnet_engine(rule, seed=1, inner_optimizer=adam))
     assert torch.equal(a.phi, b.phi) and torch.equal(a.thetas, b.thetas)
     assert all(torch.equal(x.weight, y.weight) for x, y in zip(a.heads, b.heads))
 

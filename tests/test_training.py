@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import training.meta_train as meta_train
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.meta import TrajectoryEngine
 from training.config import changed_keys, load_config
 from training.meta_train import main, run, shard_tasks
+
+from helpers import make_npz, weights
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "training" / "recipes" / "tiny.yaml")
@@ -25,7 +26,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def phi(run_dir):
-    return load_file(str(Path(run_dir) / "init" / "model.safetensors"))
+    return weights(Path(run_dir) / "init")
 
 
 def same_phi(a, b, atol=0.0):
@@ -204,14 +205,7 @@ def test_more_processes_than_tasks_is_refused_before_training(tmp_path):
 
 
 def test_meta_validation_logs_accuracy_and_keeps_the_best(tmp_path):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(3), 20)
-    x = rng.integers(0, 40, size=(60, 28, 28), dtype=np.uint8)
-    for c in range(3):
-        x[y == c, 4 + 6 * c:8 + 6 * c, :] = 220
-    np.savez(tmp_path / "val.npz", x=x, y=y)
+    make_npz(tmp_path / "val.npz", n_per_class=20)
     out = tmp_path / "run"
     assert main(["--config", TINY, "--out", str(out), "--no-progress", "steps=10",
                  f"validation={{every: 5, tasks: [npz:{tmp_path / 'val.npz'}], steps: 3, batch_size: 16}}"]) == 0
