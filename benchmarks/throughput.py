@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -134,23 +135,29 @@ class Engine:
 
 
 def engine_at(rev: str):
-    """``TrajectoryEngine`` as of git revision ``rev`` (its engine.py and rules.py, imported beside today's)."""
+    """``TrajectoryEngine`` as of git revision ``rev``, with sequential execution where it has a choice.
+
+    The whole ``ctinit`` package of that revision is extracted and imported under another name, so its relative
+    imports (``.rules``, ``.batched``, ``..errors``, ...) resolve within it, beside today's package."""
     import importlib.util
+    import inspect
+    import io
+    import tarfile
 
     tmp = Path(tempfile.mkdtemp(prefix="ctinit-before-"))
-    names = {}
-    for part in ("rules", "engine"):
-        text = subprocess.run(["git", "show", f"{rev}:ctinit/meta/{part}.py"], cwd=REPO_ROOT, capture_output=True,
-                              text=True, check=True).stdout
-        text = (text.replace("from ..errors", "from ctinit.errors").replace("from .optim", "from ctinit.meta.optim")
-                .replace("from .rules", f"from {names.get('rules', '_')}"))
-        names[part] = f"_ctinit_meta_{part}_{rev.replace('.', '_').replace('~', '_').replace('^', '_')}"
-        (tmp / f"{names[part]}.py").write_text(text)
-        spec = importlib.util.spec_from_file_location(names[part], tmp / f"{names[part]}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[names[part]] = module
-        spec.loader.exec_module(module)
-    return module.TrajectoryEngine
+    archive = subprocess.run(["git", "archive", rev, "ctinit"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    name = f"_ctinit_before_{''.join(c if c.isalnum() else '_' for c in rev)}"
+    spec = importlib.util.spec_from_file_location(name, tmp / "ctinit" / "__init__.py",
+                                                  submodule_search_locations=[str(tmp / "ctinit")])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    engine = importlib.import_module(f"{name}.meta.engine").TrajectoryEngine
+    if "execution" in inspect.signature(engine).parameters:
+        return functools.partial(engine, execution="sequential")
+    return engine
 
 
 def components(engines: dict, repeats: int = 100) -> dict:
