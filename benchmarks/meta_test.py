@@ -81,8 +81,8 @@ def builtin(names) -> list[str]:
 def meta_train(out: Path, name: str, algorithm: str, lr: float, tasks: list[str], steps: int, reset_period: int,
                validation: dict | None = None) -> dict:
     """One meta-training run with the shared setup; reused if OUT/runs/NAME holds a finished run of this config."""
-    from training.config import DEFAULTS, validate
-    from training.meta_train import run
+    from ctinit_training.config import DEFAULTS, validate
+    from ctinit_training.meta_train import run
 
     config = copy.deepcopy(DEFAULTS)
     config.update(copy.deepcopy(BASE))
@@ -165,7 +165,7 @@ def initial_accuracy(tasks: list[str], steps: int) -> float:
 
     from ctinit.models import build_backbone
     from ctinit.tasks import load_task
-    from training.meta_train import meta_validate
+    from ctinit_training.meta_train import meta_validate
 
     torch.manual_seed(0)  # what training.meta_train.run does before it builds the backbone (seed 0)
     backbone = build_backbone(BASE["backbone"], BASE["image_size"])
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
     from ctinit.errors import CtinitError
     from ctinit.tasks import META_TEST, META_TRAIN
 
-    logging.getLogger("training.meta_train").setLevel(logging.WARNING)
+    logging.getLogger("ctinit_training.meta_train").setLevel(logging.WARNING)
     started = time.perf_counter()
     train_tasks, test_tasks = builtin(META_TRAIN), builtin(META_TEST)
     search_train, search_val = train_tasks[:6], train_tasks[6:]

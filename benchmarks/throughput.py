@@ -27,7 +27,7 @@ which the README calls "a small ConvNet"; it has the least compute per step, so 
 ``--before REV`` adds the engine as of git revision REV (``cts_before``, sequential) to the interleaved variants, and
 times the engine's own per-step parts (inner optimizer steps, meta-update and shift, non-finite check) in both.
 
-``--scaling`` adds multi-process scaling: ``python -m training.meta_train`` on the quickstart recipe (8 bundled
+``--scaling`` adds multi-process scaling: ``ctinit-train`` on the quickstart recipe (8 bundled
 tasks) as one process with 1 thread, one process with 2 threads, and ``torchrun --nproc_per_node 2`` with 1 thread
 each, interleaved; task-steps/s come from ``OUT/metrics.jsonl`` between the first and the last record (start-up
 excluded). ``--finetune`` adds fine-tuning throughput: images/s of ``ctinit.finetune.finetune`` against a plain loop
@@ -328,7 +328,7 @@ def bench_scaling(args) -> dict:
         for r in range(args.scaling_repeats):
             for name, (env, launcher) in setups.items():
                 out = Path(tmp) / f"run-{r}-{len(rates[name])}-{name.split()[0]}-{env['OMP_NUM_THREADS']}"
-                cmd = [*launcher, "training.meta_train", "--config", recipe, "--out", str(out), "--no-progress", *overrides]
+                cmd = [*launcher, "ctinit_training.meta_train", "--config", recipe, "--out", str(out), "--no-progress", *overrides]
                 proc = subprocess.run(cmd, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
                                       capture_output=True, text=True)
                 if proc.returncode != 0:

@@ -85,7 +85,7 @@ def cmd_evaluate(args) -> int:
         card = Path(args.update_card)
         if not (card / "README.md").is_file() or not (card / "config.json").is_file():
             raise ConfigError(f"--update-card {card}: not an export folder (README.md + config.json); "
-                              f"make one with `python -m hub export RUN_DIR {card}`")
+                              f"make one with `ctinit-hub export RUN_DIR {card}`")
     config = _recipe(args)
     results = run_evaluation(
         args.init, args.data, args.seeds, config, revision=args.revision,

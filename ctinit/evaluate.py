@@ -459,7 +459,7 @@ def find_init(results: dict, export_dir: str | Path) -> str:
     export = Path(export_dir)
     weights = export / WEIGHTS_NAME
     if not weights.is_file():
-        raise CheckpointError(f"{export}: no {WEIGHTS_NAME}; --update-card takes an export folder (python -m hub export)")
+        raise CheckpointError(f"{export}: no {WEIGHTS_NAME}; --update-card takes an export folder (ctinit-hub export)")
     digest = _sha256(weights)
     for entry in results["inits"]:
         if not entry["scratch"] and entry.get("weights_sha256") == digest:
@@ -480,9 +480,9 @@ def update_card(export_dir: str | Path, results: dict, init: str | None = None,
     export = Path(export_dir)
     readme = export / "README.md"
     if not readme.is_file():
-        raise ConfigError(f"{export}: no README.md; --update-card takes a folder written by `python -m hub export`")
+        raise ConfigError(f"{export}: no README.md; --update-card takes a folder written by `ctinit-hub export`")
     if not (export / CONFIG_NAME).is_file():
-        raise ConfigError(f"{export}: no {CONFIG_NAME}; --update-card takes a folder written by `python -m hub export`")
+        raise ConfigError(f"{export}: no {CONFIG_NAME}; --update-card takes a folder written by `ctinit-hub export`")
     this = init if init is not None else find_init(results, export)
     if this not in results["summary"]:
         raise ConfigError(f"--update-card: '{this}' is not among the evaluated initializations")

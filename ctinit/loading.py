@@ -218,7 +218,7 @@ def hub_error(exc: BaseException, repo_id: str, revision: str | None) -> CtinitE
     if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "CachedRepoTreeNotFoundError"}:
         if hub_offline():
             return CheckpointError(f"{where}: no cached copy in {_hub_cache()} and HF_HUB_OFFLINE=1 forbids downloading; "
-                                   f"download it once online (python -m hub pull {repo_id}) or unset HF_HUB_OFFLINE")
+                                   f"download it once online (ctinit-hub pull {repo_id}) or unset HF_HUB_OFFLINE")
         return CheckpointError(f"{where}: the Hub cannot be reached and there is no cached copy in {_hub_cache()}; "
                                f"check the network (or the repo id), or pass a local directory")
     if "EntryNotFoundError" in names:

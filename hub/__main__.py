@@ -1,4 +1,4 @@
-"""``python -m hub``: export, push, pull and list ctinit initializations (see ``hub/__init__.py``)."""
+"""``ctinit-hub``: export, push, pull and list ctinit initializations (see ``hub/__init__.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -49,11 +49,11 @@ def cmd_list(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hub", description="Publish ctinit initializations on the Hugging Face Hub.")
+    parser = argparse.ArgumentParser(prog="ctinit-hub", description="Publish ctinit initializations on the Hugging Face Hub.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("export", help="turn a meta-training run into a Hub model repo folder (weights, config, card, recipe)")
-    ex.add_argument("run_dir", help="a meta-training run directory (training.meta_train --out)")
+    ex.add_argument("run_dir", help="a meta-training run directory (ctinit-train --out)")
     ex.add_argument("out_dir", help="the folder to write (new, or --overwrite)")
     ex.add_argument("--repo", default=None, help="the Hub id ORG/NAME the card's snippets use (default: filled in by push)")
     ex.add_argument("--license", default="apache-2.0", help="the card's license (default apache-2.0)")

@@ -7,7 +7,17 @@ from pathlib import Path
 
 from ctinit.errors import ConfigError
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+def _template_path() -> Path:
+    # Installed from a wheel the templates are the subpackage ctinit_hub.model_cards; in a checkout (or an editable
+    # install) they are the repository's top-level model_cards/ folder beside hub/.
+    here = Path(__file__).resolve().parent
+    for folder in (here / "model_cards", here.parent / "model_cards"):
+        if (folder / "template.md").is_file():
+            return folder / "template.md"
+    return here.parent / "model_cards" / "template.md"
+
+
+TEMPLATE = _template_path()
 #: The Hub id written into a card exported without --repo; `push` replaces it with the real id.
 PLACEHOLDER_ORG = "YOUR-ORG"
 PLACEHOLDER = re.compile(rf"{PLACEHOLDER_ORG}/[A-Za-z0-9_.-]+")

@@ -28,7 +28,7 @@ EXPORT_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, RECIPE_NAME, "READ
 def find_init(run_dir: Path) -> tuple[Path, Path | None]:
     """``(init folder, recipe file or None)`` of a run directory (or of an initialization directory itself)."""
     if not run_dir.exists():
-        raise ConfigError(f"{run_dir}: no such run directory; pass the --out folder of `python -m training.meta_train`")
+        raise ConfigError(f"{run_dir}: no such run directory; pass the --out folder of `ctinit-train`")
     if (run_dir / "init" / CONFIG_NAME).is_file():
         recipe = run_dir / "config.yaml"
         return run_dir / "init", recipe if recipe.is_file() else None
@@ -97,7 +97,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     info = dict(getattr(config, "ctinit", None) or {})
     if not info:
         raise CheckpointError(f"{init / CONFIG_NAME}: no 'ctinit' entry (how it was made); export initializations "
-                              f"written by ctinit (python -m training.meta_train or ctinit.loading.save_init)")
+                              f"written by ctinit (ctinit-train or ctinit.loading.save_init)")
 
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(init / CONFIG_NAME, out / CONFIG_NAME)

@@ -40,10 +40,10 @@ def _repo(repo_id: str, what: str = "--repo") -> tuple[str, str | None]:
 def check_export(export: Path) -> str:
     """Refuse what should not be published; returns the algorithm."""
     if not export.is_dir():
-        raise ConfigError(f"{export}: no such export folder; make one with `python -m hub export RUN_DIR {export}`")
+        raise ConfigError(f"{export}: no such export folder; make one with `ctinit-hub export RUN_DIR {export}`")
     for name in (CONFIG_NAME, WEIGHTS_NAME, "README.md"):
         if not (export / name).is_file():
-            raise ConfigError(f"{export}: no {name}; make the folder with `python -m hub export RUN_DIR {export}`")
+            raise ConfigError(f"{export}: no {name}; make the folder with `ctinit-hub export RUN_DIR {export}`")
     pickles = sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(f"{export}: holds pickle files ({', '.join(pickles[:3])}); ctinit publishes safetensors only: remove them")

@@ -1,1 +1,1 @@
-"""Model card templates (installed as package data so that `python -m hub export` works from a wheel too)."""
+"""Model card templates (installed as package data so that `ctinit-hub export` works from a wheel too)."""

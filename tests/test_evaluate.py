@@ -106,7 +106,7 @@ def test_write_results_three_files(results, tmp_path):
 def test_cli_evaluate_writes_files_and_updates_the_card(setup, tmp_path, capsys):
     from huggingface_hub import ModelCard
 
-    from hub.__main__ import main as hub_main
+    from ctinit_hub.__main__ import main as hub_main
 
     export = tmp_path / "export"
     assert hub_main(["export", str(setup["root"] / "run"), str(export), "--repo", "me/tiny"]) == 0

@@ -16,7 +16,7 @@ import torch
 import ctinit
 from ctinit.cli import main as cli_main
 from ctinit.loading import WEIGHTS_NAME, load_init, save_init
-from hub.__main__ import main as hub_main
+from ctinit_hub.__main__ import main as hub_main
 
 from helpers import weights
 
@@ -29,7 +29,7 @@ SHA = "a" * 40
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real (tiny) meta-training run."""
-    from training.meta_train import main as meta_train_main
+    from ctinit_training.meta_train import main as meta_train_main
 
     out = tmp_path_factory.mktemp("run")
     code = meta_train_main(["--config", str(TINY), "--out", str(out), "--no-progress", "steps=2", "reset_period=2",
@@ -57,7 +57,7 @@ def test_export_holds_config_weights_recipe_and_loads_bitwise(run, export):
     from safetensors import safe_open
     from transformers import AutoImageProcessor, AutoModel
 
-    from training.config import load_config
+    from ctinit_training.config import load_config
 
     names = {p.name for p in export.iterdir()}
     assert names == {"config.json", WEIGHTS_NAME, "README.md", "recipe.yaml", "preprocessor_config.json"}
@@ -148,7 +148,7 @@ def fake_hub(monkeypatch):
 
     calls = {}
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setattr("hub.remote.get_token", lambda: TOKEN)
+    monkeypatch.setattr("ctinit_hub.remote.get_token", lambda: TOKEN)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     def record(name, result=None):
@@ -210,7 +210,7 @@ def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, fake_h
     monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", forbidden)
     fails("not allowed to write (HTTP 403)")
     assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()  # restored after the failed upload
-    monkeypatch.setattr("hub.remote.get_token", lambda: None)
+    monkeypatch.setattr("ctinit_hub.remote.get_token", lambda: None)
     fails("no Hugging Face token: set HF_TOKEN")
     assert "upload_folder" not in fake_hub
 

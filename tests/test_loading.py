@@ -109,7 +109,7 @@ def test_plain_transformers_loads_exports_without_ctinit(tmp_path):
 def test_meta_train_runs_a_transformers_vit(tmp_path):
     from transformers import AutoModel
 
-    from training.meta_train import main as meta_train_main
+    from ctinit_training.meta_train import main as meta_train_main
 
     code = meta_train_main(["--config", str(TINY), "--out", str(tmp_path), "--no-progress", "backbone=hf-vit-tiny",
                             "steps=4", "reset_period=2", "log_every=2", "max_train_per_class=4", "batch_size=8",

@@ -12,8 +12,8 @@ import ctinit
 from ctinit.cli import main as cli_main
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.loading import WEIGHTS_NAME, load_init, save_init
-from training.config import load_config
-from training.meta_train import main as meta_train_main
+from ctinit_training.config import load_config
+from ctinit_training.meta_train import main as meta_train_main
 
 from helpers import make_npz  # noqa: E402
 

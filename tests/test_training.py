@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.meta_train as meta_train
+import ctinit_training.meta_train as meta_train
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.meta import TrajectoryEngine
-from training.config import changed_keys, load_config
-from training.meta_train import main, run, shard_tasks
+from ctinit_training.config import changed_keys, load_config
+from ctinit_training.meta_train import main, run, shard_tasks
 
 from helpers import make_npz, weights
 
@@ -36,7 +36,7 @@ def same_phi(a, b, atol=0.0):
 
 
 def train_cmd(out, *overrides, launcher=(sys.executable, "-m")):
-    return [*launcher, "training.meta_train", "--config", TINY, "--out", str(out), "--no-progress", *overrides]
+    return [*launcher, "ctinit_training.meta_train", "--config", TINY, "--out", str(out), "--no-progress", *overrides]
 
 
 @pytest.fixture(scope="module")

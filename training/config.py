@@ -71,13 +71,27 @@ def apply_override(config: dict, item: str) -> None:
     node[parts[-1]] = _parse_value(raw)
 
 
+RECIPES = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_path(path: str | Path) -> Path:
+    """A recipe file, or the name of a bundled recipe (``quickstart``, ``tiny``, ``paper``), which works from an
+    installed wheel too."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    bundled = RECIPES / f"{path.name}.yaml" if path.suffix == "" and len(path.parts) == 1 else None
+    if bundled is not None and bundled.is_file():
+        return bundled
+    names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
+    raise ConfigError(f"{path}: no such recipe file; pass a YAML file or a bundled recipe name ({', '.join(names)})")
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     """Defaults <- recipe file <- overrides, then validated. Unknown keys are an error."""
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such recipe file; see training/recipes/ for examples")
+        path = recipe_path(path)
         try:
             recipe = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

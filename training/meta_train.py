@@ -1,8 +1,8 @@
 """Meta-train a shared initialization, on one process or many (Accelerate / torchrun; CPUs or GPUs).
 
-    python -m training.meta_train --config training/recipes/quickstart.yaml --out runs/qs [key=value ...]
-    accelerate launch --num_processes 8 -m training.meta_train --config ... --out ...
-    torchrun --nproc_per_node 2 -m training.meta_train --config ... --out ... [--resume]
+    ctinit-train --config training/recipes/quickstart.yaml --out runs/qs [key=value ...]
+    accelerate launch --num_processes 8 -m ctinit_training.meta_train --config ... --out ...
+    torchrun --nproc_per_node 2 -m ctinit_training.meta_train --config ... --out ... [--resume]
 
 Tasks are sharded over processes (contiguous blocks, uneven splits allowed); every task's head, data order and
 augmentation are seeded by its global index, so the trained phi does not depend on the number of processes.
@@ -343,7 +343,7 @@ def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.meta_train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="ctinit-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a YAML recipe (see training/recipes/)")
     parser.add_argument("--out", required=True, help="the run directory")

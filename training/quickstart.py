@@ -1,6 +1,6 @@
 """The main job: meta-train CTS on the bundled suite, then fine-tune it and scratch on unseen tasks.
 
-    python -m training.quickstart --out runs/quickstart
+    python -m ctinit_training.quickstart --out runs/quickstart
 
 1. meta-trains an initialization with CTS on the bundled meta-train tasks (training/recipes/quickstart.yaml)
    and exports it to OUT/init/;
@@ -52,7 +52,7 @@ def markdown(table: dict, labels: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.quickstart", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ctinit_training.quickstart", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the run directory")
     parser.add_argument("--finetune-steps", type=int, default=300)
