@@ -72,7 +72,9 @@ def test_vit_features_are_what_transformers_classifier_reads(tmp_path):
     clf = ViTForImageClassification.from_pretrained(str(tmp_path / "v"), num_labels=4).eval()
     x = torch.randn(3, 3, 28, 28)
     hidden = clf.vit(pixel_values=x).last_hidden_state[:, 0]
-    assert torch.allclose(hidden, backbone(x), atol=1e-6)
+    # two code paths (transformers' ViT vs our backbone's forward) may pick different fp32 kernels: a tolerance
+    # from the features' scale, not one machine's rounding
+    torch.testing.assert_close(hidden, backbone(x), rtol=1e-5, atol=1e-5 * hidden.abs().max().item())
 
 
 def test_plain_transformers_loads_exports_without_ctinit(tmp_path):

@@ -79,7 +79,9 @@ class FlatLayout:
         self.size = self.offsets[-1]
 
     def flatten(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1).float() for p in params])
+        # fp32, or fp64 for a model built in float64 (the equivalence tests compare execution paths in fp64)
+        dtype = torch.float64 if params and params[0].dtype == torch.float64 else torch.float32
+        return torch.cat([p.detach().reshape(-1).to(dtype) for p in params])
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [flat[o:o + n].view(s) for o, n, s in zip(self.offsets, self.numels, self.shapes)]
@@ -198,7 +200,7 @@ class TrajectoryEngine:
         self.phi_module = backbone
         self.layout.bind([p for _, p in meta_named], self.phi.data)
         device = self.phi.device
-        self.thetas = torch.empty(self.num_tasks, self.layout.size, device=device)
+        self.thetas = torch.empty(self.num_tasks, self.layout.size, device=device, dtype=self.phi.dtype)
         self.grads = torch.zeros_like(self.thetas)
         self.backbones: list[nn.Module] = []
         self.private_params: list[list[nn.Parameter]] = []  # per task: heads and excluded params (zeroed per step)
