@@ -273,6 +273,17 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: boo
                 raise error from e
     if info is not None:
         _check_repo_files([s.rfilename for s in (info.siblings or [])], repo_id, revision, need_weights)
+    if info is None and local_dir is not None:
+        # Offline into a folder: the copy is in the Hugging Face cache (snapshot_download only looks in local_dir)
+        try:
+            cached, commit = hub_snapshot(repo_id, revision, need_weights=need_weights, allow_patterns=allow_patterns)
+        except CtinitError:
+            cached = None
+        if cached is not None:
+            import shutil
+
+            shutil.copytree(cached, local_dir, dirs_exist_ok=True)  # follows the cache's symlinks: real files
+            return Path(local_dir), commit
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns,
                                    ignore_patterns=PICKLE_PATTERNS, local_dir=str(local_dir) if local_dir else None,
