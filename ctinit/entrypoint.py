@@ -41,7 +41,8 @@ def describe(error: BaseException) -> tuple[int, str]:
         if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
                               FileExistsError)) or error.errno == errno.EROFS:
             return EXIT_BAD_INPUT, f"error: {where}{one_line(error.strerror or error)}"
-    if isinstance(error, MemoryError):
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
+            text in str(error) for text in ("can't allocate memory", "out of memory", "OutOfMemory"))):
         return EXIT_BAD_INPUT, ("error: out of memory: the input asks for more memory than this machine has "
                                 "(check sizes in the config, labels and data)")
     message = one_line(error) if str(error) else ""

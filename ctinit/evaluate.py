@@ -182,7 +182,7 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
 
     done, runs_file = {}, None
     if out is not None:
-        runs_file = check_out_dir(out) / RUNS_NAME
+        runs_file = check_out_dir(out, create=True) / RUNS_NAME
         done = _finished_runs(runs_file)
     finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress")}
 
@@ -240,18 +240,26 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
 RUNS_NAME = "runs.jsonl"
 
 
-def check_out_dir(out: str | Path) -> Path:
-    """The results folder, created and checked writable before the first fine-tuning step."""
+def check_out_dir(out: str | Path, create: bool = False) -> Path:
+    """The results folder, checked (and with ``create``, made and probed) before the first fine-tuning step."""
+    import os
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder; pass a folder for the results")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); pass a writable folder") from None
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not a writable folder; pass a writable folder for the results")
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); pass a writable folder") from None
     return out
 
 
