@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -300,18 +301,23 @@ def test_a_second_run_on_a_locked_folder_is_refused_and_a_stale_lock_is_taken_ov
     assert not lock.exists() and (out / "init").is_dir()  # released at the end
 
 
-def test_two_runs_started_at_once_on_one_folder(tmp_path):
+def test_a_second_run_while_the_first_trains_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ctinit_training.meta_train", "--config", TINY, "--out", str(out), "--no-progress",
-           *FAST, "steps=30"]
-    procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    results = [(p.wait(), p.stderr.read()) for p in procs]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 2], results
-    loser = next(err for code, err in results if code == 2)
-    assert "is in use by process" in loser or "holds another run" in loser
-    assert "Traceback" not in loser
+    first = subprocess.Popen([sys.executable, "-m", "ctinit_training.meta_train", "--config", TINY, "--out", str(out),
+                              "--no-progress", *FAST, "steps=100000"], env=ENV, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "config.yaml").exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended early"
+        for flags in ([], ["--resume"], ["--overwrite"]):  # not even --overwrite takes a folder that is in use
+            assert train(out, "steps=100000", *flags) == 2
+            assert f"is in use by process {first.pid} on host" in one_error_line(capsys, "meta_train: error:")
+        assert (out / "config.yaml").is_file() and (out / ".lock").is_file()  # the first run's files untouched
+    finally:
+        first.kill()
+        first.wait()
 
 
 def test_a_failed_export_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch, capsys):
@@ -333,6 +339,10 @@ def test_a_failed_export_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatc
 # ----------------------------------------------------------------------------------------------- faults
 
 
+class Killed(SystemExit):
+    """An in-process stand-in for SIGKILL at a fault point: nothing after it runs but ``finally`` blocks."""
+
+
 def run_cli(out, *overrides, fault=None):
     env = {**ENV, **({"CTINIT_FAULT": fault} if fault else {})}
     return subprocess.run([sys.executable, "-m", "ctinit_training.meta_train", "--config", TINY, "--out", str(out),
@@ -344,17 +354,25 @@ def same(a, b):
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_kills_at_checkpoint_and_export_in_a_folder_of_an_older_run_resume_to_the_same_phi(tmp_path):
+def test_kills_at_checkpoint_and_export_in_a_folder_of_an_older_run_resume_to_the_same_phi(tmp_path, monkeypatch,
+                                                                                            capsys):
     new = ["steps=30", "checkpoint_every=10", "seed=3", "log_every=5"]
     reference = tmp_path / "reference"
-    assert run_cli(reference, *new).returncode == 0
+    assert train(reference, *new) == 0
 
     out = tmp_path / "run"
-    older = run_cli(out, "steps=50", "checkpoint_every=10", "seed=0", "keep_checkpoints=5")
-    assert older.returncode == 0
-    # the new run replaces the older one, and is killed while writing its step-20 checkpoint
-    killed = run_cli(out, *new, "--overwrite", fault="checkpoint:20")
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert train(out, "steps=50", "checkpoint_every=10", "seed=0", "keep_checkpoints=5") == 0  # an older run
+    # the new run replaces the older one, and dies while writing its step-20 checkpoint (in-process stand-in)
+    real_fault_point = meta_train._fault_point
+
+    def die(name, step=None):
+        if (name, step) == ("checkpoint", 20):
+            raise Killed(137)
+
+    monkeypatch.setattr(meta_train, "_fault_point", die)
+    with pytest.raises(Killed):
+        train(out, *new, overwrite=True)
+    monkeypatch.setattr(meta_train, "_fault_point", real_fault_point)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-20.tmp"]
     # an older run's checkpoint with a higher step appears (copied back by hand): not this run's, so ignored
     shutil.copytree(out / "checkpoints" / "step-10", out / "checkpoints" / "step-41")
@@ -362,14 +380,17 @@ def test_kills_at_checkpoint_and_export_in_a_folder_of_an_older_run_resume_to_th
     (out / "checkpoints" / "step-41" / "meta.json").write_text(json.dumps({**meta, "step": 41, "run_id": "older"}))
     with open(out / "metrics.jsonl", "a") as f:
         f.write('{"step": 1')  # a line cut short by the kill
-    # resumed, then killed after the export was written to init.tmp but before it was renamed into place
+    # resumed in a real process, SIGKILLed (CTINIT_FAULT hook) after the export was written to init.tmp, before the
+    # rename: its lock stays behind
     killed = run_cli(out, *new, "--resume", fault="export")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert "resumed from" in killed.stderr and "step-10" in killed.stderr and "incomplete line" in killed.stderr
-    assert not (out / "init").exists() and (out / "init.tmp").is_dir()
-    resumed = run_cli(out, *new, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "step-30" in resumed.stderr and same(reference, out)  # bitwise
+    assert not (out / "init").exists() and (out / "init.tmp").is_dir() and (out / ".lock").is_file()
+    capsys.readouterr()
+    assert train(out, *new, resume=True) == 0
+    err = capsys.readouterr().err
+    assert f"stale lock of process" in err and "step-30" in err
+    assert same(reference, out)  # bitwise
     assert (out / "checkpoints" / "step-41").is_dir()  # not this run's to prune
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [5, 10, 15, 20, 25, 30]
