@@ -25,7 +25,7 @@ from .errors import ConfigError
 __all__ = [
     "Bool", "Device", "Fraction", "NonNegFloat", "NonNegInt", "Optional", "PositiveFloat", "PositiveInt", "Precision",
     "Seed", "Str", "Literal", "FinetuneConfig", "OptimizerSpec", "OPTIMIZERS", "check_option", "check_device", "schema", "to_dict", "yaml_load",
-    "schema_defaults", "validate_schema",
+    "schema_defaults", "validate_schema", "INNER_OPTIMIZER", "META_OPTIMIZER", "RESET_PERIOD",
 ]
 
 # ------------------------------------------------------------------------------------------------ YAML 1.2 numbers
@@ -216,6 +216,15 @@ class OptimizerSpec:
                                    nesterov=self.nesterov and self.momentum > 0)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
         return cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+
+# ------------------------------------------------------------------------------------------------ meta-learning
+
+#: The meta-training defaults the library's engine shares with the trainer's schema (training/config.py): the
+#: paper's inner SGD, meta SGD and trajectory length K.
+INNER_OPTIMIZER = {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4}
+META_OPTIMIZER = {"name": "sgd", "lr": 1e-2}
+RESET_PERIOD = 1000
 
 
 # ------------------------------------------------------------------------------------------------ fine-tuning

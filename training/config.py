@@ -15,6 +15,9 @@ from typing import Annotated, Literal, Optional, Union
 import yaml
 
 from ctinit.config import (
+    INNER_OPTIMIZER,
+    META_OPTIMIZER,
+    RESET_PERIOD,
     Bool,
     NonNegInt,
     OptimizerSpec,
@@ -63,14 +66,13 @@ class TrainConfig:
     tasks: list[Str] = dataclasses.field(default_factory=list)  # builtin:NAME, npz:PATH, folder:DIR, hf:NAME[:CONFIG]
     steps: PositiveInt = 1000  # global steps; every task takes one inner step per global step
     batch_size: PositiveInt = 128
-    reset_period: PositiveInt = 1000  # K: trajectory length between resets to phi
+    reset_period: PositiveInt = RESET_PERIOD  # K: trajectory length between resets to phi
     meta_interval: Optional[PositiveInt] = None  # steps between meta-updates; None: the algorithm's (1 CTS, K Reptile)
     shift: Optional[Bool] = None  # shift trajectories by each meta-update; None: the algorithm's
     reset: Literal["soft", "hard"] = "soft"  # soft: keep heads, BN statistics, optimizer state; hard: fresh state
     reset_heads: Bool = False  # with reset=hard, also re-initialize the task heads
-    inner_optimizer: OptimizerSpec = dataclasses.field(
-        default_factory=lambda: OptimizerSpec(name="sgd", lr=1e-2, momentum=0.9, weight_decay=5e-4))
-    meta_optimizer: OptimizerSpec = dataclasses.field(default_factory=lambda: OptimizerSpec(name="sgd", lr=1e-2))
+    inner_optimizer: OptimizerSpec = dataclasses.field(default_factory=lambda: OptimizerSpec(**INNER_OPTIMIZER))
+    meta_optimizer: OptimizerSpec = dataclasses.field(default_factory=lambda: OptimizerSpec(**META_OPTIMIZER))
     meta_exclude: list[Str] = dataclasses.field(default_factory=list)  # regexes of backbone parameters kept per task
     augment: Bool = True  # random crop with padding 4 (and flip where the task allows it)
     max_train_per_class: Optional[PositiveInt] = None  # limit each meta-train task to this many examples per class

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
 from .optim import OptimizerSpec
 from .rules import (
@@ -145,7 +146,7 @@ class TrajectoryEngine:
         batches: Sequence[Callable[[], object]],
         *,
         rule: str | MetaRule = "cts",
-        reset_period: int = 1000,
+        reset_period: int = RESET_PERIOD,
         meta_interval: int | None = None,
         shift: bool | None = None,
         reset: str = "soft",
@@ -184,8 +185,8 @@ class TrajectoryEngine:
         self.autocast = autocast or contextlib.nullcontext
         self.batches = list(batches)
         self.heads = list(heads)
-        self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4})
-        self.meta_spec = OptimizerSpec.from_dict(meta_optimizer or {"name": "sgd", "lr": 1e-2})
+        self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or INNER_OPTIMIZER)
+        self.meta_spec = OptimizerSpec.from_dict(meta_optimizer or META_OPTIMIZER)
         self.step_count = 0
 
         excluded = [re.compile(p) for p in meta_exclude]
