@@ -204,6 +204,19 @@ def test_internal_errors_say_so_and_show_a_traceback_only_with_debug(monkeypatch
         ctinit_main(["list", "--debug"])
 
 
+@pytest.mark.parametrize("argv,prefix,needle", [
+    (["export", "/nonexistent", "{tmp}/x"], "hub: error:", "/nonexistent: no such run directory"),
+    (["export", "{files}/nan_run", "{files}/a_file"], "hub: error:", "holds non-finite values"),
+    (["pull", "a_b_c"], "hub: error:", "repo id 'a_b_c': write a Hub id as ORG/NAME"),
+    (["push", "/nonexistent", "--repo", "a/b"], "hub: error:", "/nonexistent: no such export folder"),
+    (["list", "--limit", "0"], "hub: error:", "--limit = 0"),
+    (["export"], "ctinit-hub export: error:", "the following arguments are required: run_dir, out_dir"),
+])
+def test_hub_bad_input_is_one_line_exit_2(tmp_path, files, capsys, argv, prefix, needle):
+    assert exit_code(hub_main, [a.format(tmp=tmp_path, files=files) for a in argv]) == 2
+    assert needle in one_error_line(capsys, prefix)
+
+
 def test_hub_export_refuses_non_finite_weights(tmp_path, files, capsys):
     assert hub_main(["export", str(files / "nan_run"), str(tmp_path / "export")]) == 2
     assert "holds non-finite values" in one_error_line(capsys, "hub: error:")
@@ -318,6 +331,26 @@ def test_a_second_run_while_the_first_trains_is_refused(tmp_path, capsys):
     finally:
         first.kill()
         first.wait()
+
+
+def test_resume_refuses_changed_task_classes_and_a_damaged_meta_json(tmp_path, capsys):
+    task = make_npz(tmp_path / "task.npz", classes=3)
+    out = tmp_path / "run"
+    overrides = [f"tasks=[npz:{task}]", "checkpoint_every=2", "max_train_per_class=4", "batch_size=8"]
+    assert meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *overrides, "steps=4"]) == 0
+    make_npz(task, classes=4)  # the task changed under the run
+    capsys.readouterr()
+    assert meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *overrides, "steps=6",
+                            "--resume"]) == 2
+    assert "the tasks' numbers of classes changed since the checkpoint ([3] then, [4] now)" in \
+        one_error_line(capsys, "meta_train: error:")
+    make_npz(task, classes=3)
+    meta_path = out / "checkpoints" / "step-4" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "world_size"}))
+    assert meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *overrides, "steps=6",
+                            "--resume"]) == 2
+    assert "meta.json: missing world_size; delete this step folder" in one_error_line(capsys, "meta_train: error:")
 
 
 def test_a_failed_export_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch, capsys):
