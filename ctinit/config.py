@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
 from typing import Annotated, Any, Literal, Optional
 
@@ -164,10 +163,6 @@ def schema_defaults(cls) -> dict:
         elif f.default_factory is not dataclasses.MISSING:
             out[f.name] = to_dict(f.default_factory())
     return out
-
-
-def finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 # ------------------------------------------------------------------------------------------------ optimizers

@@ -345,8 +345,11 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
                     improved = accuracy > best["accuracy"]
                     if improved:
                         best = {"accuracy": accuracy, "step": step}
-                        save_init(engine.phi_module, out / "best", {"algorithm": config["algorithm"], "steps": step,
-                                                                   "validation": {**validation, **best}})
+                        check_finite_phi(engine, out, step, run_id)
+                        shutil.rmtree(out / "best.tmp", ignore_errors=True)
+                        save_init(engine.phi_module, out / "best.tmp", {"algorithm": config["algorithm"], "steps": step,
+                                                                       "validation": {**validation, **best}})
+                        rundir.replace_dir(out / "best.tmp", out / "best")  # never a half-written best/
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps({"step": step, "validation_accuracy": accuracy, "best": best}) + "\n")
                     log.info("step %d meta-validation accuracy %.4f%s", step, accuracy,

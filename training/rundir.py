@@ -25,7 +25,8 @@ from ctinit.errors import ConfigError
 LOCK_NAME = ".lock"
 RUN_NAME = "run.json"
 #: What a run writes into OUT (removed by --overwrite).
-RUN_OUTPUTS = ("config.yaml", RUN_NAME, "metrics.jsonl", "train.log", "checkpoints", "init", "best", "init.tmp")
+RUN_OUTPUTS = ("config.yaml", RUN_NAME, "metrics.jsonl", "train.log", "checkpoints", "init", "best", "init.tmp",
+               "best.tmp", "init.old", "best.old")
 
 
 def _alive(pid: int) -> bool:
