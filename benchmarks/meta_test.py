@@ -99,7 +99,7 @@ def meta_train(out: Path, name: str, algorithm: str, lr: float, tasks: list[str]
             say(f"  {name}: reusing {run_dir}")
             return saved
     say(f"  {name}: meta-training {algorithm}, meta lr {lr:g}, {len(tasks)} tasks x {steps} steps, K {reset_period}")
-    summary = run(config, run_dir, progress=False)
+    summary = run(config, run_dir, progress=False, overwrite=True)  # a stale or partial run of another config
     curve = []
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():

@@ -15,15 +15,23 @@ import json
 import shlex
 import sys
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 1
+from .entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser, run_command  # noqa: F401
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+#: FinetuneConfig keys as the command line spells them (for one-line errors that name the option).
+_OPTION_NAMES = {"optimizer.weight_decay": "--weight-decay", "optimizer.lr": "--lr", "optimizer.name": "--optimizer",
+                 "batch_size": "--batch-size", "eval_every": "--eval-every", "mixed_precision": "--mixed-precision",
+                 "milestones": "--milestones", "steps": "--steps", "gamma": "--gamma", "seed": "--seed"}
+
+
 def _recipe(args, seed: int = 0):
+    """The fine-tuning recipe from the options, and every other option checked, before any work starts."""
+    from .config import NonNegInt, check_device, check_option
+    from .errors import ConfigError
     from .finetune import make_config
 
     optimizer = {"name": args.optimizer, "lr": args.lr}
@@ -36,7 +44,19 @@ def _recipe(args, seed: int = 0):
         overrides["milestones"] = tuple(args.milestones)
     if args.gamma is not None:
         overrides["gamma"] = args.gamma
-    return make_config(None, **overrides)
+    try:
+        config = make_config(None, **overrides)
+    except ConfigError as e:
+        message = str(e)
+        for key, option in _OPTION_NAMES.items():
+            if message.startswith((key + " ", key + ".", key + ":")):
+                message = option + message[len(key):]
+                break
+        raise ConfigError(message) from None
+    check_option("--max-train-per-class", args.max_train_per_class, NonNegInt)
+    check_option("--max-train-samples", args.max_train_samples, NonNegInt)
+    args.device = check_device(args.device)
+    return config
 
 
 def cmd_finetune(args) -> int:
@@ -47,8 +67,6 @@ def cmd_finetune(args) -> int:
     from .models import image_size_of
     from .tasks import load_task, parse_spec
 
-    if args.steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     config = _recipe(args, seed=args.seed)
     parse_spec(args.data)  # an unknown spec fails before anything is downloaded
     source = resolve_init(args.init, args.revision)
@@ -77,8 +95,11 @@ def cmd_evaluate(args) -> int:
     from .errors import ConfigError
     from .evaluate import run_evaluation, results_table, update_card, write_results
 
-    if args.steps < 1:
-        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    from .evaluate import check_out_dir, parse_seeds
+
+    config = _recipe(args)
+    parse_seeds(args.seeds)
+    check_out_dir(args.out)  # a file, or a folder we cannot write: fail before an hour of fine-tuning
     if args.update_card:  # check the card folder before an hour of fine-tuning
         from pathlib import Path
 
@@ -86,12 +107,11 @@ def cmd_evaluate(args) -> int:
         if not (card / "README.md").is_file() or not (card / "config.json").is_file():
             raise ConfigError(f"--update-card {card}: not an export folder (README.md + config.json); "
                               f"make one with `ctinit-hub export RUN_DIR {card}`")
-    config = _recipe(args)
     results = run_evaluation(
         args.init, args.data, args.seeds, config, revision=args.revision,
         max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
         device=args.device, progress=not args.no_progress, log=_log if args.no_progress else None,
-        command=args.command_line,
+        command=args.command_line, out=args.out,
     )
     paths = write_results(results, args.out)
     _log(f"ctinit evaluate: wrote {paths['json']}, {paths['md']}, {paths['png']}")
@@ -106,8 +126,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from .config import PositiveInt, check_option
     from .loading import list_inits
 
+    check_option("--limit", args.limit, PositiveInt)
     rows = list_inits(author=args.author, search=args.search, limit=args.limit)
     if args.json:
         print(json.dumps(rows))
@@ -145,7 +167,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctinit", description="Meta-learned initializations (CTS): fine-tune and evaluate.")
+    parser = ArgumentParser(prog="ctinit", description="Meta-learned initializations (CTS): fine-tune and evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
     init_help = ("an initialization directory, a Hub id ORG/NAME[@REVISION], scratch:DIR, scratch:ORG/NAME or "
                  "scratch:ARCH (e.g. scratch:resnet20)")
@@ -192,22 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command_line = "ctinit " + shlex.join(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        _log("ctinit: interrupted")
-        return 130
-    except Exception as e:  # noqa: BLE001 - the CLI turns every error into one line unless --debug
-        if args.debug:
-            raise
-        from .errors import CtinitError
-
-        if isinstance(e, CtinitError):
-            _log(f"ctinit: error: {' '.join(str(e).split())}")
-            return EXIT_BAD_INPUT
-        message = str(e).splitlines()[0] if str(e) else ""
-        _log(f"ctinit: internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)")
-        return EXIT_INTERNAL
+    return run_command("ctinit", lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -18,3 +18,7 @@ class ConfigError(CtinitError):
 
 class CheckpointError(CtinitError):
     """An initialization or checkpoint on disk cannot be loaded."""
+
+
+class NonFiniteError(CtinitError):
+    """Training produced non-finite values (a loss or weights); nothing non-finite is written or published."""

@@ -58,8 +58,8 @@ def parse_seeds(seeds: "str | int | list[int]") -> list[int]:
                 return parse_seeds(int(text))
         except ValueError:
             raise ConfigError(f"--seeds '{seeds}': write a number of seeds (3 = seeds 0,1,2) or a list (0,4,7)") from None
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
-        raise ConfigError(f"--seeds {seeds!r}: seeds are non-negative integers")
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**53 for v in values):
+        raise ConfigError(f"--seeds {seeds!r}: seeds are integers from 0 to 2**53 - 1")
     if len(set(values)) != len(values):
         raise ConfigError(f"--seeds {seeds!r}: a seed is listed twice")
     return values
@@ -118,12 +118,17 @@ def _environment(device: str | None) -> dict:
 def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[int]" = 3,
                    config: FinetuneConfig | None = None, *, revision: str | None = None,
                    max_train_per_class: int | None = None, max_train_samples: int | None = None,
-                   device: str | None = None, progress: bool = True, log=None, command: str | None = None) -> dict:
+                   device: str | None = None, progress: bool = True, log=None, command: str | None = None,
+                   out: str | Path | None = None) -> dict:
     """Fine-tune every init on every task for every seed (see module doc). Returns the results as plain data.
 
     All inits are resolved (Hub ids downloaded) and every task spec is read before the first fine-tuning step,
     so a typo fails in a second, not after an hour. ``config.seed`` is ignored: ``seeds`` sets it per run.
     ``config.eval_every == 0`` means a curve point every ``steps // 10`` steps.
+
+    With ``out``, each finished (init, task, seed) run is appended to ``out/runs.jsonl`` at once, and a re-run with
+    the same options skips the runs found there (a run is identified by the init's label and weights, the task, the
+    seed and the whole recipe): an interrupted evaluation loses at most the run in progress.
     """
     from tqdm.auto import tqdm
 
@@ -175,6 +180,12 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     for t in tasks_meta:  # two npz files with one stem: tell them apart by spec
         t["display"] = t["name"] if names.count(t["name"]) == 1 else t["spec"]
 
+    done, runs_file = {}, None
+    if out is not None:
+        runs_file = check_out_dir(out, create=True) / RUNS_NAME
+        done = _finished_runs(runs_file)
+    finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress")}
+
     total = len(inits) * len(data) * len(seeds)
     bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
@@ -190,6 +201,11 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
                         tasks[size] = limit_task(raw, seed, max_train_per_class, max_train_samples)
                     task = tasks[size]
                     bar.set_postfix_str(f"{meta['display']} | seed {seed} | {entry['label']}")
+                    key = _run_key(entry, spec, seed, finetune_key, max_train_per_class, max_train_samples)
+                    if key in done:  # finished by an earlier, interrupted evaluation with the same options
+                        runs.append({k: v for k, v in done[key].items() if k != "key"})
+                        bar.update(cfg.steps)
+                        continue
                     backbone = load_init(source, seed=seed)
                     result = finetune(backbone, task, dataclasses.replace(cfg, seed=seed), device=device,
                                       on_step=lambda _s: bar.update(1))
@@ -197,6 +213,8 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
                                  "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
                                  "train_loss": result.train_loss, "train_size": len(task.y_train),
                                  "curve": [[int(s), float(a)] for s, a in result.curve], "seconds": result.seconds})
+                    if runs_file is not None:
+                        _append_line(runs_file, {"key": key, **runs[-1]})
                     if log:
                         log(f"{meta['display']} | {entry['label']} | seed {seed}: test accuracy {result.test_accuracy:.4f}")
     finally:
@@ -217,6 +235,68 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     }
     results["summary"] = summarize(results)
     return results
+
+
+RUNS_NAME = "runs.jsonl"
+
+
+def check_out_dir(out: str | Path, create: bool = False) -> Path:
+    """The results folder, checked (and with ``create``, made and probed) before the first fine-tuning step."""
+    import os
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; pass a folder for the results")
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not a writable folder; pass a writable folder for the results")
+    if create:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); pass a writable folder") from None
+    return out
+
+
+def _run_key(entry: dict, spec: str, seed: int, finetune_cfg: dict, max_train_per_class, max_train_samples) -> str:
+    identity = {"init": entry["label"], "weights": entry.get("weights_sha256"), "commit": entry.get("commit"),
+                "task": spec, "seed": seed, "finetune": finetune_cfg, "max_train_per_class": max_train_per_class,
+                "max_train_samples": max_train_samples}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _finished_runs(path: Path) -> dict[str, dict]:
+    """Runs recorded by an earlier evaluation into the same folder; a line cut short by a kill is ignored."""
+    done = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                done[record["key"]] = record
+    return done
+
+
+def _append_line(path: Path, record: dict) -> None:
+    import os
+
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _revision_applies(init: str) -> bool:
@@ -361,8 +441,8 @@ def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "curves.png"}
-    paths["json"].write_text(json.dumps(results, indent=1) + "\n")
-    paths["md"].write_text(results_markdown(results))
+    _write_atomic(paths["json"], json.dumps(results, indent=1) + "\n")
+    _write_atomic(paths["md"], results_markdown(results))
     plot_curves(results, paths["png"])
     return paths
 

@@ -15,23 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
+from .config import FinetuneConfig  # noqa: F401 - the schema lives in ctinit/config.py; imported from here too
 from .meta.optim import OptimizerSpec
 from .models import ImageClassifier, TaskHead, feature_dim, image_size_of
 from .tasks.sampler import BatchSampler, eval_batches
-
-
-@dataclass
-class FinetuneConfig:
-    steps: int = 1000
-    batch_size: int = 128
-    optimizer: dict = field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
-    milestones: tuple[float, ...] = (0.4, 0.7, 0.9)
-    gamma: float = 0.3
-    augment: bool = True
-    eval_every: int = 0  # 0: evaluate at the end only
-    seed: int = 0
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    progress: bool = True
 
 
 @dataclass
@@ -70,7 +57,7 @@ def make_config(config: FinetuneConfig | None = None, **overrides) -> FinetuneCo
     ``optimizer="sgd"`` set the optimizer mapping's entries."""
     import dataclasses
 
-    cfg = dataclasses.replace(config or FinetuneConfig())
+    cfg = config or FinetuneConfig()
     optimizer = dict(cfg.optimizer)
     if isinstance(overrides.get("optimizer"), dict):
         optimizer = dict(overrides.pop("optimizer"))
@@ -83,16 +70,7 @@ def make_config(config: FinetuneConfig | None = None, **overrides) -> FinetuneCo
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(f"unknown fine-tuning options {unknown}; known: {sorted(fields | {'lr', 'weight_decay', 'momentum'})}")
-    cfg = dataclasses.replace(cfg, optimizer=optimizer, **overrides)
-    if isinstance(cfg.steps, bool) or not isinstance(cfg.steps, int) or cfg.steps < 1:
-        raise ConfigError(f"steps must be a positive integer, got {cfg.steps!r}")
-    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        raise ConfigError(f"batch size must be a positive integer, got {cfg.batch_size!r}")
-    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"mixed precision must be no, bf16 or fp16, got {cfg.mixed_precision!r}")
-    if cfg.eval_every < 0:
-        raise ConfigError(f"eval_every must be >= 0, got {cfg.eval_every}")
-    return cfg
+    return dataclasses.replace(cfg, optimizer=optimizer, **overrides)  # validated by the schema
 
 
 def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, device: str | torch.device | None = None,
@@ -161,6 +139,12 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
             on_step(step)
         if step > cfg.steps - tail:
             recent.append(loss.detach())
+        nonfinite = ~torch.isfinite(loss.detach()) if step == 1 else nonfinite | ~torch.isfinite(loss.detach())
+        if (step <= 10 or step % 50 == 0 or step == cfg.steps) and bool(nonfinite):  # a host sync: not every step
+            from .errors import NonFiniteError
+
+            raise NonFiniteError(f"fine-tuning on {task.name}: the loss became non-finite by step {step}: lower the "
+                                 "learning rate or check the initialization's weights (nothing was written)")
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             acc, _ = evaluate(backbone, head, task.x_test, task.y_test, channels=channels)
             curve.append((step, acc))

@@ -133,7 +133,26 @@ def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source
     model.load_state_dict(tensors, strict=True)
 
 
+#: Size fields of backbone configs (ctinit's and transformers'): positive integers below these bounds.
+_SIZE_FIELDS = {"hidden_size": 1 << 16, "num_layers": 1000, "depth": 1000, "num_channels": 64, "image_size": 1 << 13,
+                "num_hidden_layers": 1000, "intermediate_size": 1 << 18, "num_attention_heads": 1024,
+                "patch_size": 1 << 13, "widths": 1 << 16, "hidden_sizes": 1 << 16, "depths": 1000}
+
+
+def _check_sizes(config: PretrainedConfig) -> None:
+    """One line for a config whose sizes are not numbers or absurd (before anything is allocated)."""
+    for key, limit in _SIZE_FIELDS.items():
+        value = getattr(config, key, None)
+        if value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
+                raise CheckpointError(f"config {key} = {_one_line(repr(value))[:80]}: must be a positive integer "
+                                      f"(at most {limit}); the config.json is damaged or not a ctinit backbone")
+
+
 def _model_from(config: PretrainedConfig) -> nn.Module:
+    _check_sizes(config)
     try:
         return build_backbone(config)
     except CheckpointError:
@@ -273,6 +292,17 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: boo
                 raise error from e
     if info is not None:
         _check_repo_files([s.rfilename for s in (info.siblings or [])], repo_id, revision, need_weights)
+    if info is None and local_dir is not None:
+        # Offline into a folder: the copy is in the Hugging Face cache (snapshot_download only looks in local_dir)
+        try:
+            cached, commit = hub_snapshot(repo_id, revision, need_weights=need_weights, allow_patterns=allow_patterns)
+        except CtinitError:
+            cached = None
+        if cached is not None:
+            import shutil
+
+            shutil.copytree(cached, local_dir, dirs_exist_ok=True)  # follows the cache's symlinks: real files
+            return Path(local_dir), commit
     try:
         folder = snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns,
                                    ignore_patterns=PICKLE_PATTERNS, local_dir=str(local_dir) if local_dir else None,

@@ -1,11 +1,10 @@
 """``ctinit-hub``: export, push, pull and list ctinit initializations (see ``hub/__init__.py``)."""
 from __future__ import annotations
 
-import argparse
+import argparse  # noqa: F401
 import sys
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 1
+from ctinit.entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser  # noqa: F401
 
 
 def _log(message: str) -> None:
@@ -49,7 +48,7 @@ def cmd_list(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctinit-hub", description="Publish ctinit initializations on the Hugging Face Hub.")
+    parser = ArgumentParser(prog="ctinit-hub", description="Publish ctinit initializations on the Hugging Face Hub.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("export", help="turn a meta-training run into a Hub model repo folder (weights, config, card, recipe)")
@@ -88,25 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ctinit.entrypoint import run_command
+
+    from .remote import scrub
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        _log("hub: interrupted")
-        return 130
-    except Exception as e:  # noqa: BLE001 - one line unless --debug
-        if args.debug:
-            raise
-        from ctinit.errors import CtinitError
-
-        from .remote import scrub
-
-        if isinstance(e, CtinitError):
-            _log(scrub(f"hub: error: {' '.join(str(e).split())}"))
-            return EXIT_BAD_INPUT
-        message = str(e).splitlines()[0] if str(e) else ""
-        _log(scrub(f"hub: internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)"))
-        return EXIT_INTERNAL
+    return run_command("hub", lambda: args.func(args), debug=args.debug, scrub=scrub)
 
 
 if __name__ == "__main__":

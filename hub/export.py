@@ -69,6 +69,19 @@ def _write_weights(src: Path, dst: Path, algorithm: str) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst), metadata=metadata)
 
 
+def check_finite_weights(init: Path) -> None:
+    """Refuse an initialization with a NaN or infinite weight (one line naming the tensor)."""
+    import torch
+
+    from ctinit.errors import NonFiniteError
+    from ctinit.loading import read_weights
+
+    for name, tensor in read_weights(init).items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"{init}: weight '{name}' holds non-finite values (NaN or inf); nothing was exported: "
+                                 "retrain (lower learning rates) or export another run")
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str = "apache-2.0",
                results: str | Path | None = None, template: str | Path | None = None, overwrite: bool = False) -> Path:
     """Turn ``run_dir`` into a Hub model repo folder ``out_dir`` (see module doc); returns ``out_dir``."""
@@ -77,6 +90,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     run = Path(run_dir)
     out = Path(out_dir)
     init, recipe = find_init(run)
+    check_finite_weights(init)  # nothing non-finite is published
     if repo_id is not None:
         parsed = parse_hub_id(repo_id)
         if parsed is None or parsed[1] is not None:

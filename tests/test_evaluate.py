@@ -117,7 +117,7 @@ def test_cli_evaluate_writes_files_and_updates_the_card(setup, tmp_path, capsys)
     assert cli_main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("| task |") and "**mean**" in out
-    assert {p.name for p in (tmp_path / "eval").iterdir()} == {"results.json", "results.md", "curves.png"}
+    assert {p.name for p in (tmp_path / "eval").iterdir()} == {"results.json", "results.md", "curves.png", "runs.jsonl"}
     results = load_results(tmp_path / "eval")
     assert results["max_train_per_class"] == 6 and results["tasks"][0]["train_size"] == 18
     card = ModelCard.load(export / "README.md")

@@ -72,7 +72,9 @@ def test_vit_features_are_what_transformers_classifier_reads(tmp_path):
     clf = ViTForImageClassification.from_pretrained(str(tmp_path / "v"), num_labels=4).eval()
     x = torch.randn(3, 3, 28, 28)
     hidden = clf.vit(pixel_values=x).last_hidden_state[:, 0]
-    assert torch.allclose(hidden, backbone(x), atol=1e-6)
+    # two code paths (transformers' ViT vs our backbone's forward) may pick different fp32 kernels: a tolerance
+    # from the features' scale, not one machine's rounding
+    torch.testing.assert_close(hidden, backbone(x), rtol=1e-5, atol=1e-5 * hidden.abs().max().item())
 
 
 def test_plain_transformers_loads_exports_without_ctinit(tmp_path):
@@ -394,3 +396,13 @@ def test_cli_unknown_task_spec_fails_before_loading(capsys):
     assert cli_main(["finetune", "--init", "org/never-downloaded", "--data", "klingon:x", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown task spec 'klingon:x'" in err[0]
+
+
+def test_offline_pull_into_a_folder_copies_the_cached_copy(hub_cache, tmp_path, capsys):
+    from ctinit_hub.__main__ import main as hub_main
+
+    out = tmp_path / "pulled"
+    assert hub_main(["pull", "org/tiny", "--out", str(out)]) == 0
+    assert [l for l in capsys.readouterr().out.splitlines()][-1] == str(out)
+    assert not (out / "model.safetensors").is_symlink()  # real files, not links into the cache
+    assert_same_state(load_init(out), weights(hub_cache.main))

@@ -103,7 +103,7 @@ def test_config_errors(tmp_path):
         load_config(TINY, ["steps"])
     with pytest.raises(ConfigError, match="meta_interval"):
         load_config(TINY, ["meta_interval=50"])
-    with pytest.raises(ConfigError, match="unknown algorithm"):
+    with pytest.raises(ConfigError, match="algorithm = .maml.: input should be .cts."):
         load_config(TINY, ["algorithm=maml"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: [1,\n")

@@ -168,7 +168,7 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch, capsys):
     (["mixed_precision=fp8"], "mixed_precision"),
     (["checkpoint_every=-1"], "checkpoint_every"),
     (["device=cuda:3"], "device"),
-    (["execution=grouped"], "config 'execution' must be auto, sequential or batched, got 'grouped'"),
+    (["execution=grouped"], "execution = 'grouped': input should be 'auto', 'sequential' or 'batched'"),
     (["tasks=[npz:/nonexistent/x.npz]"], "x.npz"),
     (["warmup=3"], "unknown config keys ['warmup']"),
 ])

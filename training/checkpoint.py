@@ -2,7 +2,8 @@
 
 Layout of ``OUT/checkpoints/step-N/``:
 
-- ``meta.json``: step, world size, task-to-process map, the resolved config, library version;
+- ``meta.json``: step, world size, task-to-process map, the resolved config, library version, the run id (see
+  training/rundir.py: ``--resume`` uses only checkpoints of the run that owns OUT) and each task's number of classes;
 - ``rank-R.safetensors`` + ``rank-R.json``: what process R needs to continue bit for bit: the engine state
   (phi, meta optimizer, and per local task: theta and the rest of the backbone state, BN statistics, head,
   inner optimizer, loss scaler, skip counters), the batch samplers' positions and generators, the RNG states.
@@ -70,10 +71,10 @@ def read_state(stem: Path):
     try:
         tensors = load_file(str(stem.with_suffix(".safetensors")))
         skeleton = json.loads(stem.with_suffix(".json").read_text())
+        return from_storable(skeleton, tensors)
     except Exception as e:  # noqa: BLE001 - any failure here means an unusable checkpoint
         raise CheckpointError(f"{stem}: unreadable checkpoint file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                               "delete this step folder to resume from the one before") from e
-    return from_storable(skeleton, tensors)
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -100,14 +101,15 @@ def tmp_dir(out: Path, step: int) -> Path:
 
 
 def finalize(out: Path, step: int, meta: dict, keep: int) -> Path:
-    """Main process, after every process wrote its files: meta.json, atomic rename, prune old checkpoints."""
+    """Main process, after every process wrote its files: meta.json, atomic rename, prune this run's old checkpoints
+    (an older run's checkpoints in the folder are not this run's to count or delete)."""
     tmp = tmp_dir(out, step)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     final = checkpoint_root(out) / f"step-{step}"
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    steps = sorted(complete_steps(out))
+    steps = sorted(complete_steps(out, meta.get("run_id")))
     for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(checkpoint_root(out) / f"step-{old}", ignore_errors=True)
     for stale in checkpoint_root(out).glob("step-*.tmp"):
@@ -115,21 +117,41 @@ def finalize(out: Path, step: int, meta: dict, keep: int) -> Path:
     return final
 
 
-def complete_steps(out: Path) -> list[int]:
+def _run_id_of(path: Path) -> str | None:
+    try:
+        return json.loads((path / "meta.json").read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return "unreadable"
+
+
+def complete_steps(out: Path, run_id: str | None = None) -> list[int]:
+    """Steps of the complete checkpoints of run ``run_id`` (None: checkpoints written before runs had ids)."""
     root = checkpoint_root(out)
     if not root.is_dir():
         return []
     return sorted(int(m.group(1)) for p in root.iterdir()
-                  if (m := STEP_DIR.match(p.name)) and (p / "meta.json").is_file())
+                  if (m := STEP_DIR.match(p.name)) and (p / "meta.json").is_file() and _run_id_of(p) == run_id)
 
 
-def latest(out: Path) -> Path | None:
-    steps = complete_steps(out)
+def latest(out: Path, run_id: str | None = None) -> Path | None:
+    steps = complete_steps(out, run_id)
     return checkpoint_root(out) / f"step-{steps[-1]}" if steps else None
+
+
+META_KEYS = ("step", "world_size", "config")
 
 
 def read_meta(path: Path) -> dict:
     try:
-        return json.loads((path / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}/meta.json: unreadable ({e}); delete this step folder to resume from the one before") from e
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}/meta.json: unreadable ({' '.join(str(e).split())}); delete this step folder "
+                              "to resume from the one before") from e
+    missing = [k for k in META_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}/meta.json: missing {', '.join(missing)}; delete this step folder to resume "
+                              "from the one before")
+    if not isinstance(meta["step"], int) or not isinstance(meta["world_size"], int) or not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{path}/meta.json: step and world_size must be integers and config a mapping; "
+                              "delete this step folder to resume from the one before")
+    return meta

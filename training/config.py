@@ -1,48 +1,96 @@
-"""Meta-training config: plain data (a dict), from a YAML recipe plus dotted ``key=value`` overrides."""
+"""Meta-training config: a typed schema (:class:`TrainConfig`), read from a YAML recipe plus dotted ``key=value``
+overrides, validated once before any work starts, and handed to the trainer as plain data (a dict).
+
+Adding a key is one line in :class:`TrainConfig` (name, type from ``ctinit.config``, default, comment); keys that may
+change between a checkpoint and ``--resume`` also go into ``RESUME_SAFE_KEYS``. Values are parsed as YAML 1.2
+(``1e-3`` is a float). Every invalid value is one line naming the key, the value and what is allowed.
+"""
 from __future__ import annotations
 
-import copy
+import dataclasses
+import re
 from pathlib import Path
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 
+from ctinit.config import (
+    INNER_OPTIMIZER,
+    META_OPTIMIZER,
+    RESET_PERIOD,
+    Bool,
+    NonNegInt,
+    OptimizerSpec,
+    PositiveFloat,
+    PositiveInt,
+    Precision,
+    Seed,
+    Str,
+    schema,
+    schema_defaults,
+    to_dict,
+    validate_schema,
+    yaml_load,
+)
 from ctinit.errors import ConfigError
 from ctinit.meta import RULES
 from ctinit.meta.engine import EXECUTIONS
-from ctinit.meta.optim import OptimizerSpec
+from ctinit.models import ARCHITECTURES
 
-#: Every key a recipe may set, with its default. The defaults are the paper's where it has one.
-DEFAULTS: dict = {
-    "algorithm": "cts",            # cts | reptile | fomaml-cts | fomaml | leap | mtl | scratch
-    "backbone": "resnet20",        # a built-in backbone name (see ctinit.models.ARCHITECTURES)
-    "image_size": 28,
-    "tasks": [],                   # task specs: builtin:NAME, npz:PATH, folder:DIR, hf:NAME[:CONFIG]
-    "steps": 1000,                 # global steps; every task takes one inner step per global step
-    "batch_size": 128,
-    "reset_period": 1000,          # K: trajectory length between resets to phi
-    "meta_interval": None,         # steps between meta-updates; None: the algorithm's (1 for CTS, K for Reptile)
-    "shift": None,                 # shift trajectories by each meta-update; None: the algorithm's
-    "reset": "soft",               # soft: keep heads, BN statistics, optimizer state; hard: fresh optimizer state
-    "reset_heads": False,          # with reset=hard, also re-initialize the task heads
-    "inner_optimizer": {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4},
-    "meta_optimizer": {"name": "sgd", "lr": 1e-2},
-    "meta_exclude": [],            # regexes of backbone parameter names kept per task (not meta-learned)
-    "augment": True,               # random crop with padding 4 (and flip where the task allows it)
-    "max_train_per_class": None,   # limit each meta-train task to this many examples per class
-    "seed": 0,
-    "device": "auto",              # auto (what Accelerate picks) | cpu
-    "mixed_precision": "no",       # no | bf16 | fp16: autocast for the inner steps; phi and meta-updates stay fp32
-    "execution": "auto",           # auto | sequential | batched: tasks one after another or as one grouped program
-    "max_nonfinite_steps": 10,     # stop when a task's inner loss is non-finite this many steps in a row
-    "log_every": 50,
-    "log_with": None,              # Accelerate trackers: tensorboard, trackio, wandb, all (a name or a list)
-    "project_name": "ctinit",      # the trackers' project
-    "checkpoint_every": 0,         # steps between checkpoints in OUT/checkpoints/ (0: only on SIGTERM/SIGINT)
-    "keep_checkpoints": 3,         # how many of the newest checkpoints to keep
-    # Meta-validation: every `every` steps (0: never) the main process fine-tunes a copy of phi on each task for
-    # `steps` steps and logs the mean test accuracy; the best phi so far is exported to OUT/best/.
-    "validation": {"every": 0, "tasks": [], "steps": 100, "batch_size": 64, "lr": 1e-3, "seed": 0},
-}
+from pydantic import Field, StrictInt
+
+#: Accelerate's experiment trackers (``log_with``).
+TRACKERS = Literal["all", "tensorboard", "trackio", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab"]
+
+
+@schema(prefix="validation.")
+class ValidationConfig:
+    """Meta-validation: every ``every`` steps (0: never) the main process fine-tunes a copy of phi on each task for
+    ``steps`` steps and logs the mean test accuracy; the best phi so far is exported to OUT/best/."""
+
+    every: NonNegInt = 0
+    tasks: list[Str] = dataclasses.field(default_factory=list)
+    steps: PositiveInt = 100
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    seed: Seed = 0
+
+
+@schema
+class TrainConfig:
+    """Every key a recipe may set, with its type and default. The defaults are the paper's where it has one."""
+
+    algorithm: Literal[tuple(RULES)] = "cts"  # cts | reptile | fomaml-cts | fomaml | leap | mtl | scratch
+    backbone: Literal[tuple(ARCHITECTURES)] = "resnet20"  # a built-in backbone (ctinit.models.ARCHITECTURES)
+    image_size: Annotated[StrictInt, Field(ge=8, le=1024)] = 28
+    tasks: list[Str] = dataclasses.field(default_factory=list)  # builtin:NAME, npz:PATH, folder:DIR, hf:NAME[:CONFIG]
+    steps: PositiveInt = 1000  # global steps; every task takes one inner step per global step
+    batch_size: PositiveInt = 128
+    reset_period: PositiveInt = RESET_PERIOD  # K: trajectory length between resets to phi
+    meta_interval: Optional[PositiveInt] = None  # steps between meta-updates; None: the algorithm's (1 CTS, K Reptile)
+    shift: Optional[Bool] = None  # shift trajectories by each meta-update; None: the algorithm's
+    reset: Literal["soft", "hard"] = "soft"  # soft: keep heads, BN statistics, optimizer state; hard: fresh state
+    reset_heads: Bool = False  # with reset=hard, also re-initialize the task heads
+    inner_optimizer: OptimizerSpec = dataclasses.field(default_factory=lambda: OptimizerSpec(**INNER_OPTIMIZER))
+    meta_optimizer: OptimizerSpec = dataclasses.field(default_factory=lambda: OptimizerSpec(**META_OPTIMIZER))
+    meta_exclude: list[Str] = dataclasses.field(default_factory=list)  # regexes of backbone parameters kept per task
+    augment: Bool = True  # random crop with padding 4 (and flip where the task allows it)
+    max_train_per_class: Optional[PositiveInt] = None  # limit each meta-train task to this many examples per class
+    seed: Seed = 0
+    device: Literal["auto", "cpu"] = "auto"  # auto (what Accelerate picks) | cpu; GPUs are chosen by the launcher
+    mixed_precision: Precision = "no"  # autocast for the inner steps; phi and meta-updates stay fp32
+    execution: Literal[EXECUTIONS] = "auto"  # auto | sequential | batched
+    max_nonfinite_steps: PositiveInt = 10  # stop when a task's inner loss is non-finite this many steps in a row
+    log_every: PositiveInt = 50
+    log_with: Optional[Union[TRACKERS, list[TRACKERS]]] = None  # Accelerate trackers (a name or a list)
+    project_name: Str = "ctinit"  # the trackers' project
+    checkpoint_every: NonNegInt = 0  # steps between checkpoints in OUT/checkpoints/ (0: only on SIGTERM/SIGINT)
+    keep_checkpoints: PositiveInt = 3  # how many of the newest checkpoints to keep
+    validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+
+
+#: Every key with its default, as plain data (read from the schema: defaults live in one place).
+DEFAULTS: dict = schema_defaults(TrainConfig)
 
 #: Keys that may differ when a run is resumed: they do not change the trained phi. (Not ``execution``: batched and
 #: sequential differ by floating-point rounding only, but a resumed run should end with the same phi.)
@@ -52,13 +100,13 @@ RESUME_SAFE_KEYS = {"steps", "log_every", "log_with", "project_name", "checkpoin
 
 def _parse_value(text: str):
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 
 
 def apply_override(config: dict, item: str) -> None:
-    """``a.b=value`` sets ``config['a']['b']``; the value is parsed as YAML (numbers, lists, null...)."""
+    """``a.b=value`` sets ``config['a']['b']``; the value is parsed as YAML 1.2 (numbers, lists, null...)."""
     if "=" not in item:
         raise ConfigError(f"override '{item}' is not key=value (e.g. steps=200 or meta_optimizer.lr=0.1)")
     key, _, raw = item.partition("=")
@@ -88,17 +136,20 @@ def recipe_path(path: str | Path) -> Path:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
-    """Defaults <- recipe file <- overrides, then validated. Unknown keys are an error."""
-    config = copy.deepcopy(DEFAULTS)
+    """Defaults <- recipe file <- overrides, then validated (:func:`validate`). Unknown keys are an error."""
+    config = to_dict(TrainConfig())
     if path is not None:
         path = recipe_path(path)
         try:
-            recipe = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
+            recipe = yaml_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the recipe ({e.strerror or e})") from e
+        recipe = recipe if recipe is not None else {}
         if not isinstance(recipe, dict):
             raise ConfigError(f"{path}: a recipe is a YAML mapping of config keys")
-        unknown = sorted(set(recipe) - set(DEFAULTS))
+        unknown = sorted(str(k) for k in set(recipe) - set(DEFAULTS))
         if unknown:
             raise ConfigError(f"{path}: unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
         # A recipe's optimizer mapping replaces the default whole: switching sgd -> adam keeps no stale momentum.
@@ -112,59 +163,62 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         apply_override(config, item)
     if isinstance(config["validation"], dict):  # a partial mapping (validation={every: 10, ...}) keeps the defaults
         config["validation"] = {**DEFAULTS["validation"], **config["validation"]}
-    unknown = sorted(set(config) - set(DEFAULTS))
+    unknown = sorted(str(k) for k in set(config) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
-    validate(config)
-    return config
+    return validate(config)
 
 
-def validate(config: dict) -> None:
-    if config["algorithm"] not in RULES:
-        raise ConfigError(f"unknown algorithm '{config['algorithm']}': choose one of {', '.join(RULES)}")
-    if not isinstance(config["tasks"], list) or not config["tasks"]:
-        raise ConfigError("config 'tasks' must be a non-empty list of task specs (e.g. builtin:latin)")
-    for key in ("steps", "batch_size", "reset_period", "image_size", "log_every", "keep_checkpoints",
-                "max_nonfinite_steps"):
-        if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 1:
-            raise ConfigError(f"config '{key}' must be a positive integer, got {config[key]!r}")
-    if not isinstance(config["checkpoint_every"], int) or config["checkpoint_every"] < 0:
-        raise ConfigError(f"config 'checkpoint_every' must be an integer >= 0, got {config['checkpoint_every']!r}")
-    if config["mixed_precision"] not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"config 'mixed_precision' must be no, bf16 or fp16, got {config['mixed_precision']!r}")
-    if config["execution"] not in EXECUTIONS:
-        raise ConfigError(f"config 'execution' must be {', '.join(EXECUTIONS[:-1])} or {EXECUTIONS[-1]}, got {config['execution']!r}")
-    if config["device"] not in ("auto", "cpu"):
-        raise ConfigError(f"config 'device' must be auto or cpu (GPUs are chosen by the launcher), got {config['device']!r}")
-    interval = config["meta_interval"]
-    if interval is not None and (not isinstance(interval, int) or interval < 1):
-        raise ConfigError(f"config 'meta_interval' must be a positive integer or null, got {interval!r}")
-    if interval is not None and interval > config["reset_period"] and config["algorithm"] != "mtl":
-        raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({config['reset_period']}): use meta_interval <= reset_period")
-    if config["reset"] not in ("soft", "hard"):
-        raise ConfigError(f"config 'reset' must be soft or hard, got {config['reset']!r}")
-    validation = config["validation"]
-    if not isinstance(validation, dict):
-        raise ConfigError("config 'validation' must be a mapping like {every: 500, tasks: [builtin:thai]}")
-    unknown = sorted(set(validation) - set(DEFAULTS["validation"]))
-    if unknown:
-        raise ConfigError(f"unknown validation keys {unknown}; known keys: {sorted(DEFAULTS['validation'])}")
-    if not isinstance(validation["every"], int) or validation["every"] < 0:
-        raise ConfigError(f"validation.every must be an integer >= 0, got {validation['every']!r}")
-    if validation["every"] and (not isinstance(validation["tasks"], list) or not validation["tasks"]):
+def validate(config: dict) -> dict:
+    """Check every key (types, ranges, choices) and the rules between keys; returns the config as plain data with
+    every default filled in. Raises a one-line ConfigError."""
+    for key in ("inner_optimizer", "meta_optimizer"):  # optimizer names are case-insensitive
+        if isinstance(config.get(key), dict) and isinstance(config[key].get("name"), str):
+            config[key] = {**config[key], "name": config[key]["name"].lower()}
+    typed = validate_schema(TrainConfig, config, "")
+    if not typed.tasks:
+        raise ConfigError("tasks: must be a non-empty list of task specs (e.g. [builtin:latin])")
+    interval = typed.meta_interval
+    if interval is not None and interval > typed.reset_period and typed.algorithm != "mtl":
+        raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({typed.reset_period}): use meta_interval <= reset_period")
+    for pattern in typed.meta_exclude:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(f"meta_exclude = {pattern!r}: not a regular expression ({e})") from None
+    if typed.validation.every and not typed.validation.tasks:
         raise ConfigError("validation.every is set but validation.tasks is empty: list the meta-validation task specs")
+    from ctinit.tasks import parse_spec
+
+    for key, specs in (("tasks", typed.tasks), ("validation.tasks", typed.validation.tasks)):
+        for spec in specs:
+            try:
+                parse_spec(spec)
+            except ConfigError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a spec that does not parse is bad input
+                raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
+    return to_dict(typed)
+
+
+def _normalized(config: dict) -> dict:
+    """A (possibly older) saved config with every default filled in, optimizers as full mappings."""
+    out = {**DEFAULTS, **config}
     for key in ("inner_optimizer", "meta_optimizer"):
-        if not isinstance(config[key], dict):
-            raise ConfigError(f"config '{key}' must be a mapping like {{name: sgd, lr: 0.01}}")
-        OptimizerSpec.from_dict(config[key])
+        try:
+            out[key] = OptimizerSpec.from_dict(out[key]).to_dict()
+        except Exception:  # noqa: BLE001 - an unreadable entry just compares as it is
+            pass
+    return out
 
 
 def changed_keys(saved: dict, current: dict) -> list[str]:
     """Keys whose values differ between a checkpoint's config and the current one and would change phi.
     A key missing from the checkpoint's config (written before the key existed) counts as its default."""
+    saved, current = _normalized(saved), _normalized(current)
     keys = (set(saved) | set(current)) - RESUME_SAFE_KEYS
-    return sorted(k for k in keys if saved.get(k, DEFAULTS.get(k)) != current.get(k))
+    return sorted(k for k in keys if to_dict(saved.get(k)) != to_dict(current.get(k)))
 
 
 def dump_config(config: dict, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config, sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -15,8 +15,12 @@ Writes ``OUT/init/`` (config.json + model.safetensors: phi only), ``OUT/config.y
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
+import os
+import shutil
 import signal
 import sys
 import time
@@ -25,13 +29,15 @@ from pathlib import Path
 import torch
 
 from ctinit import __version__
-from ctinit.errors import CheckpointError, ConfigError, CtinitError
+from ctinit.entrypoint import ArgumentParser, run_command
+from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteError
 from ctinit.loading import save_init
 from ctinit.meta import TrajectoryEngine
 from ctinit.models import TaskHead, build_backbone
 from ctinit.tasks import BatchSampler, load_task, task_name
 
 from . import checkpoint as ckpt
+from . import rundir
 from .config import changed_keys, dump_config, load_config
 
 log = logging.getLogger("ctinit.meta_train")
@@ -109,8 +115,56 @@ def autocast_factory(precision: str, device: torch.device):
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def run(config: dict, out: str | Path, progress: bool = True, resume: bool = False) -> dict:
-    """Meta-train with ``config`` (see training/config.py) and export phi to ``out/init``. Returns a summary."""
+def run(config: dict, out: str | Path, progress: bool = True, resume: bool = False, overwrite: bool = False) -> dict:
+    """Meta-train with ``config`` (see training/config.py) and export phi to ``out/init``. Returns a summary.
+
+    OUT belongs to this run while it trains (``OUT/.lock``, see training/rundir.py). A folder holding another run is
+    refused unless ``resume`` (the same config; only this run's checkpoints are used) or ``overwrite`` (the other
+    run's outputs are deleted first)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; pass a new folder or a run folder to --resume")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in OUT and --overwrite deletes it: pass one of them")
+    is_main = int(os.environ.get("RANK", "0")) == 0  # before Accelerate starts: what torchrun/accelerate set
+    lock = rundir.RunLock(out, log=lambda message: print(f"meta_train: {message}", file=sys.stderr, flush=True))
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    try:
+        if is_main:
+            prepare_run_dir(out, config, resume, overwrite)
+        return _train(config, out, progress, resume)
+    finally:
+        lock.release()
+
+
+def prepare_run_dir(out: Path, config: dict, resume: bool, overwrite: bool) -> None:
+    """Main process, holding the lock: refuse or clear another run's folder; give a new run its id."""
+    previous = rundir.holds_a_run(out)
+    if overwrite and previous:
+        print(f"meta_train: --overwrite: deleting the earlier run's {', '.join(previous)} in {out}", file=sys.stderr)
+        rundir.clear_run(out)
+    elif resume and (out / "config.yaml").is_file():
+        try:
+            import yaml
+
+            saved = yaml.safe_load((out / "config.yaml").read_text())
+        except Exception as e:  # noqa: BLE001 - an unreadable config.yaml cannot be compared
+            raise ConfigError(f"{out}/config.yaml: unreadable ({' '.join(str(e).split())[:200]}); cannot check that "
+                              "--resume continues the same run") from None
+        changed = changed_keys(saved, config) if isinstance(saved, dict) else ["config.yaml"]
+        if changed:
+            raise ConfigError(f"cannot resume {out}: config keys {changed} differ from the run's config.yaml and would "
+                              "change the result; restore them, or start over with --overwrite or another --out")
+    elif not resume and previous:
+        raise ConfigError(f"{out} holds another run ({', '.join(previous)}): continue it with --resume (same config), "
+                          "replace it with --overwrite, or pass another --out")
+    if not (resume and (rundir.read_run_id(out) or ckpt.complete_steps(out, None))):
+        rundir.new_run_id(out)  # a fresh run, or --resume with nothing to resume
+
+
+def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
@@ -126,11 +180,12 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     setup_logging(out, is_main)
     shards = shard_tasks(len(config["tasks"]), world)
     mine = shards[rank]
+    run_id = rundir.read_run_id(out)  # None: a folder from before runs had ids (its checkpoints have none either)
 
-    # Resuming: check the newest complete checkpoint before any data is loaded.
+    # Resuming: check the newest complete checkpoint of this run before any data is loaded.
     resume_from, start_step = None, 0
     if resume:
-        resume_from = ckpt.latest(out)
+        resume_from = ckpt.latest(out, run_id)
         if resume_from is None:
             log.info("--resume: no complete checkpoint in %s, starting from step 0", ckpt.checkpoint_root(out))
         else:
@@ -143,8 +198,9 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
                 raise ConfigError(f"cannot resume {resume_from}: config keys {changed} differ from the checkpoint's "
                                   "and would change the result; restore them or start a new run directory")
             start_step = int(meta["step"])
-    if is_main:
-        dump_config(config, out / "config.yaml")
+            if config["steps"] < start_step and config["algorithm"] != "scratch":
+                raise ConfigError(f"steps = {config['steps']} is below the step of the checkpoint to resume "
+                                  f"({resume_from}, step {start_step}): pass steps >= {start_step}")
 
     # Every process loads its own tasks; one failure stops every process before training starts.
     tasks, error = [], None
@@ -161,6 +217,15 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
         error = e
     if comm.any(error is not None, device):
         raise error or ConfigError("another process could not load its tasks; see its error line")
+    num_classes = [t.num_classes for t in tasks]
+    if resume_from is not None and meta.get("num_classes") is not None:
+        saved = [meta["num_classes"][i] for i in mine] if len(meta["num_classes"]) == len(config["tasks"]) else None
+        if saved != num_classes:
+            raise CheckpointError(f"cannot resume {resume_from}: the tasks' numbers of classes changed since the "
+                                  f"checkpoint ({saved} then, {num_classes} now); restore the task data or start over "
+                                  "with --overwrite")
+    if is_main:
+        dump_config(config, out / "config.yaml")
 
     torch.manual_seed(config["seed"])
     backbone = build_backbone(config["backbone"], config["image_size"]).to(device)
@@ -182,10 +247,15 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     if resume_from is not None:
         best = meta.get("best_validation", best)
         state = ckpt.read_state(resume_from / f"rank-{rank}")
-        engine.load_state_dict(state["engine"])
-        for sampler, s in zip(samplers, state["samplers"]):
-            sampler.load_state_dict(s)
-        ckpt.set_rng_state(state["rng"])
+        try:
+            engine.load_state_dict(state["engine"])
+            for sampler, s in zip(samplers, state["samplers"]):
+                sampler.load_state_dict(s)
+            ckpt.set_rng_state(state["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{resume_from}: does not fit this run's model and tasks ({type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:200]}); delete this step folder or start over with "
+                                  "--overwrite") from None
         log.info("resumed from %s (step %d)", resume_from, start_step)
 
     names = [task_name(spec) for spec in config["tasks"]]
@@ -202,8 +272,11 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     if is_main:
         kept = []
         if resume_from is not None and metrics_path.is_file():  # drop records the checkpoint does not cover
-            kept = [l for l in metrics_path.read_text().splitlines() if l and json.loads(l)["step"] <= start_step]
-        metrics_path.write_text("".join(l + "\n" for l in kept))
+            lines, dropped = rundir.read_jsonl(metrics_path)
+            if dropped:
+                log.warning("%s: ignored %d incomplete line(s) (a kill mid-write)", metrics_path, dropped)
+            kept = [l for l in lines if isinstance(json.loads(l), dict) and json.loads(l).get("step", 0) <= start_step]
+        rundir.write_atomic(metrics_path, "".join(l + "\n" for l in kept))
 
     stop = {"signum": None}
 
@@ -248,8 +321,10 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
                     "delta_phi_norm": result.delta.norm().item() if result.delta is not None else None,
                     "task_steps_per_s": (step - start_step) * num_tasks / elapsed,
                 }
+                if not math.isfinite(record["phi_distance"]):
+                    check_finite_phi(engine, out, step, run_id)
                 if is_main:
-                    with open(metrics_path, "a") as f:
+                    with open(metrics_path, "a") as f:  # one write per line: a kill leaves at worst a partial last line
                         f.write(json.dumps(record) + "\n")
                     bar.set_postfix(loss=f"{record['mean_loss']:.3f}", acc=f"{record['mean_accuracy']:.3f}",
                                     dphi=f"{record['delta_phi_norm'] or 0:.2e}", tps=f"{record['task_steps_per_s']:.0f}")
@@ -270,8 +345,11 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
                     improved = accuracy > best["accuracy"]
                     if improved:
                         best = {"accuracy": accuracy, "step": step}
-                        save_init(engine.phi_module, out / "best", {"algorithm": config["algorithm"], "steps": step,
-                                                                   "validation": {**validation, **best}})
+                        check_finite_phi(engine, out, step, run_id)
+                        shutil.rmtree(out / "best.tmp", ignore_errors=True)
+                        save_init(engine.phi_module, out / "best.tmp", {"algorithm": config["algorithm"], "steps": step,
+                                                                       "validation": {**validation, **best}})
+                        rundir.replace_dir(out / "best.tmp", out / "best")  # never a half-written best/
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps({"step": step, "validation_accuracy": accuracy, "best": best}) + "\n")
                     log.info("step %d meta-validation accuracy %.4f%s", step, accuracy,
@@ -281,7 +359,8 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
                 comm.barrier()
             signalled = comm.any(stop["signum"] is not None, device)
             if (config["checkpoint_every"] and step % config["checkpoint_every"] == 0) or signalled:
-                path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best)
+                path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best, run_id,
+                                       num_classes)
                 if signalled:
                     raise Preempted(stop["signum"] or signal.SIGTERM, path)
         bar.close()
@@ -302,8 +381,23 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
             entry.update(num_classes=t.num_classes, train_size=len(t.y_train), test_size=len(t.y_test))
     summary = {"init": str(out / "init"), "steps": steps, "seconds": seconds,
                "task_steps_per_s": (steps - start_step) * num_tasks / seconds if seconds > 0 and steps > start_step else None}
+    # Nothing non-finite is exported. A checkpoint of the last step is written before the export (also with
+    # checkpoint_every=0), so a failed export (a full disk) leaves a run to --resume; with checkpoint_every=0 it is
+    # deleted once the export is written. The export goes to OUT/init.tmp and is renamed to OUT/init when complete.
+    check_finite_phi(engine, out, steps, run_id)
+    if steps > start_step and not (config["checkpoint_every"] and steps % config["checkpoint_every"] == 0):
+        save_checkpoint(out, steps, engine, samplers, config, shards, comm, rank, is_main, best, run_id, num_classes)
     if is_main:
-        save_init(engine.phi_module, out / "init", made_with)
+        tmp = out / "init.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_init(engine.phi_module, tmp, made_with)
+        _fault_point("export")
+        rundir.replace_dir(tmp, out / "init")
+        if not config["checkpoint_every"]:
+            shutil.rmtree(ckpt.checkpoint_root(out) / f"step-{steps}", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                ckpt.checkpoint_root(out).rmdir()  # only if empty
         log.info("wrote %s (steps %d-%d in %.1f s)", out / "init", start_step + 1, steps, seconds)
     comm.barrier()
     if config["log_with"]:
@@ -324,7 +418,27 @@ def meta_validate(phi_module, tasks, validation: dict) -> float:
     return sum(accuracies) / len(accuracies)
 
 
-def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best=None) -> Path:
+def _fault_point(name: str, step: int | None = None) -> None:
+    """Test hook: ``CTINIT_FAULT=NAME`` or ``NAME:STEP`` kills this process with SIGKILL at the named point
+    (``checkpoint``: its files written, not yet renamed into place; ``export``: the init written to OUT/init.tmp, not
+    yet renamed), for the fault-injection tests. Does nothing otherwise."""
+    if os.environ.get("CTINIT_FAULT") in (name, f"{name}:{step}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_finite_phi(engine, out: Path, step: int, run_id) -> None:
+    """Stop before a non-finite phi reaches a checkpoint or an export (the last finite checkpoint stays)."""
+    if not bool(torch.isfinite(engine.phi.detach()).all()):
+        last = ckpt.latest(out, run_id)
+        raise NonFiniteError(
+            f"phi became non-finite by step {step} (a meta-update too large: lower meta_optimizer.lr or "
+            f"inner_optimizer.lr); nothing was exported; the last finite checkpoint is "
+            f"{last if last is not None else 'none (checkpoint_every=0)'}")
+
+
+def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best=None, run_id=None,
+                    num_classes=None) -> Path:
+    check_finite_phi(engine, out, step, run_id)
     tmp = ckpt.tmp_dir(out, step)
     if is_main:
         tmp.mkdir(parents=True, exist_ok=True)
@@ -335,7 +449,10 @@ def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_
     final = ckpt.checkpoint_root(out) / f"step-{step}"
     if is_main:
         meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
-                "library_version": __version__, "best_validation": best}
+                "library_version": __version__, "best_validation": best, "run_id": run_id}
+        if num_classes is not None and comm.world_size == 1:
+            meta["num_classes"] = num_classes
+        _fault_point("checkpoint", step)
         final = ckpt.finalize(out, step, meta, config["keep_checkpoints"])
         log.info("checkpoint %s", final)
     comm.barrier()
@@ -343,27 +460,27 @@ def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ctinit-train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a YAML recipe (see training/recipes/)")
+    parser = ArgumentParser(prog="ctinit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="a YAML recipe file or a bundled recipe name (see training/recipes/)")
     parser.add_argument("--out", required=True, help="the run directory")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in OUT")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in OUT from its newest complete checkpoint (same config)")
+    parser.add_argument("--overwrite", action="store_true", help="delete the earlier run in OUT and start a new one")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. steps=200 meta_optimizer.lr=0.1")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        run(config, args.out, progress=not args.no_progress, resume=args.resume)
-    except Preempted as p:
-        print(f"meta_train: {p}; continue with --resume", file=sys.stderr)
-        return 128 + int(p.signum)
-    except CtinitError as e:
-        if args.debug:
-            raise
-        print(f"meta_train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def command() -> int:
+        try:
+            config = load_config(args.config, args.overrides)
+            run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+        except Preempted as p:
+            print(f"meta_train: {p}; continue with --resume", file=sys.stderr)
+            return 128 + int(p.signum)
+        return 0
+
+    return run_command("meta_train", command, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from ctinit.errors import CtinitError
+from ctinit.entrypoint import ArgumentParser, run_command
 from ctinit.finetune import FinetuneConfig, finetune
 from ctinit.loading import load_init
 from ctinit.tasks import META_TEST, load_task
@@ -52,29 +52,32 @@ def markdown(table: dict, labels: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctinit_training.quickstart", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m ctinit_training.quickstart", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the run directory")
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--finetune-batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted quickstart in OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart in OUT")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("overrides", nargs="*", help="meta-training overrides, e.g. steps=500")
     args = parser.parse_args(argv)
+    return run_command("quickstart", lambda: quickstart(args), debug=args.debug)
+
+
+def quickstart(args) -> int:
     start = time.perf_counter()
-    try:
-        config = load_config(RECIPE, [f"seed={args.seed}", *args.overrides])
-        summary = run(config, args.out, progress=not args.no_progress)
-        init = summary["init"]
-        ft = FinetuneConfig(steps=args.finetune_steps, batch_size=args.finetune_batch_size, seed=args.seed,
-                            progress=not args.no_progress)
-        print(f"fine-tuning on the meta-test tasks ({args.finetune_steps} steps, batch {args.finetune_batch_size}):",
-              file=sys.stderr)
-        table = compare({"ctinit": init, "scratch": f"scratch:{init}"}, [f"builtin:{n}" for n in META_TEST], ft,
-                        config["image_size"])
-    except CtinitError as e:
-        print(f"quickstart: error: {e}", file=sys.stderr)
-        return 2
+    config = load_config(RECIPE, [f"seed={args.seed}", *args.overrides])
+    ft = FinetuneConfig(steps=args.finetune_steps, batch_size=args.finetune_batch_size, seed=args.seed,
+                        progress=not args.no_progress)  # checked before meta-training
+    summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    init = summary["init"]
+    print(f"fine-tuning on the meta-test tasks ({args.finetune_steps} steps, batch {args.finetune_batch_size}):",
+          file=sys.stderr)
+    table = compare({"ctinit": init, "scratch": f"scratch:{init}"}, [f"builtin:{n}" for n in META_TEST], ft,
+                    config["image_size"])
     md = markdown(table, ["ctinit", "scratch"])
     seconds = time.perf_counter() - start
     out = Path(args.out)

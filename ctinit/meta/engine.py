@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
 from .optim import OptimizerSpec
 from .rules import (
@@ -79,7 +80,9 @@ class FlatLayout:
         self.size = self.offsets[-1]
 
     def flatten(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1).float() for p in params])
+        # fp32, or fp64 for a model built in float64 (the equivalence tests compare execution paths in fp64)
+        dtype = torch.float64 if params and params[0].dtype == torch.float64 else torch.float32
+        return torch.cat([p.detach().reshape(-1).to(dtype) for p in params])
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         return [flat[o:o + n].view(s) for o, n, s in zip(self.offsets, self.numels, self.shapes)]
@@ -143,7 +146,7 @@ class TrajectoryEngine:
         batches: Sequence[Callable[[], object]],
         *,
         rule: str | MetaRule = "cts",
-        reset_period: int = 1000,
+        reset_period: int = RESET_PERIOD,
         meta_interval: int | None = None,
         shift: bool | None = None,
         reset: str = "soft",
@@ -182,8 +185,8 @@ class TrajectoryEngine:
         self.autocast = autocast or contextlib.nullcontext
         self.batches = list(batches)
         self.heads = list(heads)
-        self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4})
-        self.meta_spec = OptimizerSpec.from_dict(meta_optimizer or {"name": "sgd", "lr": 1e-2})
+        self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or INNER_OPTIMIZER)
+        self.meta_spec = OptimizerSpec.from_dict(meta_optimizer or META_OPTIMIZER)
         self.step_count = 0
 
         excluded = [re.compile(p) for p in meta_exclude]
@@ -198,7 +201,7 @@ class TrajectoryEngine:
         self.phi_module = backbone
         self.layout.bind([p for _, p in meta_named], self.phi.data)
         device = self.phi.device
-        self.thetas = torch.empty(self.num_tasks, self.layout.size, device=device)
+        self.thetas = torch.empty(self.num_tasks, self.layout.size, device=device, dtype=self.phi.dtype)
         self.grads = torch.zeros_like(self.thetas)
         self.backbones: list[nn.Module] = []
         self.private_params: list[list[nn.Parameter]] = []  # per task: heads and excluded params (zeroed per step)

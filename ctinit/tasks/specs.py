@@ -41,6 +41,9 @@ _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 _RESIZE_CHUNK_ELEMENTS = 1 << 26
 
 
+#: The most classes a task may have when its labels are unnamed (num_classes = max label + 1).
+MAX_CLASSES = 100_000
+
 def _one_line(text: object) -> str:
     """Replace line breaks so a message (or a wrapped exception's text) fits on one line."""
     return re.sub(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+", " ", str(text)).strip()
@@ -389,6 +392,11 @@ def _finish(raw: _Raw, *, name: str, spec: str, image_size: int, seed: int, hold
             raise _error(
                 f"{where}: labels must be 0..C-1 (C = max label + 1) but the smallest is {lo} "
                 f"(largest {hi}); remap them to 0..C-1"
+            )
+        if hi >= MAX_CLASSES:  # a head (and class list) that large is a label typo, not a task
+            raise _error(
+                f"{where}: labels must be 0..C-1 with C at most {MAX_CLASSES} but the largest is {hi}; "
+                f"remap them to 0..C-1"
             )
         num_classes = hi + 1
         classes = [str(i) for i in range(num_classes)]
