@@ -5,16 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class TaskHead(nn.Linear):
-    """A task-specific linear classifier on the backbone's pooled features; never part of phi."""
-
-    def __init__(self, in_features: int, num_classes: int):
-        super().__init__(in_features, num_classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self.out_features
+from .heads import TaskHead, feature_dim
 
 
 class ImageClassifier(nn.Module):
@@ -28,8 +19,6 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int | None = None):
         super().__init__()
-        from . import feature_dim
-
         self.backbone = backbone
         self.head = TaskHead(feature_dim(backbone), num_classes) if num_classes else nn.Identity()
 
@@ -43,8 +32,6 @@ class ImageClassifier(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        from . import feature_dim
-
         return feature_dim(self.backbone)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
