@@ -312,7 +312,8 @@ def test_online_download_fetches_config_and_weights_only(online, monkeypatch, tm
     monkeypatch.setattr("huggingface_hub.snapshot_download", download)
     source = resolve_init("org/tiny@v1")
     assert source.commit == V1 and source.path == tmp_path / "snap"
-    assert seen["repo_id"] == "org/tiny" and seen["revision"] == "v1" and seen["local_files_only"] is False
+    # the commit model_info reported is downloaded, not the branch again (no race with a push in between)
+    assert seen["repo_id"] == "org/tiny" and seen["revision"] == V1 and seen["local_files_only"] is False
     assert seen["allow_patterns"] == ["config.json", WEIGHTS_NAME] and "*.bin" in seen["ignore_patterns"]
 
 
