@@ -270,7 +270,8 @@ def load_classifier(model: str | Path, revision: str | None = None):
             raise CheckpointError(f"{folder}: only pickle weights ({', '.join(pickles)}); ctinit loads safetensors "
                                   f"only, because unpickling can run arbitrary code")
         raise CheckpointError(f"{folder}: no {WEIGHTS_NAME}; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    if not getattr(config, "id2label", None) or getattr(config, "num_labels", 0) < 1:
+    architectures = getattr(config, "architectures", None) or []
+    if not any(str(a).endswith("ForImageClassification") for a in architectures):
         raise CheckpointError(f"{folder}: no classes in {CONFIG_NAME} (id2label); is it an initialization? "
                               f"fine-tune it first (ctinit finetune --out DIR)")
     from .loading import read_weights

@@ -80,6 +80,8 @@ class Predictor:
 
     def pixel_values(self, images: np.ndarray) -> torch.Tensor:
         """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, H, W]``: x * rescale / std - mean / std (the processor's math)."""
+        if not images.flags.writeable:  # np.asarray of a PIL image is read-only
+            images = images.copy()
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2)
         return x.float() * self.scale - self.shift
 

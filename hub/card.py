@@ -90,7 +90,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
     template = Path(template) if template else TEMPLATE
     if not template.is_file():
         raise ConfigError(f"{template}: no card template; pass --template PATH (see model_cards/template.md in ctinit's repo)")
-    tasks = list(info.get("tasks") or [])
+    tasks = [{**t, "spec": public_spec(t.get("spec", ""))} for t in (info.get("tasks") or [])]  # no local paths
     algorithm = str(info.get("algorithm", "unknown"))
     recipe = info.get("config") or {}
     model_name = repo_id.split("/")[-1]
