@@ -395,3 +395,16 @@ def test_cli_unknown_task_spec_fails_before_loading(capsys):
     assert cli_main(["finetune", "--init", "org/never-downloaded", "--data", "klingon:x", "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown task spec 'klingon:x'" in err[0]
+
+
+def test_offline_mode_is_named_and_the_typed_revision_kept(monkeypatch):
+    from huggingface_hub import constants
+
+    from ctinit.loading import hub_error
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    error = hub_error(ConnectionError("offline"), "org/tiny", "v3")
+    assert "org/tiny@v3" in str(error) and "HF_HUB_OFFLINE=1 is set" in str(error) and "network" not in str(error)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    error = hub_error(ConnectionError("down"), "org/tiny", "v3")
+    assert "org/tiny@v3" in str(error) and "cannot be reached" in str(error)
