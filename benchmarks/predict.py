@@ -1,6 +1,6 @@
 """Throughput of ``ctinit predict``'s batched inference against a plain ``model(pixel_values)`` loop, side by side.
 
-    python benchmarks/predict.py [--batch 64] [--repeats 30] [--json]
+    python benchmarks/predict.py [--batch 64] [--repeats 30] [--inner 5] [--json]
 
 For each architecture a fine-tuned folder is written (``save_finetuned``) and loaded back the way ``ctinit predict``
 loads it. Three rows, measured in one process, interleaved round by round (so that a shared machine's load hits
@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 
-def measure(fn, n_images: int) -> float:
+def measure(fn, n_images: int, inner: int) -> float:
     start = time.perf_counter()
-    fn()
-    return n_images / (time.perf_counter() - start)
+    for _ in range(inner):
+        fn()
+    return n_images * inner / (time.perf_counter() - start)
 
 
-def bench(arch: str, batch: int, repeats: int, workdir: Path) -> dict:
+def bench(arch: str, batch: int, repeats: int, workdir: Path, inner: int = 5) -> dict:
     from PIL import Image
 
     import ctinit
@@ -62,13 +63,14 @@ def bench(arch: str, batch: int, repeats: int, workdir: Path) -> dict:
     def predict_files():
         list(predictor.predict_files(files, top_k=5, batch_size=batch))
 
-    rows = {"loop": [], "predict": [], "predict+files": []}
-    for fn in (loop, predict, predict_files):  # warm-up
+    fns = {"loop": loop, "predict": predict, "predict+files": predict_files}
+    rows = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up
         fn()
-    for _ in range(repeats):
-        rows["loop"].append(measure(loop, batch))
-        rows["predict"].append(measure(predict, batch))
-        rows["predict+files"].append(measure(predict_files, batch))
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % 3:] + names[:r % 3]:  # rotate the order: no row always runs first or last
+            rows[name].append(measure(fns[name], batch, inner))
     result = {name: statistics.median(values) for name, values in rows.items()}
     result["predict / loop"] = result["predict"] / result["loop"]
     result["predict+files / loop"] = result["predict+files"] / result["loop"]
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--inner", type=int, default=5, help="calls per timing")
     parser.add_argument("--archs", nargs="+", default=["convnet4-32", "resnet20"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -89,12 +92,12 @@ def main(argv=None) -> int:
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
                "threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
-        results = {arch: bench(arch, args.batch, args.repeats, Path(tmp)) for arch in args.archs}
+        results = {arch: bench(arch, args.batch, args.repeats, Path(tmp), args.inner) for arch in args.archs}
     if args.json:
         print(json.dumps({"batch": args.batch, "repeats": args.repeats, "machine": machine, "results": results}))
         return 0
     print(f"images/s at batch {args.batch}, CPU ({machine['cores']} cores, {machine['threads']} threads, torch "
-          f"{machine['torch']}), median of {args.repeats} interleaved rounds")
+          f"{machine['torch']}), median of {args.repeats} interleaved rounds of {args.inner} calls")
     print("| backbone | model(pixel_values) loop | predict (arrays) | ratio | predict (PNG files) | ratio |")
     print("| --- | --- | --- | --- | --- | --- |")
     for arch, r in results.items():

@@ -59,18 +59,25 @@ def _write_weights(src: Path, dst: Path, algorithm: str) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst), metadata=metadata)
 
 
+def _public(value):
+    """``value`` (config data) with every local task spec by file name only (see :func:`~.card.public_spec`):
+    the meta-training tasks, the validation tasks, wherever they are."""
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    if isinstance(value, str) and value.startswith(("npz:", "folder:")):
+        return public_spec(value)
+    return value
+
+
 def _public_recipe(text: str) -> str:
-    """The recipe with its task specs by file name only (see :func:`~.card.public_spec`)."""
+    """The recipe with its local task specs by file name only; unchanged text when there are none."""
     import yaml
 
     data = yaml.safe_load(text)
-    if not isinstance(data, dict) or not isinstance(data.get("tasks"), list):
-        return text
-    public = [public_spec(t) for t in data["tasks"]]
-    if public == data["tasks"]:
-        return text
-    data["tasks"] = public
-    return yaml.safe_dump(data, sort_keys=False)
+    public = _public(data)
+    return text if public == data else yaml.safe_dump(public, sort_keys=False)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str = "apache-2.0",
@@ -106,9 +113,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
 
     out.mkdir(parents=True, exist_ok=True)
     # Published files name local data by file name only (npz:/home/me/x.npz -> npz:x.npz), never by path.
-    raw = json.loads((init / CONFIG_NAME).read_text())
-    for task in (raw.get("ctinit") or {}).get("tasks") or []:
-        task["spec"] = public_spec(task.get("spec", ""))
+    raw = _public(json.loads((init / CONFIG_NAME).read_text()))
     (out / CONFIG_NAME).write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
     _write_weights(init / WEIGHTS_NAME, out / WEIGHTS_NAME, str(info.get("algorithm", "unknown")))
     image_processor(config).save_pretrained(str(out))  # transformers' own ViTImageProcessor config
