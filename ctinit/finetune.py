@@ -13,6 +13,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -167,7 +168,10 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
+        with warnings.catch_warnings():
+            # fp16: the scaler skips a step whose gradients overflowed; the schedule still counts it (as before)
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            scheduler.step()
         if on_step is not None:
             on_step(step)
         if step > cfg.steps - tail:
