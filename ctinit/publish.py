@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import CheckpointError, ConfigError
+from .loading import PICKLE_SUFFIXES
 
 #: The paper, linked from every card.
 ARXIV_ID = "2102.07215"
@@ -26,7 +27,6 @@ ARXIV_URL = f"https://arxiv.org/abs/{ARXIV_ID}"
 PLACEHOLDER_ORG = "YOUR-ORG"
 PLACEHOLDER = re.compile(rf"{PLACEHOLDER_ORG}/[A-Za-z0-9_.-]+")
 #: Never uploaded: pickle files and hidden files.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 IGNORE_PATTERNS = [*(f"*{s}" for s in PICKLE_SUFFIXES), ".*", "**/.*"]
 
 #: The license identifiers the Hub accepts in a card's ``license:`` field. Source: the table in
