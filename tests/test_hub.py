@@ -354,3 +354,20 @@ def test_push_and_pull_against_the_real_hub(export_copy, tmp_path, capsys):
             assert torch.equal(pulled[k], v)
     finally:
         HfApi().delete_repo(repo, missing_ok=True)
+
+
+def test_meta_train_push_to_hub_exports_and_uploads_at_the_end(fake_hub, tmp_path, capsys):
+    from ctinit_training.meta_train import main as meta_train_main
+
+    args = ["--config", str(TINY), "--out", str(tmp_path / "run"), "--no-progress", "steps=2", "reset_period=2",
+            "log_every=2", "max_train_per_class=4", "batch_size=8", "tasks=[builtin:fashion-mnist, builtin:latin]"]
+    assert meta_train_main(args + ["--push-to-hub", "not a repo"]) == 2  # refused before any training
+    assert "write a Hub id as ORG/NAME" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert meta_train_main(args + ["--push-to-hub", "me/tiny", "--private"]) == 0
+    uploaded = fake_hub["uploaded"]
+    assert {"config.json", WEIGHTS_NAME, "README.md", "recipe.yaml", "preprocessor_config.json"} <= set(uploaded)
+    assert fake_hub["create_repo"][1]["private"] is True
+    assert 'ctinit.from_pretrained("me/tiny")' in uploaded["README.md"].decode()
+    for data in uploaded.values():
+        assert str(tmp_path).encode() not in data and TOKEN.encode() not in data
+    assert f"pushed to me/tiny: https://huggingface.co/me/tiny/commit/{SHA}" in capsys.readouterr().err
