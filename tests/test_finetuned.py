@@ -354,3 +354,29 @@ def test_image_classifier_save_pretrained_and_push_to_hub(unique_root, fake_hub)
     assert info.commit_url.endswith(SHA) and "model.safetensors" in fake_hub["files"]
     info = loaded.push_to_hub("me/py-model")  # a loaded fine-tuned model pushes through the same code
     assert info.commit_url.endswith(SHA) and fake_hub["upload"]["repo_id"] == "me/py-model"
+
+
+def test_a_hub_init_is_named_by_id_and_commit_and_becomes_base_model(model, unique_root):
+    from huggingface_hub import ModelCard
+
+    from ctinit.cli import provenance
+    from ctinit.finetune import FinetuneConfig, FinetuneResult
+    from ctinit.loading import InitSource
+
+    source = InitSource("org/cts-init@v1", path=unique_root / "my-init", repo_id="org/cts-init", revision="v1",
+                        commit="c" * 40)
+    task = SimpleNamespace(name="fashion-mnist", num_classes=2, y_train=[0] * 8, y_test=[0] * 2)
+    made = provenance(source, task, "builtin:fashion-mnist", FinetuneConfig(steps=5, seed=3),
+                      FinetuneResult(0.75, 0.5, 0.6, 5, 1.0, []))
+    assert made["base_model"] == {"repo_id": "org/cts-init", "commit": "c" * 40, "algorithm": "cts"}
+    assert made["task"] == {"name": "fashion-mnist", "num_classes": 2, "train_size": 8, "test_size": 2,
+                            "spec": "builtin:fashion-mnist", "dataset": "zalando-datasets/fashion_mnist"}
+    assert made["seed"] == 3 and made["steps"] == 5 and "progress" not in made["recipe"]
+    classifier = ctinit.ImageClassifier(ctinit.build_backbone("convnet4-32"), num_classes=2)
+    folder = classifier.save_pretrained(unique_root / "hub-based", labels=["shirt", "shoe"], made_with=made,
+                                        license="mit")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model == "org/cts-init" and card.data.license == "mit"
+    assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert card.data.eval_results[0].dataset_type == "zalando-datasets/fashion_mnist"  # one mapping for both
+    assert "[`org/cts-init`](https://huggingface.co/org/cts-init) (commit `cccccccccc`)" in card.text
