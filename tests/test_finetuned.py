@@ -380,3 +380,32 @@ def test_a_hub_init_is_named_by_id_and_commit_and_becomes_base_model(model, uniq
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
     assert card.data.eval_results[0].dataset_type == "zalando-datasets/fashion_mnist"  # one mapping for both
     assert "[`org/cts-init`](https://huggingface.co/org/cts-init) (commit `cccccccccc`)" in card.text
+
+
+def test_predict_takes_a_hub_id_and_fetches_only_safe_files(model, unique_root, monkeypatch, capsys):
+    import shutil
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    files = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md"]
+    monkeypatch.setattr("huggingface_hub.HfApi.model_info", lambda self, repo_id, revision=None, **kw: SimpleNamespace(
+        sha=SHA, siblings=[SimpleNamespace(rfilename=f) for f in files]))
+    seen = {}
+
+    def download(repo_id, **kwargs):
+        seen.update(kwargs, repo_id=repo_id)
+        target = unique_root / "snapshot"
+        shutil.copytree(model, target, dirs_exist_ok=True)
+        return str(target)
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", download)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(unique_root / "zero.png")
+    capsys.readouterr()
+    assert cli_main(["predict", "--model", "me/bars@v2", str(unique_root / "zero.png"), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert len(row["predictions"]) == 3 and {p["label"] for p in row["predictions"]} == set(CLASSES)
+    assert seen["repo_id"] == "me/bars" and seen["revision"] == SHA and "*.bin" in seen["ignore_patterns"]
+    assert set(seen["allow_patterns"]) == {"config.json", "model.safetensors", "preprocessor_config.json"}
