@@ -1,8 +1,9 @@
 """The ``ctinit`` command line.
 
     ctinit finetune --init DIR|ORG/NAME[@REV]|scratch:DIR|scratch:ARCH --data SPEC --steps N [--seed S] [--json]
+                    [--out DIR [--overwrite]] [--push-to-hub ORG/NAME [--private] [--create-pr] [--overwrite-card]]
+    ctinit predict --model DIR|ORG/NAME[@REV] IMAGE_OR_FOLDER... [--top-k K] [--batch-size N] [--json]
     ctinit evaluate --init A --init scratch:A --data SPEC [--data SPEC ...] --seeds 3 --steps N --out DIR
-                    [--update-card EXPORT_DIR]
     ctinit list [--author ORG] [--search TEXT]
 
 Logs and progress go to stderr; results go to stdout. Bad input gets one line on stderr and a non-zero exit
@@ -26,6 +27,14 @@ def _log(message: str) -> None:
 _OPTION_NAMES = {"optimizer.weight_decay": "--weight-decay", "optimizer.lr": "--lr", "optimizer.name": "--optimizer",
                  "batch_size": "--batch-size", "eval_every": "--eval-every", "mixed_precision": "--mixed-precision",
                  "milestones": "--milestones", "steps": "--steps", "gamma": "--gamma", "seed": "--seed"}
+
+
+def _quiet_transformers() -> None:
+    """No transformers progress bars or load reports on the command line: results and one-line errors only."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _recipe(args, seed: int = 0):
@@ -63,19 +72,28 @@ def cmd_finetune(args) -> int:
     from .errors import ConfigError
     from .evaluate import limit_task
     from .finetune import finetune
+    from .finetuned import check_out_dir, save_finetuned
     from .loading import init_info, load_init, resolve_init
-    from .models import image_size_of
+    from .models import ImageClassifier, image_size_of
+    from .publish import check_license, check_push
     from .tasks import load_task, parse_spec
 
     config = _recipe(args, seed=args.seed)
     parse_spec(args.data)  # an unknown spec fails before anything is downloaded
+    # Everything that would make the end fail is checked before the first step, so that no training is lost.
+    if args.out:
+        check_out_dir(args.out, args.overwrite)
+    if args.push_to_hub:
+        check_push(args.push_to_hub)
+    check_license(args.license)
     source = resolve_init(args.init, args.revision)
     backbone = load_init(source, seed=args.seed)
     task = load_task(args.data, image_size=image_size_of(backbone), seed=args.seed)
     task = limit_task(task, args.seed, args.max_train_per_class, args.max_train_samples)
     _log(f"ctinit finetune: init {source.describe()} ({type(backbone).__name__}), task {task.name}: "
          f"{task.num_classes} classes, {len(task.y_train)} train / {len(task.y_test)} test, {args.steps} steps, seed {args.seed}")
-    result = finetune(backbone, task, config, device=args.device, log=_log)
+    classifier = ImageClassifier(backbone)
+    result = finetune(classifier, task, config, device=args.device, log=_log)
     report = {
         "init": args.init, "data": args.data, "task": task.name, "num_classes": task.num_classes,
         "train_size": len(task.y_train), "test_size": len(task.y_test), "seed": args.seed,
@@ -83,6 +101,16 @@ def cmd_finetune(args) -> int:
         "repo_id": source.repo_id, "commit": source.commit,
         **result.to_dict(),
     }
+    if args.out or args.push_to_hub:
+        _quiet_transformers()
+        made_with = provenance(source, task, args.data, config, result)
+        if args.out:
+            save_finetuned(classifier.cpu(), args.out, labels=task.classes, made_with=made_with, license=args.license,
+                           overwrite=args.overwrite, repo_id=args.push_to_hub)
+            report["out"] = str(args.out)
+            _log(f"ctinit finetune: wrote {args.out} (load it with transformers or `ctinit predict --model {args.out}`)")
+        if args.push_to_hub:
+            report["commit_url"] = _push_model(classifier.cpu(), args, task.classes, made_with)
     if args.json:
         print(json.dumps(report))
     else:
@@ -91,22 +119,92 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def provenance(source, task, spec: str, config, result) -> dict:
+    """The ``ctinit`` entry of a fine-tuned model's config: where the init came from (a Hub id and commit, else the
+    folder's name, never a path), the task (its name; a spec only when it names no local file), steps, seed, recipe."""
+    from dataclasses import asdict
+
+    from .loading import init_info
+    from .publish import dataset_id
+
+    if source.repo_id:
+        base = {"repo_id": source.repo_id, "commit": source.commit}
+    elif source.arch:
+        base = {"scratch": source.arch}
+    else:
+        base = {"name": source.path.resolve().name if source.path else None}
+    if source.scratch and not source.arch:
+        base["scratch"] = True
+    info = {} if source.scratch else init_info(source)
+    if info.get("algorithm"):
+        base["algorithm"] = info["algorithm"]
+    dataset = dataset_id(spec)
+    task_entry = {"name": task.name, "num_classes": task.num_classes, "train_size": len(task.y_train),
+                  "test_size": len(task.y_test)}
+    if dataset or spec.startswith("builtin:"):
+        task_entry["spec"] = spec
+    if dataset:
+        task_entry["dataset"] = dataset
+    recipe = {k: v for k, v in asdict(config).items() if k not in ("progress", "seed", "steps")}
+    return {"base_model": base, "task": task_entry, "steps": result.steps, "seed": config.seed, "recipe": recipe,
+            "test_accuracy": result.test_accuracy, "test_loss": result.test_loss}
+
+
+def _push_model(classifier, args, labels, made_with) -> str:
+    import tempfile
+
+    from .finetuned import write_model_folder
+    from .publish import push_folder
+
+    with tempfile.TemporaryDirectory(prefix="ctinit-model-") as tmp:
+        write_model_folder(classifier, tmp, labels=labels, made_with=made_with, license=args.license,
+                           repo_id=args.push_to_hub)
+        info = push_folder(tmp, args.push_to_hub, private=args.private, create_pr=args.create_pr,
+                           overwrite_card=args.overwrite_card, log=_log,
+                           commit_message=f"Upload a classifier fine-tuned with ctinit ({made_with['task']['name']})")
+    url = str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
+    _log(f"ctinit finetune: pushed to {args.push_to_hub}: {url}")
+    return url
+
+
+def cmd_predict(args) -> int:
+    from .errors import ConfigError
+    from .predict import Predictor, find_images
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    files = find_images(args.images)
+    _quiet_transformers()
+    predictor = Predictor.load(args.model, revision=args.revision, device=args.device)
+    failed = []
+
+    def on_error(path, error):
+        failed.append(path)
+        _log(f"ctinit predict: error: {' '.join(str(error).split())}")
+
+    for path, top in predictor.predict_files(files, top_k=args.top_k, batch_size=args.batch_size, on_error=on_error):
+        if args.json:
+            print(json.dumps({"file": str(path), "predictions": [{"label": l, "score": round(p, 6)} for l, p in top]}),
+                  flush=True)
+        else:
+            print(f"{path}: " + ", ".join(f"{l} ({p:.3f})" for l, p in top), flush=True)
+    if failed:
+        _log(f"ctinit predict: {len(failed)} of {len(files)} files could not be read")
+        return EXIT_BAD_INPUT
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .errors import ConfigError
-    from .evaluate import run_evaluation, results_table, update_card, write_results
+    from .evaluate import run_evaluation, results_table, write_results
 
     from .evaluate import check_out_dir, parse_seeds
 
     config = _recipe(args)
     parse_seeds(args.seeds)
     check_out_dir(args.out)  # a file, or a folder we cannot write: fail before an hour of fine-tuning
-    if args.update_card:  # check the card folder before an hour of fine-tuning
-        from pathlib import Path
-
-        card = Path(args.update_card)
-        if not (card / "README.md").is_file() or not (card / "config.json").is_file():
-            raise ConfigError(f"--update-card {card}: not an export folder (README.md + config.json); "
-                              f"make one with `ctinit-hub export RUN_DIR {card}`")
     results = run_evaluation(
         args.init, args.data, args.seeds, config, revision=args.revision,
         max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
@@ -115,9 +213,6 @@ def cmd_evaluate(args) -> int:
     )
     paths = write_results(results, args.out)
     _log(f"ctinit evaluate: wrote {paths['json']}, {paths['md']}, {paths['png']}")
-    if args.update_card:
-        readme = update_card(args.update_card, results, init=args.card_init, results_dir=args.out)
-        _log(f"ctinit evaluate: updated {readme} (model-index and results table)")
     if args.json:
         print(json.dumps({"summary": results["summary"], "out": str(args.out)}))
     else:
@@ -163,7 +258,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
     g.add_argument("--max-train-samples", type=int, default=0, help="limited data: at most N training examples in all")
     g.add_argument("--no-augment", action="store_true")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
-    g.add_argument("--device", default=None, help="cpu or cuda (default: what Accelerate picks)")
+    g.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,9 +274,29 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--seed", type=int, default=0)
     _add_recipe_args(ft, steps=1000)
     ft.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ft.add_argument("--out", default=None, metavar="DIR",
+                    help="save the fine-tuned classifier as a transformers model folder (config, weights, "
+                         "preprocessor, card)")
+    ft.add_argument("--overwrite", action="store_true", help="replace the model files of a non-empty --out")
+    ft.add_argument("--push-to-hub", default=None, metavar="ORG/NAME", help="upload the fine-tuned model to this Hub repo")
+    ft.add_argument("--private", action="store_true", help="create the Hub repo private")
+    ft.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
+    ft.add_argument("--overwrite-card", action="store_true", help="replace the card already on the Hub")
+    ft.add_argument("--license", default="apache-2.0", help="the card's license (a Hub license id; default apache-2.0)")
     ft.add_argument("--no-progress", action="store_true")
     ft.add_argument("--debug", action="store_true", help="show tracebacks")
     ft.set_defaults(func=cmd_finetune)
+
+    pr = sub.add_parser("predict", help="classify image files with a fine-tuned model (one result per image)")
+    pr.add_argument("--model", required=True, help="a fine-tuned model folder (ctinit finetune --out) or Hub id ORG/NAME[@REV]")
+    pr.add_argument("--revision", default=None, help="Hub branch, tag or commit hash of --model")
+    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files (PNG, JPEG...) or folders of them")
+    pr.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
+    pr.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    pr.add_argument("--debug", action="store_true", help="show tracebacks")
+    pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="fine-tune several initializations on several tasks and seeds; "
                                          "write results.json, results.md and curves.png")
@@ -189,10 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", action="append", required=True, help="task spec; repeat for several tasks")
     ev.add_argument("--seeds", default="3", help="a number of seeds (3 = seeds 0,1,2) or a comma-separated list (0,4,7)")
     ev.add_argument("--out", required=True, help="folder for results.json, results.md and curves.png")
-    ev.add_argument("--update-card", metavar="EXPORT_DIR", default=None,
-                    help="write the results into this export's model card (model-index and results table)")
-    ev.add_argument("--card-init", default=None, metavar="INIT",
-                    help="which --init the card is about (default: the one with the export's weights)")
     ev.add_argument("--revision", default=None, help="Hub revision for --init Hub ids without their own @REVISION")
     _add_recipe_args(ev, steps=1000)
     ev.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (default: the table)")

@@ -10,8 +10,7 @@ fresh weights of ``scratch:`` inits and the hold-out split of sources without a 
 test accuracy after the last step as mean ± sample standard deviation over seeds; the average row takes, for each
 seed, the mean over tasks, then mean ± std of those over seeds.
 
-:func:`update_card` writes the results of one initialization into its model card (``model-index`` in the YAML front
-matter, and the results table in the body between ``<!-- ctinit:results -->`` markers).
+Putting results into a model card is ``ctinit-hub``'s job (``ctinit-hub export RUN OUT --results EVAL_DIR``).
 """
 from __future__ import annotations
 
@@ -34,8 +33,6 @@ from .finetune import FinetuneConfig, finetune
 from .loading import CONFIG_NAME, WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
 
-RESULTS_START = "<!-- ctinit:results -->"
-RESULTS_END = "<!-- /ctinit:results -->"
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -378,13 +375,13 @@ def recipe_line(results: dict) -> str:
     return text + "."
 
 
-def machine_line(results: dict) -> str:
+def machine_line(results: dict, command: bool = True) -> str:
     env = results.get("environment") or {}
     where = env.get("device") if env.get("device") != "cpu" else f"CPU ({env.get('cpu_count')} cores)"
     text = f"Ran on {where}, torch {env.get('torch')}, ctinit {env.get('ctinit')}"
     if results.get("seconds") is not None:
         text += f", {results['seconds']:.0f} s"
-    if results.get("command"):
+    if command and results.get("command"):
         text += f": `{results['command']}`"
     return text + "."
 
@@ -394,7 +391,7 @@ def results_markdown(results: dict) -> str:
                         machine_line(results)]) + "\n"
 
 
-def plot_curves(results: dict, path: str | Path) -> Path:
+def plot_curves(results: dict, path: str | Path, labels: dict[str, str] | None = None) -> Path:
     """Test accuracy against fine-tuning step: one panel per task, per init a mean line and a ±std band over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -414,7 +411,8 @@ def plot_curves(results: dict, path: str | Path) -> Path:
             steps = sorted({s for c in curves for s, _ in c})
             acc = np.array([[dict((s, a) for s, a in c).get(step, np.nan) for step in steps] for c in curves])
             mean = np.nanmean(acc, axis=0)
-            line, = ax.plot(steps, mean, label=entry["label"], marker="o" if len(steps) < 3 else None)
+            label = (labels or {}).get(entry["label"], entry["label"])
+            line, = ax.plot(steps, mean, label=label, marker="o" if len(steps) < 3 else None)
             if len(curves) > 1:
                 std = np.nanstd(acc, axis=0, ddof=1)
                 ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -464,129 +462,7 @@ def load_results(path: str | Path) -> dict:
     return results
 
 
-# ------------------------------------------------------------------------------------------------ model cards
-
-
-def _dataset_id(spec: str, name: str) -> str:
-    kind, _, rest = spec.partition(":")
-    if kind == "hf":
-        return rest.split(":")[0]
-    if kind == "builtin":
-        return spec
-    return name  # npz/folder: a local path says nothing to a reader of the card
-
-
-def card_label(entry: dict, this: str | None = None) -> str:
-    """A column label for a card: no local paths."""
-    if entry["label"] == this:
-        return "this initialization"
-    if entry.get("repo_id"):
-        prefix = "scratch: " if entry["scratch"] else ""
-        return f"{prefix}`{entry['repo_id']}`"
-    if entry["scratch"]:
-        return f"scratch (`{entry['arch']}`)" if entry.get("arch") else "scratch (same architecture)"
-    return f"`{Path(entry['label']).name or entry['label']}`"
-
-
-def results_section(results: dict | None, this: str | None = None, curves: str | None = None) -> str:
-    """The card's results section body (between the markers)."""
-    if not results:
-        return ("Not evaluated yet. Compare it with training from scratch on your tasks, and write the numbers "
-                "into this card:\n\n```bash\nctinit evaluate --init . --init scratch:. --data builtin:georgian "
-                "--seeds 3 --steps 300 --out eval --update-card .\n```")
-    labels = {e["label"]: card_label(e, this) for e in results["inits"]}
-    parts = [recipe_line(results), results_table(results, labels)]
-    if curves:
-        parts.append(f"![test accuracy while fine-tuning]({curves})")
-    parts.append(machine_line(results))
-    return "\n\n".join(parts)
-
-
-def card_eval_results(results: dict, this: str) -> list:
-    """``huggingface_hub.EvalResult`` entries (the card's ``model-index``) for the init labelled ``this``."""
-    from huggingface_hub import EvalResult
-
-    summary = results["summary"][this]
-    ft = results["finetune"]
-    seeds = results["seeds"]
-    out = []
-    for task in results["tasks"]:
-        stats = summary["tasks"][task["spec"]]
-        if not stats["n"]:
-            continue
-        out.append(EvalResult(
-            task_type="image-classification", task_name="Image classification (fine-tuned from this initialization)",
-            dataset_type=_dataset_id(task["spec"], task["name"]), dataset_name=task["display"], dataset_split="test",
-            metric_type="accuracy", metric_value=round(stats["mean"], 4),
-            metric_name=f"test accuracy after {ft['steps']} fine-tuning steps (mean of {len(seeds)} seeds)",
-            metric_args={"steps": ft["steps"], "seeds": len(seeds), "std": round(stats["std"], 4),
-                         "max_train_per_class": results.get("max_train_per_class"),
-                         "max_train_samples": results.get("max_train_samples")},
-        ))
-    return out
-
-
-def replace_results_section(text: str, section: str) -> str:
-    block = f"{RESULTS_START}\n{section}\n{RESULTS_END}"
-    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
-    if start != -1 and end > start:
-        return text[:start] + block + text[end + len(RESULTS_END):]
-    return text.rstrip("\n") + f"\n\n## Results\n\n{block}\n"
-
-
-def find_init(results: dict, export_dir: str | Path) -> str:
-    """The label of the evaluated init whose weights are ``export_dir``'s (same model.safetensors bytes)."""
-    export = Path(export_dir)
-    weights = export / WEIGHTS_NAME
-    if not weights.is_file():
-        raise CheckpointError(f"{export}: no {WEIGHTS_NAME}; --update-card takes an export folder (ctinit-hub export)")
-    digest = _sha256(weights)
-    for entry in results["inits"]:
-        if not entry["scratch"] and entry.get("weights_sha256") == digest:
-            return entry["label"]
-    raise ConfigError(f"--update-card {export}: none of the evaluated initializations has its weights; "
-                      f"evaluate it too (--init {export})")
-
-
-def update_card(export_dir: str | Path, results: dict, init: str | None = None,
-                results_dir: str | Path | None = None) -> Path:
-    """Write ``results`` of init ``init`` (default: the one whose weights are the export's) into
-    ``export_dir/README.md``: the ``model-index`` and the body's results table. ``results_dir`` (holding
-    ``curves.png`` and ``results.json``) is copied next to the card so that the card can show the curves."""
-    import shutil
-
-    from huggingface_hub import ModelCard
-
-    export = Path(export_dir)
-    readme = export / "README.md"
-    if not readme.is_file():
-        raise ConfigError(f"{export}: no README.md; --update-card takes a folder written by `ctinit-hub export`")
-    if not (export / CONFIG_NAME).is_file():
-        raise ConfigError(f"{export}: no {CONFIG_NAME}; --update-card takes a folder written by `ctinit-hub export`")
-    this = init if init is not None else find_init(results, export)
-    if this not in results["summary"]:
-        raise ConfigError(f"--update-card: '{this}' is not among the evaluated initializations")
-    try:
-        card = ModelCard.load(readme)
-    except Exception as e:  # noqa: BLE001 - a card that does not parse is bad input
-        raise ConfigError(f"{readme}: not a model card with YAML front matter ({type(e).__name__}: {e})") from e
-    curves = None
-    if results_dir is not None:
-        results_dir = Path(results_dir)
-        for name in ("curves.png", "results.json"):
-            if (results_dir / name).is_file() and (results_dir / name).resolve() != (export / name).resolve():
-                shutil.copyfile(results_dir / name, export / name)
-        curves = "curves.png" if (export / "curves.png").is_file() else None
-    title = next((line[2:].strip() for line in card.text.splitlines() if line.startswith("# ")), None)
-    card.data.model_name = card.data.model_name or title or export.resolve().name
-    card.data.eval_results = card_eval_results(results, this)
-    card.text = replace_results_section(card.text, results_section(results, this, curves))
-    readme.write_text(str(card).rstrip("\n") + "\n")
-    return readme
-
-
 __all__ = [
-    "card_eval_results", "find_init", "limit_train_samples", "load_results", "parse_seeds", "plot_curves",
-    "replace_results_section", "results_markdown", "results_section", "results_table", "run_evaluation",
-    "summarize", "update_card", "write_results",
+    "limit_train_samples", "load_results", "parse_seeds", "plot_curves", "results_markdown", "results_table",
+    "run_evaluation", "summarize", "write_results",
 ]

@@ -2,12 +2,18 @@
 
 Defaults: Adam, lr 1e-3, batch 128, step decay by 0.3 at 40%, 70% and 90% of the steps, random crop (and
 flip where the task allows it), a fresh task head.
+
+Plain torch: ``torch.autocast`` for mixed precision and a ``GradScaler`` for fp16. The caller says where to run
+(``device=``); a multi-process job (meta-validation in the trainer) passes its own device, and nothing here
+joins a collective.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -17,7 +23,7 @@ from torch import nn
 from .errors import ConfigError
 from .config import FinetuneConfig  # noqa: F401 - the schema lives in ctinit/config.py; imported from here too
 from .meta.optim import OptimizerSpec
-from .models import ImageClassifier, TaskHead, feature_dim, image_size_of
+from .models.heads import TaskHead, feature_dim, image_size_of
 from .tasks.sampler import BatchSampler, eval_batches
 
 
@@ -73,6 +79,16 @@ def make_config(config: FinetuneConfig | None = None, **overrides) -> FinetuneCo
     return dataclasses.replace(cfg, optimizer=optimizer, **overrides)  # validated by the schema
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``: the GPU when there is one, else the CPU; otherwise the device named."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"--device {device!r}: not a device; use cpu, cuda or cuda:N") from e
+
+
 def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, device: str | torch.device | None = None,
              log=None, on_step=None, **overrides) -> FinetuneResult:
     """Fine-tune ``model`` (modified in place) on ``task`` and evaluate it on the task's test split.
@@ -83,18 +99,17 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     (``npz:PATH``, ``builtin:NAME``...), loaded at the backbone's input size. Keyword overrides set
     :class:`FinetuneConfig` fields (``steps=300, lr=1e-3``...). ``on_step(step)`` is called after every step.
     """
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     cfg = make_config(config, **overrides) if (overrides or config is None) else config
-    classifier = model if isinstance(model, ImageClassifier) else None
+    # An ImageClassifier (backbone + head) is recognized by its two parts, so that this module need not import it.
+    classifier = model if (hasattr(model, "backbone") and hasattr(model, "head")) else None
     backbone = classifier.backbone if classifier is not None else model
     if isinstance(task, str):
         from .tasks import load_task
 
         task = load_task(task, image_size=image_size_of(backbone), seed=cfg.seed)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=(str(device) == "cpu"))
-    device = accelerator.device
+    device = resolve_device(device)
     torch.manual_seed(cfg.seed)
     channels = getattr(backbone.config, "num_channels", 3)
     if classifier is not None and isinstance(classifier.head, TaskHead):
@@ -109,17 +124,13 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     task = task.to(device)
     sampler = BatchSampler(task.x_train, task.y_train, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                            hflip=task.hflip, channels=channels)
-    model = nn.ModuleDict({"backbone": backbone, "head": head})
+    model = nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
     optimizer = OptimizerSpec.from_dict(cfg.optimizer).build(model.parameters())
     milestones = sorted({max(1, int(math.floor(m * cfg.steps))) for m in cfg.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
-    if accelerator.num_processes > 1:
-        # Called inside a multi-process job (meta-validation on the main process): this copy trains alone, so it
-        # must not be wrapped for data parallelism, whose collectives the other processes would never join.
-        model.to(device)
-        optimizer = accelerator.prepare_optimizer(optimizer)
-    else:
-        model, optimizer = accelerator.prepare(model, optimizer)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     model.train()
 
     curve, recent = [], []
@@ -129,12 +140,16 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
                leave=False, dynamic_ncols=True)
     for step in bar:
         x, y = sampler()
-        with accelerator.autocast():
-            loss = F.cross_entropy(model["head"](model["backbone"](x)), y)
+        with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()):
+            loss = F.cross_entropy(model["head"](model["backbone"](x)).float(), y)
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        with warnings.catch_warnings():
+            # fp16: the scaler skips a step whose gradients overflowed; the schedule still counts it (as before)
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            scheduler.step()
         if on_step is not None:
             on_step(step)
         if step > cfg.steps - tail:

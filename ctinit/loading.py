@@ -99,6 +99,11 @@ def _read_config(path: Path) -> PretrainedConfig:
         raise CheckpointError(f"{config_file}: cannot read config of model_type '{model_type}' ({_one_line(str(e).splitlines()[0] if str(e) else e)})") from e
 
 
+def read_config(path: str | Path) -> PretrainedConfig:
+    """The transformers config in ``path/config.json`` (one-line errors for a missing or unreadable file)."""
+    return _read_config(Path(path))
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of ``path/model.safetensors``; refuses pickle-only directories and corrupt files."""
     from safetensors import SafetensorError
@@ -204,7 +209,8 @@ def _names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether a huggingface_hub / network exception means the Hub could not be reached."""
     names = _names(exc)
     if names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "TransportError",
                 "ConnectionError", "Timeout", "ReadTimeout", "OfflineModeIsEnabled", "ProxyError"}:
@@ -213,6 +219,9 @@ def _is_connection_error(exc: BaseException) -> bool:
         return True
     status = getattr(getattr(exc, "response", None), "status_code", None)
     return "HfHubHTTPError" in names and isinstance(status, int) and status >= 500
+
+
+_is_connection_error = is_connection_error  # the old private name, for callers not yet updated
 
 
 def hub_error(exc: BaseException, repo_id: str, revision: str | None) -> CtinitError | None:
@@ -243,7 +252,10 @@ def hub_error(exc: BaseException, repo_id: str, revision: str | None) -> CtinitE
     if "EntryNotFoundError" in names:
         return CheckpointError(f"{where}: a file is missing in this Hub repo ({first}); an initialization repo holds "
                                f"{CONFIG_NAME} and {WEIGHTS_NAME}")
-    if _is_connection_error(exc):
+    if is_connection_error(exc):
+        if hub_offline():
+            return CheckpointError(f"{where}: HF_HUB_OFFLINE=1 is set and there is no cached copy; download it once "
+                                   f"online (ctinit-hub pull {repo_id}) or unset HF_HUB_OFFLINE")
         return CheckpointError(f"{where}: the Hub cannot be reached ({type(exc).__name__}: {first}) and there is no cached copy")
     if "HfHubHTTPError" in names:
         status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -267,6 +279,21 @@ def _check_repo_files(files: list[str], repo_id: str, revision: str | None, need
         raise CheckpointError(f"{where}: no {CONFIG_NAME} in this Hub repo; an initialization repo holds {CONFIG_NAME} and {WEIGHTS_NAME}")
 
 
+def _remember_ref(snapshot: Path, revision: str, commit: str) -> None:
+    """Record in the cache that ``revision`` (a branch or tag) points at ``commit``, as huggingface_hub does when it
+    downloads by branch name, so that a later offline run finds the copy under the name the user typed."""
+    refs = snapshot.parent.parent / "refs"
+    if snapshot.parent.name != "snapshots" or not refs.parent.is_dir():
+        return
+    ref = refs / revision
+    try:
+        if not ref.is_file() or ref.read_text().strip() != commit:
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(commit)
+    except OSError:  # a read-only cache still works online
+        pass
+
+
 def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: bool = True,
                  allow_patterns: list[str] | None = None, local_dir: str | Path | None = None) -> tuple[Path, str | None]:
     """Download (or find in the cache) a Hub initialization; returns ``(folder, commit hash)``.
@@ -285,7 +312,7 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: boo
         try:
             info = HfApi().model_info(repo_id, revision=revision)
         except Exception as e:  # noqa: BLE001 - mapped to one line below
-            if not _is_connection_error(e):
+            if not is_connection_error(e):
                 error = hub_error(e, repo_id, revision)
                 if error is None:
                     raise
@@ -304,7 +331,10 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: boo
             shutil.copytree(cached, local_dir, dirs_exist_ok=True)  # follows the cache's symlinks: real files
             return Path(local_dir), commit
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=allow_patterns,
+        # Download the commit model_info just reported, not the branch again: a push in between cannot mix
+        # files of two commits, and the commit printed is the one whose files were read.
+        pinned = getattr(info, "sha", None) if info is not None else None
+        folder = snapshot_download(repo_id, revision=pinned or revision, allow_patterns=allow_patterns,
                                    ignore_patterns=PICKLE_PATTERNS, local_dir=str(local_dir) if local_dir else None,
                                    local_files_only=info is None)
     except Exception as e:  # noqa: BLE001
@@ -314,6 +344,8 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: boo
         raise error from e
     folder = Path(folder)
     commit = getattr(info, "sha", None) if info is not None else None
+    if commit and local_dir is None and not _COMMIT_HASH.match(revision or "main"):
+        _remember_ref(folder, revision or "main", commit)
     if commit is None and _COMMIT_HASH.match(folder.name):
         commit = folder.name
     return folder, commit
@@ -437,7 +469,7 @@ def list_inits(author: str | None = None, search: str | None = None, limit: int 
     try:
         models = list(HfApi().list_models(filter="ctinit", author=author, search=search, sort=sort, limit=limit))
     except Exception as e:  # noqa: BLE001
-        if _is_connection_error(e):
+        if is_connection_error(e):
             why = "HF_HUB_OFFLINE is set; listing needs the network" if hub_offline() else "check the network"
             raise CheckpointError(f"cannot list initializations: the Hub cannot be reached ({type(e).__name__}); {why}") from e
         error = hub_error(e, author or "ctinit", None)
@@ -459,6 +491,6 @@ def list_inits(author: str | None = None, search: str | None = None, limit: int 
 
 __all__ = [
     "CONFIG_NAME", "InitSource", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "from_pretrained", "hub_error", "hub_offline",
-    "hub_snapshot", "init_config", "init_info", "list_inits", "load_init", "load_state_strict", "parse_hub_id", "read_weights",
+    "hub_snapshot", "init_config", "init_info", "is_connection_error", "read_config", "list_inits", "load_init", "load_state_strict", "parse_hub_id", "read_weights",
     "resolve_init", "save_init",
 ]

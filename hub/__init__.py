@@ -2,12 +2,14 @@
 push, pull and list.
 
     ctinit-hub export RUN_DIR OUT_DIR [--repo ORG/NAME] [--license apache-2.0] [--results EVAL_DIR]
-    ctinit-hub push OUT_DIR --repo ORG/NAME [--private] [--revision BRANCH] [--commit-message TEXT]
+    ctinit-hub push OUT_DIR --repo ORG/NAME [--private] [--revision BRANCH] [--create-pr] [--overwrite-card]
+    ctinit-hub update-card OUT_DIR EVAL_DIR
     ctinit-hub pull ORG/NAME [--revision REV] [--out DIR]
     ctinit-hub list [--author ORG]
 
-``hub`` imports ``ctinit``; ``ctinit`` never imports ``hub``. Every Hub call goes through ``huggingface_hub``; the
-token comes from ``HF_TOKEN`` or the saved login (``hf auth login``) and is never printed or written.
+``hub`` imports ``ctinit`` (public names only); ``ctinit`` never imports ``hub``. Pushing goes through
+``ctinit.publish.push_folder``, the one push path of every command. The token comes from ``HF_TOKEN`` or the saved
+login (``hf auth login``) and is never printed or written.
 """
 from __future__ import annotations
 

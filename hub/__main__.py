@@ -25,9 +25,10 @@ def cmd_push(args) -> int:
     from .remote import push
 
     info = push(args.export_dir, args.repo, private=args.private, revision=args.revision,
-                commit_message=args.commit_message, log=_log)
+                commit_message=args.commit_message, create_pr=args.create_pr, overwrite_card=args.overwrite_card,
+                log=_log)
     _log(f"hub push: {args.repo}" + (f" ({args.revision})" if args.revision else ""))
-    print(getattr(info, "commit_url", info))
+    print(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
     return 0
 
 
@@ -41,10 +42,35 @@ def cmd_pull(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
-    from ctinit.cli import cmd_list as ctinit_list
+def cmd_update_card(args) -> int:
+    from ctinit.evaluate import load_results
 
-    return ctinit_list(args)
+    from .card import update_card
+
+    readme = update_card(args.export_dir, load_results(args.results), init=args.init)
+    _log(f"hub update-card: wrote the results into {readme} (model-index, results table, results.json, curves.png)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    import json
+
+    from ctinit.loading import list_inits
+
+    rows = list_inits(author=args.author, search=args.search, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        _log("hub list: no initializations found on the Hub" + (f" for author {args.author}" if args.author else ""))
+        return 0
+    header = ["id", "algorithm", "downloads", "likes", "updated"]
+    table = [[str(r["id"]), r["algorithm"] or "-", "-" if r["downloads"] is None else str(r["downloads"]),
+              "-" if r["likes"] is None else str(r["likes"]), r["last_modified"] or "-"] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    for row in [header] + table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--private", action="store_true", help="create the repo private")
     pu.add_argument("--revision", default=None, help="branch to push to (created from main if needed)")
     pu.add_argument("--commit-message", default=None)
+    pu.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    pu.add_argument("--overwrite-card", action="store_true", help="replace the card already on the Hub (default: keep it)")
     pu.set_defaults(func=cmd_push)
+
+    uc = sub.add_parser("update-card", help="write `ctinit evaluate` results into an export's card")
+    uc.add_argument("export_dir")
+    uc.add_argument("results", help="a `ctinit evaluate --out` folder (or its results.json)")
+    uc.add_argument("--init", default=None, help="which evaluated --init the card is about (default: the one with the export's weights)")
+    uc.set_defaults(func=cmd_update_card)
 
     pl = sub.add_parser("pull", help="download an initialization; prints the resolved commit hash, then the folder")
     pl.add_argument("repo", help="ORG/NAME[@REVISION]")
@@ -81,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
-    for p in (ex, pu, pl, ls):
+    for p in (ex, pu, uc, pl, ls):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 

@@ -2,10 +2,18 @@
 ``huggingface_hub.ModelCard.from_template``) and its metadata (``huggingface_hub.ModelCardData``)."""
 from __future__ import annotations
 
-import re
+import copy
+import hashlib
+import shutil
 from pathlib import Path
 
-from ctinit.errors import ConfigError
+from ctinit.errors import CheckpointError, ConfigError
+from ctinit.evaluate import machine_line, plot_curves, recipe_line, results_table, summarize
+from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME
+from ctinit.publish import ARXIV_URL, PLACEHOLDER, PLACEHOLDER_ORG, check_license, dataset_id, install_line
+
+RESULTS_START = "<!-- ctinit:results -->"
+RESULTS_END = "<!-- /ctinit:results -->"
 
 def _template_path() -> Path:
     # Installed from a wheel the templates are the subpackage ctinit_hub.model_cards; in a checkout (or an editable
@@ -18,9 +26,6 @@ def _template_path() -> Path:
 
 
 TEMPLATE = _template_path()
-#: The Hub id written into a card exported without --repo; `push` replaces it with the real id.
-PLACEHOLDER_ORG = "YOUR-ORG"
-PLACEHOLDER = re.compile(rf"{PLACEHOLDER_ORG}/[A-Za-z0-9_.-]+")
 
 ALGORITHM_NAMES = {
     "cts": "Continual Trajectory Shifting (CTS)",
@@ -31,17 +36,15 @@ ALGORITHM_NAMES = {
     "mtl": "multi-task learning (joint training, separate heads)",
     "scratch": "no meta-training (the initialization it started from)",
 }
-#: Task specs that name a Hugging Face dataset; `hf:NAME` specs name theirs directly.
-KNOWN_DATASETS = {"builtin:fashion-mnist": "zalando-datasets/fashion_mnist"}
-BASE_TAGS = ["ctinit", "meta-learning", "continual-trajectory-shifting", "image-classification"]
+BASE_TAGS = ["ctinit", "meta-learning", "continual-trajectory-shifting", "image-feature-extraction"]
 
 
 def card_datasets(tasks: list[dict]) -> list[str]:
+    """The Hub datasets behind the tasks (:func:`ctinit.publish.dataset_id`, the mapping model-index uses too)."""
     out = []
     for t in tasks:
-        spec = str(t.get("spec", ""))
-        name = spec.partition(":")[2].split(":")[0] if spec.startswith("hf:") else KNOWN_DATASETS.get(spec)
-        if name and not Path(name).exists() and name not in out:
+        name = dataset_id(str(t.get("spec", "")))
+        if name and name not in out:
             out.append(name)
     return out
 
@@ -84,18 +87,18 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
     """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from ctinit.evaluate import card_eval_results, results_section
-
     template = Path(template) if template else TEMPLATE
     if not template.is_file():
         raise ConfigError(f"{template}: no card template; pass --template PATH (see model_cards/template.md in ctinit's repo)")
-    tasks = list(info.get("tasks") or [])
+    tasks = [{**t, "spec": public_spec(t.get("spec", ""))} for t in (info.get("tasks") or [])]  # no local paths
     algorithm = str(info.get("algorithm", "unknown"))
     recipe = info.get("config") or {}
     model_name = repo_id.split("/")[-1]
     tags = list(dict.fromkeys(BASE_TAGS + [algorithm, config.model_type]))
+    # A standard transformers backbone: the Hub shows transformers' snippet; the ctinit tag keeps it in `ctinit list`.
     data = ModelCardData(
-        library_name="ctinit", license=license, tags=tags, datasets=card_datasets(tasks) or None,
+        library_name="transformers" if plain_transformers else "ctinit", pipeline_tag="image-feature-extraction",
+        license=check_license(license), tags=tags, datasets=card_datasets(tasks) or None,
         model_name=model_name if results else None,
         eval_results=card_eval_results(results, results_label) if results else None,
     )
@@ -110,7 +113,156 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
         steps=info.get("steps", recipe.get("steps", "?")), tasks=tasks, settings=settings_rows(info, config),
         recipe_yaml=(recipe_yaml or "").strip(), plain_transformers=plain_transformers,
         results_section=results_section(results, results_label, curves),
+        install_line=install_line(), arxiv_url=ARXIV_URL,
     )
 
 
-__all__ = ["ALGORITHM_NAMES", "PLACEHOLDER", "PLACEHOLDER_ORG", "TEMPLATE", "card_datasets", "render_card"]
+# ------------------------------------------------------------------------------------------------ model cards
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def public_spec(spec: str) -> str:
+    """A task spec as a card may show it: ``npz:``/``folder:`` keep the file's name only, never its path."""
+    kind, _, rest = str(spec).partition(":")
+    if kind in ("npz", "folder") and rest:
+        return f"{kind}:{Path(rest).name}"
+    return str(spec)
+
+
+def public_results(results: dict, this: str | None = None) -> dict:
+    """``results`` without local paths or the command line: init labels as :func:`card_label` writes them, local
+    task specs by file name; what ``results.json`` next to a card holds and what its curves are drawn from."""
+    out = copy.deepcopy(results)
+    labels = {e["label"]: card_label(e, this).strip("`") for e in results["inits"]}
+    specs = {t["spec"]: public_spec(t["spec"]) for t in results["tasks"]}
+    out["command"] = None
+    for entry in out["inits"]:
+        entry["label"] = labels[entry["label"]]
+        entry["path"] = None
+    for task in out["tasks"]:
+        task["spec"] = specs[task["spec"]]
+        if task.get("display") in specs:
+            task["display"] = specs[task["display"]]
+    for run in out["runs"]:
+        run["init"], run["task"] = labels[run["init"]], specs[run["task"]]
+    out["summary"] = summarize(out)
+    return out
+
+
+def card_label(entry: dict, this: str | None = None) -> str:
+    """A column label for a card: no local paths."""
+    if entry["label"] == this:
+        return "this initialization"
+    if entry.get("repo_id"):
+        prefix = "scratch: " if entry["scratch"] else ""
+        return f"{prefix}`{entry['repo_id']}`"
+    if entry["scratch"]:
+        return f"scratch (`{entry['arch']}`)" if entry.get("arch") else "scratch (same architecture)"
+    return f"`{Path(entry['label']).name or entry['label']}`"
+
+
+def results_section(results: dict | None, this: str | None = None, curves: str | None = None) -> str:
+    """The card's results section body (between the markers)."""
+    if not results:
+        return ("Not evaluated yet. Compare it with training from scratch on your tasks, and write the numbers "
+                "into this card:\n\n```bash\nctinit evaluate --init . --init scratch:. --data builtin:georgian "
+                "--seeds 3 --steps 300 --out eval && ctinit-hub update-card . eval\n```")
+    labels = {e["label"]: card_label(e, this) for e in results["inits"]}
+    parts = [recipe_line(results), results_table(results, labels)]
+    if curves:
+        parts.append(f"![test accuracy while fine-tuning]({curves})")
+    parts.append(machine_line(results, command=False))
+    return "\n\n".join(parts)
+
+
+def card_eval_results(results: dict, this: str) -> list:
+    """``huggingface_hub.EvalResult`` entries (the card's ``model-index``) for the init labelled ``this``."""
+    from huggingface_hub import EvalResult
+
+    summary = results["summary"][this]
+    ft = results["finetune"]
+    seeds = results["seeds"]
+    out = []
+    for task in results["tasks"]:
+        stats = summary["tasks"][task["spec"]]
+        if not stats["n"]:
+            continue
+        out.append(EvalResult(
+            task_type="image-classification", task_name="Image classification (fine-tuned from this initialization)",
+            dataset_type=dataset_id(task["spec"]) or task["name"], dataset_name=task["display"], dataset_split="test",
+            metric_type="accuracy", metric_value=round(stats["mean"], 4),
+            metric_name=f"test accuracy after {ft['steps']} fine-tuning steps (mean of {len(seeds)} seeds)",
+            metric_args={"steps": ft["steps"], "seeds": len(seeds), "std": round(stats["std"], 4),
+                         "max_train_per_class": results.get("max_train_per_class"),
+                         "max_train_samples": results.get("max_train_samples")},
+        ))
+    return out
+
+
+def replace_results_section(text: str, section: str) -> str:
+    block = f"{RESULTS_START}\n{section}\n{RESULTS_END}"
+    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    if start != -1 and end > start:
+        return text[:start] + block + text[end + len(RESULTS_END):]
+    return text.rstrip("\n") + f"\n\n## Results\n\n{block}\n"
+
+
+def find_init(results: dict, export_dir: str | Path) -> str:
+    """The label of the evaluated init whose weights are ``export_dir``'s (same model.safetensors bytes)."""
+    export = Path(export_dir)
+    weights = export / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{export}: no {WEIGHTS_NAME}; update-card takes an export folder (ctinit-hub export)")
+    digest = _sha256(weights)
+    for entry in results["inits"]:
+        if not entry["scratch"] and entry.get("weights_sha256") == digest:
+            return entry["label"]
+    raise ConfigError(f"update-card {export}: none of the evaluated initializations has its weights; "
+                      f"evaluate it too (--init {export})")
+
+
+def update_card(export_dir: str | Path, results: dict, init: str | None = None) -> Path:
+    """Write ``results`` of init ``init`` (default: the one whose weights are the export's) into
+    ``export_dir/README.md``: the ``model-index`` and the body's results table, plus ``results.json`` and
+    ``curves.png`` beside it, both without local paths or the command line. The one way results enter a card:
+    ``ctinit-hub export --results`` and ``ctinit-hub update-card`` both call it."""
+    import json
+
+    from huggingface_hub import ModelCard
+
+    export = Path(export_dir)
+    readme = export / "README.md"
+    if not readme.is_file():
+        raise ConfigError(f"{export}: no README.md; update-card takes a folder written by `ctinit-hub export`")
+    if not (export / CONFIG_NAME).is_file():
+        raise ConfigError(f"{export}: no {CONFIG_NAME}; update-card takes a folder written by `ctinit-hub export`")
+    this = init if init is not None else find_init(results, export)
+    if this not in results["summary"]:
+        raise ConfigError(f"update-card: '{this}' is not among the evaluated initializations")
+    try:
+        card = ModelCard.load(readme)
+    except Exception as e:  # noqa: BLE001 - a card that does not parse is bad input
+        raise ConfigError(f"{readme}: not a model card with YAML front matter ({type(e).__name__}: {e})") from e
+    public = public_results(results, this)
+    (export / "results.json").write_text(json.dumps(public, indent=1) + "\n")
+    plot_curves(public, export / "curves.png")  # drawn again: the evaluation's own legend may name local paths
+    curves = "curves.png"
+    results, this = public, "this initialization"
+    title = next((line[2:].strip() for line in card.text.splitlines() if line.startswith("# ")), None)
+    card.data.model_name = card.data.model_name or title or export.resolve().name
+    card.data.eval_results = card_eval_results(results, this)
+    card.text = replace_results_section(card.text, results_section(results, this, curves))
+    readme.write_text(str(card).rstrip("\n") + "\n")
+    return readme
+
+
+__all__ = ["ALGORITHM_NAMES", "PLACEHOLDER", "PLACEHOLDER_ORG", "TEMPLATE", "card_datasets", "card_eval_results",
+           "card_label", "find_init", "public_results", "public_spec", "render_card", "replace_results_section",
+           "results_section", "update_card"]

@@ -2,7 +2,7 @@
 
     OUT_DIR/config.json               the backbone's transformers config + the ``ctinit`` entry (how it was made)
     OUT_DIR/model.safetensors         phi only, with safetensors metadata (format, library, algorithm)
-    OUT_DIR/preprocessor_config.json  input size and normalization, for transformers' AutoImageProcessor
+    OUT_DIR/preprocessor_config.json  transformers' ViTImageProcessor: input size and normalization (AutoImageProcessor)
     OUT_DIR/recipe.yaml               the resolved meta-training recipe (RUN_DIR/config.yaml)
     OUT_DIR/README.md                 the model card (model_cards/template.md)
     OUT_DIR/results.json, curves.png  with --results: the evaluation the card reports
@@ -14,11 +14,12 @@ import shutil
 from pathlib import Path
 
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, _read_config, load_init, parse_hub_id
+from ctinit.finetuned import image_processor
+from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, load_init, parse_hub_id, read_config
 from ctinit.models import is_ctinit_config
-from ctinit.tasks.sampler import MEAN, STD
+from ctinit.publish import check_license
 
-from .card import PLACEHOLDER_ORG, render_card
+from .card import PLACEHOLDER_ORG, public_spec, render_card, update_card
 
 RECIPE_NAME = "recipe.yaml"
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -36,17 +37,6 @@ def find_init(run_dir: Path) -> tuple[Path, Path | None]:
         return run_dir, None
     raise ConfigError(f"{run_dir}: no init/{CONFIG_NAME}; pass a meta-training run directory (its --out) or an "
                       f"initialization directory ({CONFIG_NAME} + {WEIGHTS_NAME})")
-
-
-def preprocessor_config(config) -> dict:
-    size = getattr(config, "image_size", 28)
-    size = size[0] if isinstance(size, (list, tuple)) else int(size)
-    channels = int(getattr(config, "num_channels", 3))
-    return {
-        "image_processor_type": "ViTImageProcessor", "do_convert_rgb": channels == 3, "do_resize": True,
-        "size": {"height": size, "width": size}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": [MEAN] * channels, "image_std": [STD] * channels,
-    }
 
 
 def _write_weights(src: Path, dst: Path, algorithm: str) -> None:
@@ -80,13 +70,33 @@ def check_finite_weights(init: Path) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteError(f"{init}: weight '{name}' holds non-finite values (NaN or inf); nothing was exported: "
                                  "retrain (lower learning rates) or export another run")
+def _public(value):
+    """``value`` (config data) with every local task spec by file name only (see :func:`~.card.public_spec`):
+    the meta-training tasks, the validation tasks, wherever they are."""
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    if isinstance(value, str) and value.startswith(("npz:", "folder:")):
+        return public_spec(value)
+    return value
+
+
+def _public_recipe(text: str) -> str:
+    """The recipe with its local task specs by file name only; unchanged text when there are none."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    public = _public(data)
+    return text if public == data else yaml.safe_dump(public, sort_keys=False)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str = "apache-2.0",
                results: str | Path | None = None, template: str | Path | None = None, overwrite: bool = False) -> Path:
     """Turn ``run_dir`` into a Hub model repo folder ``out_dir`` (see module doc); returns ``out_dir``."""
-    from ctinit.evaluate import find_init as find_evaluated, load_results
+    from ctinit.evaluate import load_results
 
+    check_license(license)
     run = Path(run_dir)
     out = Path(out_dir)
     init, recipe = find_init(run)
@@ -107,37 +117,31 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     results_data = load_results(results) if results is not None else None  # bad results fail before writing
 
     backbone = load_init(init)  # refuses pickle-only, truncated and mismatched initializations
-    config = _read_config(init)
+    config = read_config(init)
     info = dict(getattr(config, "ctinit", None) or {})
     if not info:
         raise CheckpointError(f"{init / CONFIG_NAME}: no 'ctinit' entry (how it was made); export initializations "
                               f"written by ctinit (ctinit-train or ctinit.loading.save_init)")
 
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(init / CONFIG_NAME, out / CONFIG_NAME)
+    # Published files name local data by file name only (npz:/home/me/x.npz -> npz:x.npz), never by path.
+    raw = _public(json.loads((init / CONFIG_NAME).read_text()))
+    (out / CONFIG_NAME).write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
     _write_weights(init / WEIGHTS_NAME, out / WEIGHTS_NAME, str(info.get("algorithm", "unknown")))
-    (out / PREPROCESSOR_NAME).write_text(json.dumps(preprocessor_config(config), indent=2) + "\n")
+    image_processor(config).save_pretrained(str(out))  # transformers' own ViTImageProcessor config
     recipe_text = None
     if recipe is not None:
-        recipe_text = recipe.read_text()
+        recipe_text = _public_recipe(recipe.read_text())
         (out / RECIPE_NAME).write_text(recipe_text)
-    label, curves = None, None
-    if results_data is not None:
-        label = find_evaluated(results_data, out)
-        src = Path(results)
-        src_dir = src if src.is_dir() else src.parent
-        (out / "results.json").write_text(json.dumps(results_data, indent=1) + "\n")
-        if (src_dir / "curves.png").is_file():
-            shutil.copyfile(src_dir / "curves.png", out / "curves.png")
-            curves = "curves.png"
     card = render_card(
         config, info, repo_id=repo_id or f"{PLACEHOLDER_ORG}/{out.resolve().name}",
         num_parameters=sum(p.numel() for p in backbone.parameters()), license=license, recipe_yaml=recipe_text,
-        results=results_data, results_label=label, curves=curves, plain_transformers=not is_ctinit_config(config),
-        template=template,
+        plain_transformers=not is_ctinit_config(config), template=template,
     )
     (out / "README.md").write_text(str(card).rstrip("\n") + "\n")
+    if results_data is not None:
+        update_card(out, results_data)  # the one way results enter a card (also `ctinit-hub update-card`)
     return out
 
 
-__all__ = ["EXPORT_FILES", "PREPROCESSOR_NAME", "RECIPE_NAME", "export_run", "find_init", "preprocessor_config"]
+__all__ = ["EXPORT_FILES", "PREPROCESSOR_NAME", "RECIPE_NAME", "export_run", "find_init"]

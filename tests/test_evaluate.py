@@ -10,7 +10,8 @@ import ctinit
 from ctinit.cli import main as cli_main
 from ctinit.errors import ConfigError
 from ctinit.evaluate import (limit_train_samples, load_results, parse_seeds, results_markdown, run_evaluation,
-                             update_card, write_results)
+                             write_results)
+from ctinit_hub.card import update_card
 from ctinit.finetune import FinetuneConfig
 from ctinit.loading import save_init
 from ctinit.tasks import load_task
@@ -112,10 +113,11 @@ def test_cli_evaluate_writes_files_and_updates_the_card(setup, tmp_path, capsys)
     assert hub_main(["export", str(setup["root"] / "run"), str(export), "--repo", "me/tiny"]) == 0
     args = ["evaluate", "--init", str(export), "--init", f"scratch:{export}", "--data", setup["data"][0],
             "--seeds", "0,1", "--steps", "4", "--batch-size", "8", "--max-train-per-class", "6", "--out",
-            str(tmp_path / "eval"), "--update-card", str(export), "--no-progress"]
+            str(tmp_path / "eval"), "--no-progress"]
     capsys.readouterr()
     assert cli_main(args) == 0
     out = capsys.readouterr().out
+    assert hub_main(["update-card", str(export), str(tmp_path / "eval")]) == 0
     assert out.startswith("| task |") and "**mean**" in out
     assert {p.name for p in (tmp_path / "eval").iterdir()} == {"results.json", "results.md", "curves.png", "runs.jsonl"}
     results = load_results(tmp_path / "eval")
@@ -128,8 +130,12 @@ def test_cli_evaluate_writes_files_and_updates_the_card(setup, tmp_path, capsys)
     assert entry.dataset_name == "bars" and entry.task_type == "image-classification"
     assert "| task | this initialization | scratch (same architecture) |" in card.text
     assert "![test accuracy while fine-tuning](curves.png)" in card.text and (export / "curves.png").is_file()
+    # the files beside the card name no local path and hold no command line
+    for path in export.iterdir():
+        data = path.read_bytes()
+        assert str(tmp_path).encode() not in data and b"--max-train-per-class" not in data, path.name
     # again: the section and the model-index are replaced, not appended
-    update_card(export, results, results_dir=tmp_path / "eval")
+    update_card(export, results)
     card = ModelCard.load(export / "README.md")
     assert len(card.data.eval_results) == 1 and card.text.count("<!-- ctinit:results -->") == 1
     # export again with the results: the same model-index and table straight from the template
@@ -149,7 +155,6 @@ def test_cli_evaluate_writes_files_and_updates_the_card(setup, tmp_path, capsys)
     (["--data", "npz:/nonexistent/x.npz"], "file not found"),
     (["--seeds", "zero"], "--seeds 'zero'"),
     (["--init", "scratch:convnet4-32"], "given twice"),
-    (["--update-card", "/nonexistent"], "not an export folder"),
     (["--max-train-per-class", "50"], "cannot take 50 train examples per class"),
 ])
 def test_cli_evaluate_bad_input_is_one_line_before_training(setup, tmp_path, capsys, extra, needle):

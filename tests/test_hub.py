@@ -86,7 +86,8 @@ def test_card_parses_and_carries_the_metadata(export):
 
     card = ModelCard.load(export / "README.md")
     assert card.data.library_name == "ctinit" and card.data.license == "apache-2.0"
-    assert {"ctinit", "meta-learning", "cts", "image-classification"} <= set(card.data.tags)
+    assert card.data.pipeline_tag == "image-feature-extraction"
+    assert {"ctinit", "meta-learning", "cts"} <= set(card.data.tags)
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"]
     assert not card.data.eval_results  # not evaluated yet
     text = card.text
@@ -108,6 +109,8 @@ def test_export_of_a_transformers_backbone_says_it_loads_without_ctinit(tmp_path
     assert hub_main(["export", str(tmp_path / "run"), str(tmp_path / "out"), "--repo", "me/vit-init", "--license", "mit"]) == 0
     card = ModelCard.load(tmp_path / "out" / "README.md")
     assert card.data.license == "mit" and card.data.datasets == ["ylecun/mnist"] and "vit" in card.data.tags
+    # the Hub shows transformers' snippet; the ctinit tag keeps it in `ctinit list`
+    assert card.data.library_name == "transformers" and "ctinit" in card.data.tags
     assert 'AutoModelForImageClassification.from_pretrained("me/vit-init", num_labels=10)' in card.text
     assert "`ViTModel`" in card.text and "YOUR-ORG" not in card.text
     assert not (tmp_path / "out" / "recipe.yaml").exists()  # an init dir without a run recipe
@@ -157,10 +160,28 @@ def fake_hub(monkeypatch):
             return result
         return method
 
-    commit = SimpleNamespace(commit_url=f"https://huggingface.co/me/tiny/commit/{SHA}", oid=SHA)
+    commit = SimpleNamespace(commit_url=f"https://huggingface.co/me/tiny/commit/{SHA}", oid=SHA, pr_url=None)
+    calls["remote_card"] = False
+    monkeypatch.setattr("ctinit.publish.get_token", lambda: TOKEN)
+    monkeypatch.setattr("huggingface_hub.HfApi.file_exists",
+                        lambda self, repo_id, filename, **kw: calls["remote_card"] and filename == "README.md")
+    real_init = __import__("huggingface_hub").HfApi.__init__
+
+    def init(self, *args, **kwargs):
+        calls["HfApi"] = kwargs
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr("huggingface_hub.HfApi.__init__", init)
+
+    def upload(self, *args, **kwargs):  # record what the staged folder held at upload time
+        folder = Path(kwargs["folder_path"])
+        calls["upload_folder"] = (args, kwargs, getattr(self, "token", None))
+        calls["uploaded"] = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        return commit
+
     monkeypatch.setattr("huggingface_hub.HfApi.create_repo", record("create_repo"))
     monkeypatch.setattr("huggingface_hub.HfApi.create_branch", record("create_branch"))
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", record("upload_folder", commit))
+    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload)
     return calls
 
 
@@ -174,13 +195,51 @@ def test_push_creates_repo_uploads_and_prints_commit_url(export_copy, fake_hub, 
     args, kwargs, token = fake_hub["create_repo"]
     assert args == ("me/tiny",) and kwargs["private"] is True and kwargs["exist_ok"] is True and token == TOKEN
     assert fake_hub["create_branch"][1]["branch"] == "dev"
+    assert fake_hub["HfApi"]["library_name"] == "ctinit" and fake_hub["HfApi"]["library_version"] == ctinit.__version__
     up = fake_hub["upload_folder"][1]
-    assert up["repo_id"] == "me/tiny" and up["folder_path"] == str(export_copy) and up["revision"] == "dev"
-    assert up["commit_message"] == "first init" and "*.bin" in up["ignore_patterns"]
-    readme = (export_copy / "README.md").read_text()
-    assert 'ctinit.from_pretrained("me/tiny")' in readme and "YOUR-ORG" not in readme
-    for path in export_copy.iterdir():
-        assert TOKEN.encode() not in path.read_bytes()
+    # uploaded from a temporary copy: the user's folder is never edited
+    assert up["repo_id"] == "me/tiny" and up["folder_path"] != str(export_copy) and up["revision"] == "dev"
+    assert up["commit_message"] == "first init" and "*.bin" in up["ignore_patterns"] and up["create_pr"] is False
+    uploaded = fake_hub["uploaded"]["README.md"].decode()
+    assert 'ctinit.from_pretrained("me/tiny")' in uploaded and "YOUR-ORG" not in uploaded
+    assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()
+    assert set(fake_hub["uploaded"]) == {p.name for p in export_copy.iterdir()}
+    for data in fake_hub["uploaded"].values():
+        assert TOKEN.encode() not in data
+
+
+def test_push_keeps_an_existing_remote_card_unless_overwrite_card(export_copy, fake_hub, capsys):
+    fake_hub["remote_card"] = True
+    assert hub_main(["push", str(export_copy), "--repo", "me/tiny", "--create-pr"]) == 0
+    assert "README.md" not in fake_hub["uploaded"] and "config.json" in fake_hub["uploaded"]
+    assert fake_hub["upload_folder"][1]["create_pr"] is True and "create_branch" not in fake_hub
+    assert "kept the model card" in capsys.readouterr().err
+    assert hub_main(["push", str(export_copy), "--repo", "me/tiny", "--overwrite-card"]) == 0
+    assert "README.md" in fake_hub["uploaded"]
+
+
+def test_push_refuses_the_token_in_a_large_binary_file_or_a_file_name(export_copy, fake_hub, capsys):
+    def refused(needle):
+        assert hub_main(["push", str(export_copy), "--repo", "me/tiny"]) == 2
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], err
+        assert TOKEN not in out + err and "Traceback" not in err
+        assert "upload_folder" not in fake_hub
+
+    blob = bytearray(os.urandom(2 << 20))  # 2 MiB of binary, the token across the 1 MiB chunk edge
+    at = (1 << 20) - 10
+    blob[at:at + len(TOKEN)] = TOKEN.encode()
+    (export_copy / "extra.bin.data").write_bytes(bytes(blob))
+    refused("extra.bin.data: contains a Hugging Face token")
+    (export_copy / "extra.bin.data").unlink()
+    other = "hf_" + "Q" * 34  # token-shaped, not the user's own
+    (export_copy / "weights.dat").write_bytes(os.urandom(3 << 20) + other.encode())
+    refused("weights.dat: contains a Hugging Face token")
+    (export_copy / "weights.dat").unlink()
+    (export_copy / "sub").mkdir()
+    (export_copy / "sub" / f"{TOKEN}.txt").write_text("harmless")
+    refused("a file name holds a Hugging Face token (sub/hf_***.txt)")
 
 
 def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, fake_hub, monkeypatch, capsys):
@@ -192,7 +251,7 @@ def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, fake_h
         assert TOKEN not in out + err and "Traceback" not in err
 
     (export_copy / "notes.md").write_text(f"my token is {TOKEN}\n")
-    fails("contains your Hugging Face token")
+    fails("notes.md: contains a Hugging Face token")
     (export_copy / "notes.md").unlink()
     (export_copy / "optimizer.pt").write_bytes(b"pickle")
     fails("holds pickle files")
@@ -210,8 +269,13 @@ def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, fake_h
     monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", forbidden)
     fails("not allowed to write (HTTP 403)")
     assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()  # restored after the failed upload
-    monkeypatch.setattr("ctinit_hub.remote.get_token", lambda: None)
+    monkeypatch.setattr("ctinit.publish.get_token", lambda: None)
     fails("no Hugging Face token: set HF_TOKEN")
+    monkeypatch.setattr("ctinit.publish.get_token", lambda: TOKEN)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    fails("HF_HUB_OFFLINE is set")
     assert "upload_folder" not in fake_hub
 
 
@@ -231,7 +295,7 @@ def test_pull_prints_the_resolved_commit_and_refuses_pickle_repos(export, fake_h
     assert hub_main(["pull", "me/tiny", "--revision", "v1", "--out", str(tmp_path / "pulled")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [SHA, str(tmp_path / "pulled")]
-    assert seen["repo_id"] == "me/tiny" and seen["revision"] == "v1" and "*.bin" in seen["ignore_patterns"]
+    assert seen["repo_id"] == "me/tiny" and seen["revision"] == SHA and "*.bin" in seen["ignore_patterns"]  # the commit model_info reported
     assert (tmp_path / "pulled" / "README.md").is_file()
 
     files[:] = ["config.json", "pytorch_model.bin"]
@@ -290,3 +354,20 @@ def test_push_and_pull_against_the_real_hub(export_copy, tmp_path, capsys):
             assert torch.equal(pulled[k], v)
     finally:
         HfApi().delete_repo(repo, missing_ok=True)
+
+
+def test_meta_train_push_to_hub_exports_and_uploads_at_the_end(fake_hub, tmp_path, capsys):
+    from ctinit_training.meta_train import main as meta_train_main
+
+    args = ["--config", str(TINY), "--out", str(tmp_path / "run"), "--no-progress", "steps=2", "reset_period=2",
+            "log_every=2", "max_train_per_class=4", "batch_size=8", "tasks=[builtin:fashion-mnist, builtin:latin]"]
+    assert meta_train_main(args + ["--push-to-hub", "not a repo"]) == 2  # refused before any training
+    assert "write a Hub id as ORG/NAME" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert meta_train_main(args + ["--push-to-hub", "me/tiny", "--private"]) == 0
+    uploaded = fake_hub["uploaded"]
+    assert {"config.json", WEIGHTS_NAME, "README.md", "recipe.yaml", "preprocessor_config.json"} <= set(uploaded)
+    assert fake_hub["create_repo"][1]["private"] is True
+    assert 'ctinit.from_pretrained("me/tiny")' in uploaded["README.md"].decode()
+    for data in uploaded.values():
+        assert str(tmp_path).encode() not in data and TOKEN.encode() not in data
+    assert f"pushed to me/tiny: https://huggingface.co/me/tiny/commit/{SHA}" in capsys.readouterr().err

@@ -314,7 +314,8 @@ def test_online_download_fetches_config_and_weights_only(online, monkeypatch, tm
     monkeypatch.setattr("huggingface_hub.snapshot_download", download)
     source = resolve_init("org/tiny@v1")
     assert source.commit == V1 and source.path == tmp_path / "snap"
-    assert seen["repo_id"] == "org/tiny" and seen["revision"] == "v1" and seen["local_files_only"] is False
+    # the commit model_info reported is downloaded, not the branch again (no race with a push in between)
+    assert seen["repo_id"] == "org/tiny" and seen["revision"] == V1 and seen["local_files_only"] is False
     assert seen["allow_patterns"] == ["config.json", WEIGHTS_NAME] and "*.bin" in seen["ignore_patterns"]
 
 
@@ -406,3 +407,16 @@ def test_offline_pull_into_a_folder_copies_the_cached_copy(hub_cache, tmp_path, 
     assert [l for l in capsys.readouterr().out.splitlines()][-1] == str(out)
     assert not (out / "model.safetensors").is_symlink()  # real files, not links into the cache
     assert_same_state(load_init(out), weights(hub_cache.main))
+
+
+def test_offline_mode_is_named_and_the_typed_revision_kept(monkeypatch):
+    from huggingface_hub import constants
+
+    from ctinit.loading import hub_error
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    error = hub_error(ConnectionError("offline"), "org/tiny", "v3")
+    assert "org/tiny@v3" in str(error) and "HF_HUB_OFFLINE=1 is set" in str(error) and "network" not in str(error)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    error = hub_error(ConnectionError("down"), "org/tiny", "v3")
+    assert "org/tiny@v3" in str(error) and "cannot be reached" in str(error)

@@ -459,6 +459,23 @@ def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_
     return final
 
 
+def push_run(out, repo_id: str, private: bool = False) -> None:
+    """Export the finished run into a temporary folder and upload it with ``ctinit-hub push``'s code; main process only."""
+    import tempfile
+
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    from ctinit_hub.export import export_run
+    from ctinit_hub.remote import push
+
+    with tempfile.TemporaryDirectory(prefix="ctinit-export-") as tmp:
+        export = export_run(out, Path(tmp) / Path(repo_id).name, repo_id=repo_id)
+        info = push(export, repo_id, private=private, log=lambda m: print(m, file=sys.stderr))
+    print(f"meta_train: pushed to {repo_id}: {getattr(info, 'commit_url', info)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="ctinit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a YAML recipe file or a bundled recipe name (see training/recipes/)")
@@ -468,13 +485,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="delete the earlier run in OUT and start a new one")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
+                        help="at the end, export the run and upload it to this Hub repo (main process only)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. steps=200 meta_optimizer.lr=0.1")
     args = parser.parse_args(argv)
 
     def command() -> int:
         try:
             config = load_config(args.config, args.overrides)
+            if args.push_to_hub:
+                from ctinit.publish import check_push
+
+                check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
             run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+            if args.push_to_hub:
+                push_run(args.out, args.push_to_hub, private=args.private)
         except Preempted as p:
             print(f"meta_train: {p}; continue with --resume", file=sys.stderr)
             return 128 + int(p.signum)

@@ -10,18 +10,35 @@ from __future__ import annotations
 from typing import Callable
 
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig
 
 from ..errors import ConfigError
-from .backbones import CtinitConvNetModel, CtinitResNetModel
-from .classifier import ImageClassifier, TaskHead
+from .classifier import ImageClassifier
 from .configuration import CtinitConvNetConfig, CtinitResNetConfig
+from .heads import TaskHead, feature_dim, image_size_of
 from .hf import HFBackbone, tiny_convnext_config, tiny_vit_config
+from .lazy import lazy_class
 
+# The model classes are imported on first use (see lazy.py): `import ctinit` does not load transformers' modeling code.
+_BACKBONES, _CLASSIFIERS = "ctinit.models.backbones", "ctinit.models.classification"
 AutoConfig.register(CtinitResNetConfig.model_type, CtinitResNetConfig, exist_ok=True)
 AutoConfig.register(CtinitConvNetConfig.model_type, CtinitConvNetConfig, exist_ok=True)
-AutoModel.register(CtinitResNetConfig, CtinitResNetModel, exist_ok=True)
-AutoModel.register(CtinitConvNetConfig, CtinitConvNetModel, exist_ok=True)
+AutoModel.register(CtinitResNetConfig, lazy_class(_BACKBONES, "CtinitResNetModel", CtinitResNetConfig), exist_ok=True)
+AutoModel.register(CtinitConvNetConfig, lazy_class(_BACKBONES, "CtinitConvNetModel", CtinitConvNetConfig), exist_ok=True)
+AutoModelForImageClassification.register(
+    CtinitResNetConfig, lazy_class(_CLASSIFIERS, "CtinitResNetForImageClassification", CtinitResNetConfig), exist_ok=True)
+AutoModelForImageClassification.register(
+    CtinitConvNetConfig, lazy_class(_CLASSIFIERS, "CtinitConvNetForImageClassification", CtinitConvNetConfig), exist_ok=True)
+_LAZY = {"CtinitResNetModel": _BACKBONES, "CtinitConvNetModel": _BACKBONES,
+         "CtinitResNetForImageClassification": _CLASSIFIERS, "CtinitConvNetForImageClassification": _CLASSIFIERS}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: model_types defined by ctinit (their models return pooled features themselves).
 CTINIT_MODEL_TYPES = (CtinitResNetConfig.model_type, CtinitConvNetConfig.model_type)
@@ -59,26 +76,14 @@ def build_backbone(arch_or_config: str | PretrainedConfig, image_size: int = 28)
     return HFBackbone.from_config(config)
 
 
-def feature_dim(backbone: nn.Module) -> int:
-    """Size of the pooled features a backbone returns."""
-    dim = getattr(backbone, "feature_dim", None)
-    return int(dim if dim is not None else backbone.config.feature_dim)
-
-
-def image_size_of(backbone: nn.Module, default: int = 28) -> int:
-    """The input size a backbone was made for (its config's ``image_size``)."""
-    size = getattr(getattr(backbone, "config", None), "image_size", default)
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    return int(size or default)
-
-
 __all__ = [
     "ARCHITECTURES",
     "CTINIT_MODEL_TYPES",
     "CtinitConvNetConfig",
+    "CtinitConvNetForImageClassification",
     "CtinitConvNetModel",
     "CtinitResNetConfig",
+    "CtinitResNetForImageClassification",
     "CtinitResNetModel",
     "HFBackbone",
     "ImageClassifier",

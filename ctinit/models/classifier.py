@@ -5,16 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class TaskHead(nn.Linear):
-    """A task-specific linear classifier on the backbone's pooled features; never part of phi."""
-
-    def __init__(self, in_features: int, num_classes: int):
-        super().__init__(in_features, num_classes)
-
-    @property
-    def num_classes(self) -> int:
-        return self.out_features
+from .heads import TaskHead, feature_dim
 
 
 class ImageClassifier(nn.Module):
@@ -28,8 +19,6 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int | None = None):
         super().__init__()
-        from . import feature_dim
-
         self.backbone = backbone
         self.head = TaskHead(feature_dim(backbone), num_classes) if num_classes else nn.Identity()
 
@@ -43,8 +32,6 @@ class ImageClassifier(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        from . import feature_dim
-
         return feature_dim(self.backbone)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -57,6 +44,30 @@ class ImageClassifier(nn.Module):
         from ..finetune import finetune
 
         return finetune(self, task, config, device=device, log=log, **overrides)
+
+    def save_pretrained(self, out, labels=None, made_with: dict | None = None, license: str = "apache-2.0",
+                        overwrite: bool = False):
+        """Write a transformers image-classification folder (config with ``id2label`` from ``labels``, safetensors
+        weights, image processor config, card); see :mod:`ctinit.finetuned`. Needs a head (fine-tune first)."""
+        from ..finetuned import save_finetuned
+
+        return save_finetuned(self, out, labels=labels, made_with=made_with, license=license, overwrite=overwrite)
+
+    def push_to_hub(self, repo_id: str, labels=None, made_with: dict | None = None, *, private: bool = False,
+                    revision: str | None = None, create_pr: bool = False, overwrite_card: bool = False,
+                    license: str = "apache-2.0", commit_message: str | None = None):
+        """Write the folder of :meth:`save_pretrained` into a temporary directory and upload it with
+        :func:`ctinit.publish.push_folder` (secrets scan, the Hub's card kept unless ``overwrite_card``)."""
+        import tempfile
+
+        from ..finetuned import write_model_folder
+        from ..publish import check_push, push_folder
+
+        check_push(repo_id)
+        with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
+            write_model_folder(self, tmp, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
+            return push_folder(tmp, repo_id, private=private, revision=revision, create_pr=create_pr,
+                               overwrite_card=overwrite_card, commit_message=commit_message)
 
 
 __all__ = ["ImageClassifier", "TaskHead"]

@@ -13,9 +13,14 @@ for ViT, ``pooler_output`` where the base model has one (ConvNeXt), else the mea
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig
+
+if TYPE_CHECKING:  # transformers' modeling code is imported when a model is built, not by `import ctinit`
+    from transformers import PreTrainedModel
 
 from ..errors import CheckpointError
 
@@ -29,7 +34,7 @@ MODEL_KWARGS: dict[str, dict] = {"vit": {"add_pooling_layer": False}, "deit": {"
 class HFBackbone(nn.Module):
     """A transformers base vision model as a ctinit backbone; ``self.model`` is the wrapped model."""
 
-    def __init__(self, model: PreTrainedModel, pooling: str | None = None):
+    def __init__(self, model: "PreTrainedModel", pooling: str | None = None):
         super().__init__()
         if getattr(model, "main_input_name", None) != "pixel_values":
             raise CheckpointError(

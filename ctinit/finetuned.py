@@ -1,0 +1,311 @@
+"""Fine-tuned classifiers as standard transformers image-classification folders, and loading them back.
+
+    OUT/config.json               the backbone's config with id2label/label2id and a ``ctinit`` entry (provenance)
+    OUT/model.safetensors         backbone + classifier head
+    OUT/preprocessor_config.json  written by transformers' ViTImageProcessor: resize to the model's size
+                                  (bilinear), x / 255, normalize with mean 0.5 and std 0.5, grayscale to RGB
+    OUT/README.md                 the card: pipeline_tag image-classification, base_model, model-index
+
+ctinit backbones become :class:`~ctinit.models.classification.CtinitResNetForImageClassification` /
+``CtinitConvNetForImageClassification`` (``AutoModelForImageClassification`` finds them after ``import ctinit``);
+the standard ones (``hf-vit-tiny``, ``hf-convnext-tiny``) become transformers' own ``ViTForImageClassification`` /
+``ConvNextForImageClassification`` and load without ctinit. Nothing written holds a local path.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+from .loading import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME
+
+PREPROCESSOR_NAME = "preprocessor_config.json"
+CARD_NAME = "README.md"
+
+
+# ------------------------------------------------------------------------------------------------ the processor
+
+
+def image_processor(config):
+    """A transformers image processor that reproduces what ctinit feeds a model of ``config``: bilinear resize to
+    ``image_size`` (PIL's, the same as :func:`ctinit.predict.preprocess`), rescale by 1/255, normalize with mean
+    and std 0.5 (inputs in [-1, 1]), grayscale and other modes converted to RGB."""
+    try:  # transformers 5 without torchvision: the PIL backend, saved as "ViTImageProcessor"
+        from transformers import ViTImageProcessorPil as processor_class
+    except ImportError:
+        from transformers import ViTImageProcessor as processor_class
+    from .tasks.sampler import MEAN, STD
+
+    size = getattr(config, "image_size", 28)
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    channels = int(getattr(config, "num_channels", 3))
+    return processor_class(do_resize=True, size={"height": size, "width": size}, resample=2, do_rescale=True,
+                           rescale_factor=1 / 255, do_normalize=True, image_mean=[MEAN] * channels,
+                           image_std=[STD] * channels, do_convert_rgb=channels == 3)
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+
+
+def _labels(labels, num_classes: int) -> list[str]:
+    names = [str(c) for c in labels] if labels else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(f"{len(names)} class names for a head of {num_classes} classes")
+    if len(set(names)) != len(names):
+        raise ConfigError("class names must be distinct (label2id maps each name to one class)")
+    return names
+
+
+def to_transformers(classifier, labels=None, made_with: dict | None = None):
+    """The transformers ``*ForImageClassification`` model equal to ``classifier`` (an ImageClassifier with a head),
+    with ``id2label`` from ``labels`` (numbers where there are none) and ``config.ctinit = made_with``."""
+    from transformers import AutoModelForImageClassification
+
+    from .models import HFBackbone, TaskHead, is_ctinit_config
+
+    head = getattr(classifier, "head", None)
+    if not isinstance(head, TaskHead):
+        raise ConfigError("this classifier has no head: fine-tune it first (or save the backbone with ctinit.loading.save_init)")
+    backbone = classifier.backbone
+    inner = backbone.model if isinstance(backbone, HFBackbone) else backbone
+    config = copy.deepcopy(inner.config)
+    names = _labels(labels, head.num_classes)
+    config.num_labels = len(names)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: i for i, name in enumerate(names)}
+    config.ctinit = {"library_version": __version__, **(made_with or {})}
+    if is_ctinit_config(config):
+        from .models.classification import CtinitConvNetForImageClassification, CtinitResNetForImageClassification
+
+        model_class = {"ctinit-resnet": CtinitResNetForImageClassification,
+                       "ctinit-convnet": CtinitConvNetForImageClassification}[config.model_type]
+        model = model_class(config)
+        base = model.backbone
+    else:
+        model = AutoModelForImageClassification.from_config(config)
+        base = getattr(model, model.base_model_prefix)
+    classifier_layer = getattr(model, "classifier", None)
+    if not isinstance(classifier_layer, nn.Linear) or classifier_layer.weight.shape != head.weight.shape:
+        raise ConfigError(f"model_type '{config.model_type}': its transformers classifier is not one linear layer on "
+                          f"ctinit's pooled features, so it cannot be saved as {type(model).__name__}")
+    own = base.state_dict()
+    state = {k: v for k, v in inner.state_dict().items() if k in own}
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ConfigError(f"cannot map the backbone onto {type(model).__name__}: no tensor for '{missing[0]}'")
+    base.load_state_dict(state, strict=True)
+    classifier_layer.load_state_dict(head.state_dict())
+    model.config.architectures = [type(model).__name__]
+    return model.eval()
+
+
+def _card(config, info: dict, repo_id: str | None, license: str) -> str:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from .models import is_ctinit_config
+    from .publish import ARXIV_URL, check_license, dataset_id, install_line
+
+    plain = not is_ctinit_config(config)
+    task = info.get("task") or {}
+    base = info.get("base_model") or {}
+    tags = list(dict.fromkeys(["ctinit", "image-classification", "meta-learning", config.model_type]
+                              + ([base["algorithm"]] if base.get("algorithm") else [])))
+    dataset = dataset_id(task.get("spec", "")) if task.get("spec") else task.get("dataset")
+    name = (repo_id or "").split("/")[-1] or f"{task.get('name', 'task')}-classifier"
+    accuracy = info.get("test_accuracy")
+    eval_results = None
+    if accuracy is not None:
+        eval_results = [EvalResult(task_type="image-classification", dataset_type=dataset or task.get("name", "task"),
+                                   dataset_name=task.get("name", "task"), dataset_split="test", metric_type="accuracy",
+                                   metric_value=round(float(accuracy), 4),
+                                   metric_name=f"test accuracy after {info.get('steps')} fine-tuning steps")]
+    data = ModelCardData(
+        library_name="transformers" if plain else "ctinit", pipeline_tag="image-classification",
+        license=check_license(license), tags=tags, base_model=base.get("repo_id"),
+        datasets=[dataset] if dataset else None, model_name=name, eval_results=eval_results,
+    )
+    labels = list(config.id2label.values())
+    shown = ", ".join(f"`{c}`" for c in labels[:20]) + (f" and {len(labels) - 20} more" if len(labels) > 20 else "")
+    origin = (f"[`{base['repo_id']}`](https://huggingface.co/{base['repo_id']})"
+              + (f" (commit `{base['commit'][:10]}`)" if base.get("commit") else "")) if base.get("repo_id") else \
+        (f"a fresh `{base['scratch']}`" if base.get("scratch") else f"the initialization `{base.get('name', '?')}`")
+    recipe = info.get("recipe") or {}
+    opt = recipe.get("optimizer") or {}
+    ref = repo_id or "DIR"
+    load = ("from transformers import pipeline\n" if plain else "import ctinit  # registers ctinit's models with transformers\nfrom transformers import pipeline\n")
+    body = f"""
+# {name}
+
+An image classifier for **{task.get('name', 'a task')}** ({len(labels)} classes: {shown}), fine-tuned with
+ctinit from {origin} for {info.get('steps')} steps (seed {info.get('seed')};
+{opt.get('name', '?')} lr {opt.get('lr', '?')}, batch {recipe.get('batch_size', '?')}). Test accuracy:
+**{accuracy if accuracy is None else f'{accuracy:.4f}'}** on {task.get('test_size', '?')} held-out images.
+
+## Use it
+
+```bash
+{install_line()}
+ctinit predict --model {ref} image.png more_images/ --top-k 3 --json
+```
+
+```python
+{load}classify = pipeline("image-classification", model="{ref}")
+print(classify("image.png"))
+```
+{"It is a plain transformers `" + type_name(config) + "` and loads without ctinit." if plain else "After `import ctinit`, `AutoModelForImageClassification.from_pretrained(...)` loads it (no `trust_remote_code`)."}
+Inputs: RGB (grayscale is converted), resized to {getattr(config, 'image_size', 28)} px, scaled to [-1, 1]
+(`preprocessor_config.json`).
+
+## Citation
+
+ctinit implements Continual Trajectory Shifting ([arXiv:2102.07215]({ARXIV_URL})):
+
+```bibtex
+@inproceedings{{shin2021large,
+  title         = {{Large-Scale Meta-Learning with Continual Trajectory Shifting}},
+  author        = {{Shin, Jaewoong and Lee, Hae Beom and Gong, Boqing and Hwang, Sung Ju}},
+  booktitle     = {{Proceedings of the 38th International Conference on Machine Learning (ICML)}},
+  year          = {{2021}},
+  eprint        = {{2102.07215}},
+  archivePrefix = {{arXiv}}
+}}
+```
+"""
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
+
+
+def type_name(config) -> str:
+    return (getattr(config, "architectures", None) or [config.model_type])[0]
+
+
+def _check_finite(model: nn.Module) -> None:
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"tensor '{name}' holds NaN or infinite values: refusing to save a broken model")
+
+
+def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict | None = None,
+                       license: str = "apache-2.0", repo_id: str | None = None) -> Path:
+    """Write the folder (see module doc) for ``model``: an ImageClassifier with a head (converted by
+    :func:`to_transformers`) or a transformers image-classification model. ``out`` is created if needed; use
+    :func:`check_out_dir` first to refuse a non-empty folder."""
+    from .publish import check_license
+
+    check_license(license)
+    if isinstance(model, nn.Module) and hasattr(model, "backbone") and hasattr(model, "head"):
+        model = to_transformers(model, labels, made_with)
+    elif made_with is not None:
+        model.config.ctinit = {"library_version": __version__, **made_with}
+    _check_finite(model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    image_processor(model.config).save_pretrained(str(out))
+    info = dict(getattr(model.config, "ctinit", None) or {})
+    (out / CARD_NAME).write_text(_card(model.config, info, repo_id, license).rstrip("\n") + "\n")
+    return out
+
+
+def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an ``--out`` that is a file, cannot be written, or is a non-empty folder (unless ``overwrite``);
+    called before any training so that nothing is lost."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder or pass --overwrite")
+    parent = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {parent} is not writable; choose a folder you can write to")
+    return out
+
+
+def save_finetuned(classifier, out: str | Path, *, labels=None, made_with: dict | None = None,
+                   license: str = "apache-2.0", overwrite: bool = False, repo_id: str | None = None) -> Path:
+    """:func:`check_out_dir` then :func:`write_model_folder`; with ``overwrite`` the folder's old model files go first."""
+    out = check_out_dir(out, overwrite)
+    if overwrite and out.is_dir():
+        for name in (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, CARD_NAME):
+            (out / name).unlink(missing_ok=True)
+    return write_model_folder(classifier, out, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def resolve_model(model: str | Path, revision: str | None = None) -> tuple[Path, str | None, str | None]:
+    """A fine-tuned model folder or Hub id -> ``(local folder, repo id, commit)``."""
+    from .loading import hub_snapshot, parse_hub_id
+
+    path = Path(str(model)).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"--model {path}: a model is a folder with {CONFIG_NAME} and {WEIGHTS_NAME}, not a file")
+        return path, None, None
+    hub = parse_hub_id(str(model))
+    if hub is None:
+        raise CheckpointError(f"--model {model}: no such folder, and not a Hub id ORG/NAME[@REVISION]")
+    folder, commit = hub_snapshot(hub[0], hub[1] or revision,
+                                  allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME])
+    return folder, hub[0], commit
+
+
+def load_classifier(model: str | Path, revision: str | None = None):
+    """A fine-tuned classifier (a transformers model in eval mode) from a folder or Hub id; safetensors only."""
+    from transformers import AutoModelForImageClassification
+
+    from .loading import read_config
+
+    folder, _, _ = resolve_model(model, revision)
+    config = read_config(folder)
+    if not (folder / WEIGHTS_NAME).is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(f"{folder}: only pickle weights ({', '.join(pickles)}); ctinit loads safetensors "
+                                  f"only, because unpickling can run arbitrary code")
+        raise CheckpointError(f"{folder}: no {WEIGHTS_NAME}; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    architectures = getattr(config, "architectures", None) or []
+    if not any(str(a).endswith("ForImageClassification") for a in architectures):
+        raise CheckpointError(f"{folder}: no classes in {CONFIG_NAME} (id2label); is it an initialization? "
+                              f"fine-tune it first (ctinit finetune --out DIR)")
+    from .loading import read_weights
+
+    read_weights(folder)  # a truncated or corrupt file is one clear line, not a transformers traceback
+    try:
+        loaded = AutoModelForImageClassification.from_pretrained(str(folder), use_safetensors=True)
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{folder}: cannot load as an image classifier ({first[:200]})") from e
+    return loaded.eval()
+
+
+def read_processor_settings(folder: Path, config) -> dict:
+    """Input size, rescale factor, mean and std from ``preprocessor_config.json`` (else ctinit's defaults)."""
+    from .tasks.sampler import MEAN, STD
+
+    size = getattr(config, "image_size", 28)
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    settings = {"size": (size, size), "rescale_factor": 1 / 255, "image_mean": [MEAN] * 3, "image_std": [STD] * 3}
+    file = Path(folder) / PREPROCESSOR_NAME
+    if file.is_file():
+        try:
+            raw = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+        s = raw.get("size") or {}
+        if "height" in s and "width" in s:
+            settings["size"] = (int(s["height"]), int(s["width"]))
+        for key in ("rescale_factor", "image_mean", "image_std"):
+            if key in raw:
+                settings[key] = raw[key]
+    return settings
+
+
+__all__ = ["PREPROCESSOR_NAME", "check_out_dir", "image_processor", "load_classifier", "read_processor_settings",
+           "resolve_model", "save_finetuned", "to_transformers", "write_model_folder"]

@@ -1,0 +1,227 @@
+"""Publishing to the Hugging Face Hub: the one push path of ``ctinit finetune --push-to-hub``, ``ctinit-train
+--push-to-hub``, ``ctinit-hub push`` and ``push_to_hub`` in Python, plus what a published card needs (license
+identifiers, the install line, the paper link, the task-to-dataset mapping).
+
+Pushing works like timm's ``push_to_hub``: the folder is copied into a temporary directory, the copy is prepared
+(the placeholder repo id in its card filled in) and uploaded, and the user's folder is never edited. An existing
+card on the Hub is kept unless ``overwrite_card``. Before anything is uploaded every file is scanned, streaming and
+whatever its size or type, and every file name too, for the token and for anything shaped like a Hugging Face token;
+a hit refuses the push and names the file, never the token.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import __version__
+from .errors import CheckpointError, ConfigError
+from .loading import PICKLE_SUFFIXES
+
+#: The paper, linked from every card.
+ARXIV_ID = "2102.07215"
+ARXIV_URL = f"https://arxiv.org/abs/{ARXIV_ID}"
+#: The Hub id written into a card made without a repo id; pushing fills in the real one (in the uploaded copy).
+PLACEHOLDER_ORG = "YOUR-ORG"
+PLACEHOLDER = re.compile(rf"{PLACEHOLDER_ORG}/[A-Za-z0-9_.-]+")
+#: Never uploaded: pickle files and hidden files.
+IGNORE_PATTERNS = [*(f"*{s}" for s in PICKLE_SUFFIXES), ".*", "**/.*"]
+
+#: The license identifiers the Hub accepts in a card's ``license:`` field. Source: the table in
+#: https://github.com/huggingface/hub-docs/blob/main/docs/hub/repositories-licenses.md (commit 008d54d, read
+#: 2026-11-29), plus the llama3* entries added by huggingface/hub-docs PR #1619.
+HUB_LICENSES = (
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
+    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0",
+    "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
+    "etalab-2.0", "eupl-1.1", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1", "lgpl-3.0", "isc",
+    "lppl-1.3c", "ms-pl", "mpl-2.0", "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa",
+    "unlicense", "zlib", "pddl", "lgpl-lr", "deepfloyd-if-license", "llama2", "llama3", "llama3.1", "llama3.2",
+    "llama3.3", "gemma", "unknown", "other",
+)
+
+#: Task specs whose data is a Hub dataset (``hf:NAME`` specs name theirs directly). The one mapping behind a card's
+#: ``datasets:`` list and its ``model-index`` entries.
+KNOWN_DATASETS = {"builtin:fashion-mnist": "zalando-datasets/fashion_mnist"}
+
+
+def check_license(license: str) -> str:
+    """``license`` if the Hub knows it (case-insensitive), else a ConfigError listing the closest identifiers."""
+    value = str(license).strip().lower()
+    if value in HUB_LICENSES:
+        return value
+    close = difflib.get_close_matches(value, HUB_LICENSES, n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "e.g. apache-2.0, mit, cc-by-4.0, or other"
+    raise ConfigError(f"--license {license!r}: not a Hub license identifier; {hint} (the list: "
+                      f"https://huggingface.co/docs/hub/repositories-licenses)")
+
+
+def dataset_id(spec: str) -> str | None:
+    """The Hub dataset behind a task spec, or None for local data (a path says nothing to a card's reader)."""
+    spec = str(spec)
+    if spec.startswith("hf:"):
+        name = spec[3:].split(":")[0]
+        return None if (not name or Path(name).exists() or name.startswith((".", "/", "~"))) else name
+    return KNOWN_DATASETS.get(spec)
+
+
+def install_line() -> str:
+    """How a card's reader installs ctinit, from the package metadata (``[project.urls]`` of pyproject.toml)."""
+    from importlib import metadata
+
+    try:
+        meta = metadata.metadata("ctinit")
+    except metadata.PackageNotFoundError:
+        return "pip install ctinit"
+    urls = {}
+    for entry in meta.get_all("Project-URL") or []:
+        label, _, url = entry.partition(",")
+        urls[label.strip().lower()] = url.strip()
+    repo = urls.get("repository") or urls.get("source")
+    return f'pip install "ctinit @ git+{repo}"' if repo else "pip install ctinit"
+
+
+# ------------------------------------------------------------------------------------------------ secrets
+
+#: The characters of a Hugging Face token after its ``hf_`` prefix (current tokens: 34 of them).
+_TOKEN_SHAPED = re.compile(rb"hf_[A-Za-z0-9]{30,}")
+_TOKEN_SHAPED_TEXT = re.compile(r"hf_[A-Za-z0-9]{30,}")
+_CHUNK = 1 << 20
+
+
+def get_token() -> str | None:
+    """The token huggingface_hub would use (``HF_TOKEN``, else the saved login); never printed or written."""
+    try:
+        from huggingface_hub import get_token as _get_token
+    except ImportError:  # older huggingface_hub
+        from huggingface_hub.utils import get_token as _get_token
+    return _get_token()
+
+
+def scrub(text: str, token: str | None = None) -> str:
+    """``text`` with the token and anything token-shaped replaced by ``hf_***``."""
+    token = token if token is not None else get_token()
+    if token:
+        text = text.replace(token, "hf_***")
+    return _TOKEN_SHAPED_TEXT.sub("hf_***", text)
+
+
+def _file_holds_secret(path: Path, needles: list[bytes]) -> bool:
+    """Whether the file's bytes contain a needle or a token-shaped string; read in chunks, any size."""
+    keep = max([len(n) for n in needles] + [64]) + 64  # an overlap, so that nothing split by a chunk edge is missed
+    tail = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                return False
+            window = tail + chunk
+            if any(n in window for n in needles) or _TOKEN_SHAPED.search(window):
+                return True
+            tail = window[-keep:]
+
+
+def check_no_secrets(folder: str | Path, token: str | None) -> None:
+    """Refuse a folder whose file names or contents hold the token or a token-shaped string (names the file)."""
+    folder = Path(folder)
+    needles = [token.encode()] if token else []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if (token and token in rel) or _TOKEN_SHAPED_TEXT.search(rel):
+            raise ConfigError(f"{folder}: a file name holds a Hugging Face token ({scrub(rel, token)}); rename or "
+                              f"remove it before pushing")
+        if path.is_file() and _file_holds_secret(path, needles):
+            raise ConfigError(f"{path}: contains a Hugging Face token (yours, or a string shaped like one: hf_...); "
+                              f"remove it before pushing")
+
+
+# ------------------------------------------------------------------------------------------------ pushing
+
+
+def _repo_id(repo_id: str) -> str:
+    from .loading import parse_hub_id
+
+    parsed = parse_hub_id(str(repo_id))
+    if parsed is None or str(repo_id).startswith("hf-hub:"):
+        raise ConfigError(f"--repo '{repo_id}': write a Hub id as ORG/NAME")
+    if parsed[1] is not None:
+        raise ConfigError(f"--repo '{repo_id}': give the branch with --revision, not @")
+    return parsed[0]
+
+
+def check_push(repo_id: str) -> tuple[str, str]:
+    """What a push needs before any work starts: a valid repo id, the network allowed and a token.
+    Returns ``(repo, token)``; called early (before fine-tuning or meta-training) and again by :func:`push_folder`."""
+    from .loading import hub_offline
+
+    repo = _repo_id(repo_id)
+    if hub_offline():
+        raise ConfigError(f"cannot push to {repo}: HF_HUB_OFFLINE is set; unset it to publish")
+    token = get_token()
+    if not token:
+        raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
+    return repo, token
+
+
+def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+                commit_message: str | None = None, create_pr: bool = False, overwrite_card: bool = False, log=None):
+    """Upload ``folder`` to the model repo ``repo_id`` (created if needed) from a temporary copy; returns the
+    ``CommitInfo``. The user's folder is never edited; the Hub's existing ``README.md`` is kept unless
+    ``overwrite_card``; ``create_pr`` opens a pull request instead of committing to the branch."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    repo, token = check_push(repo_id)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder to push")
+    pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"{folder}: holds pickle files ({', '.join(pickles[:3])}); ctinit publishes safetensors only: remove them")
+    check_no_secrets(folder, token)
+    api = HfApi(token=token, library_name="ctinit", library_version=__version__)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
+            staged = Path(tmp) / "repo"
+            shutil.copytree(folder, staged, ignore=shutil.ignore_patterns(".*", *(f"*{s}" for s in PICKLE_SUFFIXES)))
+            readme = staged / "README.md"
+            if readme.is_file():
+                readme.write_text(PLACEHOLDER.sub(repo, readme.read_text()))
+            api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+            if revision and revision != "main" and not create_pr:
+                api.create_branch(repo, branch=revision, exist_ok=True, repo_type="model")
+            if readme.is_file() and not overwrite_card and api.file_exists(repo, "README.md", revision=revision,
+                                                                          repo_type="model"):
+                readme.unlink()  # keep the card on the Hub (it may have been edited there)
+                if log:
+                    log(f"push: kept the model card already on {repo} (pass --overwrite-card to replace it)")
+            return api.upload_folder(
+                repo_id=repo, folder_path=str(staged), repo_type="model", revision=revision, create_pr=create_pr,
+                commit_message=commit_message or "Upload with ctinit", ignore_patterns=IGNORE_PATTERNS)
+    except Exception as e:  # noqa: BLE001 - mapped to one line
+        raise _push_error(e, repo, revision, token) from e
+
+
+def _push_error(exc: BaseException, repo: str, revision: str | None, token: str) -> Exception:
+    from .loading import hub_error, is_connection_error
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        return ConfigError(f"{repo}: not allowed to write (HTTP {status}); use a token with write access to "
+                           f"{repo.split('/')[0]} (HF_TOKEN or `hf auth login`)")
+    if is_connection_error(exc):
+        return CheckpointError(f"{repo}: cannot reach the Hub to push ({type(exc).__name__}); check the network")
+    error = hub_error(exc, repo, revision)
+    if error is None:
+        return type(exc)(scrub(str(exc), token)) if isinstance(exc, CheckpointError) else exc
+    return type(error)(scrub(str(error), token))
+
+
+__all__ = [
+    "ARXIV_URL", "HUB_LICENSES", "KNOWN_DATASETS", "PLACEHOLDER", "PLACEHOLDER_ORG", "check_license", "check_no_secrets",
+    "check_push", "dataset_id", "get_token", "install_line", "push_folder", "scrub",
+]

@@ -1,0 +1,36 @@
+"""The wheel built from the repository: no generic top-level modules, the recipes and the card template inside."""
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_path):
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"  # a copy, so that the build leaves no build/ or egg-info in the checkout
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache", "ctinit_training",
+        "ctinit_hub", "benchmarks", "tests", "gpu_out"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                             "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [wheel] = list((tmp_path / "dist").glob("ctinit-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"ctinit", "ctinit_training", "ctinit_hub"}
+    assert not top & {"hub", "training", "model_cards"}
+    for needed in ("ctinit_training/recipes/quickstart.yaml", "ctinit_training/recipes/tiny.yaml",
+                   "ctinit_training/recipes/paper.yaml", "ctinit_hub/model_cards/template.md",
+                   "ctinit/data/builtin/LICENSES.md", "ctinit/publish.py", "ctinit/predict.py"):
+        assert needed in names, needed
+    assert any(n.startswith("ctinit/data/builtin/") and n.endswith(".npz") for n in names)
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "Project-URL: Repository," in text  # the cards' install line comes from it
+    entry_points = zipfile.ZipFile(wheel).read(metadata.replace("METADATA", "entry_points.txt")).decode()
+    assert "ctinit-train = ctinit_training.meta_train:main" in entry_points and "ctinit-hub" in entry_points
