@@ -221,24 +221,19 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_list(args) -> int:
+    import json
+
     from .config import PositiveInt, check_option
-    from .loading import list_inits
+    from .loading import inits_table, list_inits
 
     check_option("--limit", args.limit, PositiveInt)
     rows = list_inits(author=args.author, search=args.search, limit=args.limit)
     if args.json:
         print(json.dumps(rows))
-        return 0
-    if not rows:
+    elif not rows:
         _log("ctinit list: no initializations found on the Hub" + (f" for author {args.author}" if args.author else ""))
-        return 0
-    header = ["id", "algorithm", "downloads", "likes", "updated"]
-    table = [[str(r["id"]), r["algorithm"] or "-", "-" if r["downloads"] is None else str(r["downloads"]),
-              "-" if r["likes"] is None else str(r["likes"]), r["last_modified"] or "-"] for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    else:
+        print(inits_table(rows))
     return 0
 
 

@@ -494,3 +494,12 @@ __all__ = [
     "hub_snapshot", "init_config", "init_info", "is_connection_error", "read_config", "list_inits", "load_init", "load_state_strict", "parse_hub_id", "read_weights",
     "resolve_init", "save_init",
 ]
+
+
+def inits_table(rows: list[dict]) -> str:
+    """The rows of :func:`list_inits` as an aligned text table (what ``ctinit list`` and ``ctinit-hub list`` print)."""
+    header = ["id", "algorithm", "downloads", "likes", "updated"]
+    table = [[str(r["id"]), r["algorithm"] or "-", "-" if r["downloads"] is None else str(r["downloads"]),
+              "-" if r["likes"] is None else str(r["likes"]), r["last_modified"] or "-"] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + table)

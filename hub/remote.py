@@ -54,8 +54,8 @@ def push(export_dir: str | Path, repo_id: str, *, private: bool = False, revisio
     """Check the export, then upload it with :func:`ctinit.publish.push_folder` (the one push path: a temporary copy,
     the secrets scan, the Hub's card kept unless ``overwrite_card``). Returns the ``CommitInfo``."""
     export = Path(export_dir)
+    algorithm = check_export(export)  # the local folder first: its errors need no token or network
     publish.check_push(repo_id)
-    algorithm = check_export(export)
     return publish.push_folder(export, repo_id, private=private, revision=revision, create_pr=create_pr,
                                overwrite_card=overwrite_card, log=log,
                                commit_message=commit_message or f"Upload ctinit initialization ({algorithm})")

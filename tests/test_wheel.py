@@ -31,6 +31,6 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
     assert any(n.startswith("ctinit/data/builtin/") and n.endswith(".npz") for n in names)
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
-    assert "Project-URL: Repository," in text  # the cards' install line comes from it
+    assert "Project-URL: Paper, https://arxiv.org/abs/2102.07215" in text  # [project.urls] reaches the metadata
     entry_points = zipfile.ZipFile(wheel).read(metadata.replace("METADATA", "entry_points.txt")).decode()
     assert "ctinit-train = ctinit_training.meta_train:main" in entry_points and "ctinit-hub" in entry_points
