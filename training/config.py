@@ -17,6 +17,7 @@ DEFAULTS: dict = {
     "backbone": "resnet20",        # a built-in backbone name (see ctinit.models.ARCHITECTURES)
     "image_size": 28,
     "tasks": [],                   # task specs: builtin:NAME, npz:PATH, folder:DIR, hf:NAME[:CONFIG]
+    "active_tasks": None,          # a task pool: train this many of `tasks` at a time, the next draw at every reset
     "steps": 1000,                 # global steps; every task takes one inner step per global step
     "batch_size": 128,
     "reset_period": 1000,          # K: trajectory length between resets to phi
@@ -143,6 +144,7 @@ def validate(config: dict) -> None:
         raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({config['reset_period']}): use meta_interval <= reset_period")
     if config["reset"] not in ("soft", "hard"):
         raise ConfigError(f"config 'reset' must be soft or hard, got {config['reset']!r}")
+    validate_pool(config)
     validation = config["validation"]
     if not isinstance(validation, dict):
         raise ConfigError("config 'validation' must be a mapping like {every: 500, tasks: [builtin:thai]}")
@@ -157,6 +159,25 @@ def validate(config: dict) -> None:
         if not isinstance(config[key], dict):
             raise ConfigError(f"config '{key}' must be a mapping like {{name: sgd, lr: 0.01}}")
         OptimizerSpec.from_dict(config[key])
+
+
+def validate_pool(config: dict) -> None:
+    """``active_tasks``: null (every task trains all the time) or a pool of ``tasks`` drawn from at every reset."""
+    active = config["active_tasks"]
+    if active is None:
+        return
+    if not isinstance(active, int) or isinstance(active, bool) or active < 1:
+        raise ConfigError(f"config 'active_tasks' must be a positive integer or null, got {active!r}")
+    if active > len(config["tasks"]):
+        raise ConfigError(f"active_tasks ({active}) is larger than the pool: 'tasks' lists {len(config['tasks'])} "
+                          f"tasks; list at least {active} tasks or lower active_tasks")
+    if config["algorithm"] == "scratch":
+        raise ConfigError("active_tasks needs an algorithm that resets trajectories (scratch never does): "
+                          "remove active_tasks or choose another algorithm")
+    interval = config["meta_interval"] or RULES[config["algorithm"]].meta_interval or config["reset_period"]
+    if config["reset_period"] % interval:
+        raise ConfigError(f"with active_tasks, reset_period ({config['reset_period']}) must be a multiple of "
+                          f"meta_interval ({interval}), so that tasks change slots right after a meta-update")
 
 
 def changed_keys(saved: dict, current: dict) -> list[str]:
