@@ -234,8 +234,9 @@ def test_pool_resizes_mixed_image_sizes_and_channels(tmp_path):
     assert (out / "init" / "model.safetensors").is_file()
 
 
-def test_resume_refuses_a_task_whose_classes_changed(tmp_path, capsys):
-    recipe = _pool_recipe(tmp_path, 4, active_tasks=2, steps=10, checkpoint_every=10)
+@pytest.mark.parametrize("active", [2, None])  # a pool, and fixed tasks
+def test_resume_refuses_a_task_whose_classes_changed(tmp_path, capsys, active):
+    recipe = _pool_recipe(tmp_path, 4, active_tasks=active, steps=10, checkpoint_every=10)
     out = tmp_path / "run"
     assert main(["--config", str(recipe), "--out", str(out), "--no-progress"]) == 0
     make_npz(tmp_path / "t01.npz", n_per_class=8, classes=7, seed=1)  # the task's data changed: 7 classes, not 4

@@ -5,7 +5,8 @@
     torchrun --nproc_per_node 2 -m ctinit_training.meta_train --config ... --out ... [--resume]
 
 Tasks are sharded over processes (contiguous blocks, uneven splits allowed); every task's head, data order and
-augmentation are seeded by its global index, so the trained phi does not depend on the number of processes.
+augmentation are seeded by its global index, so the trained phi does not depend on the number of processes
+(except with a task pool, ``active_tasks``: each process draws from its own block; see training/pool.py).
 The meta-step is one all-reduce of a flat fp32 buffer the size of phi.
 
 Writes ``OUT/init/`` (config.json + model.safetensors: phi only), ``OUT/config.yaml`` (the resolved config),
