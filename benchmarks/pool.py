@@ -1,7 +1,7 @@
 """Task pools: peak memory and task-steps/s of 8 active tasks drawn from a pool of 40+ against 8 fixed tasks.
 
     python benchmarks/pool.py [--data DIR] [--backbones convnet4-32,resnet20] [--steps 300] [--reset-period 50]
-                              [--rounds 2] [--active 8] [--json]
+                              [--rounds 2] [--active 8] [--add SPEC,...] [--json]
 
 The pool: the 12 bundled tasks (``builtin:``: Fashion-MNIST and 11 Noto scripts), the three tasks of
 ``scripts/make_new_task.py`` (gujarati, kannada, digits) and the further Noto scripts of ``EXTRA_SCRIPTS`` below,
@@ -12,8 +12,10 @@ Both run the quickstart recipe's settings (CTS, batch 32, inner SGD lr .05, meta
 reset period K, one ``ctinit-train`` process each with one thread, interleaved (fixed, pool, fixed, pool, ...) for
 ``--rounds`` rounds per backbone. Reported per run: task-steps/s between the first and the last ``metrics.jsonl``
 record (start-up and the first K steps excluded; the pool's draws, one every K steps, included) and the process's
-peak RSS (``wait4``); per backbone the median of the per-round pool/fixed ratios. ``--json`` prints one JSON object
-on stdout. A benchmark, not a test: nothing here asserts.
+peak RSS (``wait4``); per backbone the median of the per-round pool/fixed ratios. Because processes run one after
+another on a machine whose load may change, the pool's own cost is also measured in one process (``swap_cost``):
+engine steps and draws that swap every slot, alternately, on synthetic data; a draw's share of a reset period is
+what a pool adds. ``--json`` prints one JSON object on stdout. A benchmark, not a test: nothing here asserts.
 """
 from __future__ import annotations
 
@@ -141,6 +143,43 @@ def run_one(recipe: dict, work: Path, tag: str) -> dict:
             "final_loss": last["mean_loss"], "draws": err.count(": draw ")}
 
 
+def swap_cost(backbone: str, image_size: int, batch_size: int, active: int, pool_size: int, reset_period: int,
+              rounds: int = 5) -> dict:
+    """In this process (one thread), on synthetic data: the median time of one engine step with ``active`` slots and
+    of one draw that swaps every slot (``TaskPool.rotate``), measured alternately; the draw's share of a reset
+    period is the pool's own cost, free of the machine's load changes between processes."""
+    import torch
+
+    from ctinit.meta import TrajectoryEngine
+    from ctinit.models import TaskHead, build_backbone
+    from ctinit.tasks import BatchSampler
+    from ctinit_training.pool import TaskPool
+
+    torch.set_num_threads(1)
+    classes = [10 + 3 * (i % 13) for i in range(pool_size)]
+    samplers = {i: BatchSampler(torch.randint(0, 256, (2000, 1, image_size, image_size), dtype=torch.uint8),
+                                torch.arange(2000) % classes[i], batch_size, seed=i) for i in range(pool_size)}
+    torch.manual_seed(0)
+    model = build_backbone(backbone, image_size)
+    head = lambda i: TaskHead(model.feature_dim, classes[i])  # noqa: E731
+    pool = TaskPool(range(pool_size), active, 0)
+    pool.draw()
+    engine = TrajectoryEngine(model, [head(i) for i in pool.slots], [samplers[i] for i in pool.slots], rule="cts",
+                              reset_period=2, inner_optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9})
+    steps, draws, swaps = [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        engine.step()
+        engine.step()  # (a reset: every theta is back at phi)
+        steps.append((time.perf_counter() - t0) / 2)
+        t0 = time.perf_counter()
+        swaps.append(len(pool.rotate(engine, head, samplers.get)))
+        draws.append(time.perf_counter() - t0)
+    step, draw = statistics.median(steps), statistics.median(draws)
+    return {"step_s": step, "draw_s": draw, "swaps_per_draw": statistics.median(swaps),
+            "draw_share_of_reset_period": draw / (reset_period * step + draw)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="folder for the rendered tasks (kept); default: a temporary one")
@@ -151,13 +190,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--active", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--add", default="", help="more task specs for the pool, comma-separated (e.g. the colour "
+                        "suite's builtin: tasks; every task is resized to --image-size, grayscale repeated to RGB)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="ctinit-pool-") as tmp:
         data = args.data or Path(tmp) / "data"
         t0 = time.time()
-        pool = [f"builtin:{n}" for n in BUNDLED] + render(data)
+        pool = [f"builtin:{n}" for n in BUNDLED] + render(data) + [s for s in args.add.split(",") if s]
         log(f"pool of {len(pool)} tasks ready ({time.time() - t0:.0f} s)")
         base = {"algorithm": "cts", "image_size": args.image_size, "steps": args.steps, "batch_size": args.batch_size,
                 "reset_period": args.reset_period, "log_every": args.reset_period,
@@ -177,7 +218,11 @@ def main(argv=None) -> int:
                     log(f"{backbone} round {r} {tag}: {m['task_steps_per_s']:.1f} task-steps/s, peak RSS "
                         f"{m['peak_rss_mb']:.0f} MB, {m['draws']} draws, load {load:.1f}")
             ratios = [p["task_steps_per_s"] / f["task_steps_per_s"] for f, p in zip(runs["fixed"], runs["pool"])]
+            cost = swap_cost(backbone, args.image_size, args.batch_size, args.active, len(pool), args.reset_period)
+            log(f"{backbone} in-process: step {cost['step_s']:.3f} s, a draw swapping {cost['swaps_per_draw']} slots "
+                f"{cost['draw_s']:.4f} s: {100 * cost['draw_share_of_reset_period']:.2f}% of a reset period")
             results[backbone] = {
+                "draw_cost": cost,
                 "runs": runs,
                 "throughput_ratio_pool_over_fixed": statistics.median(ratios), "ratios": ratios,
                 "peak_rss_mb": {k: statistics.median(m["peak_rss_mb"] for m in v) for k, v in runs.items()},
@@ -196,7 +241,8 @@ def main(argv=None) -> int:
     for backbone, r in results.items():
         log(f"{backbone}: pool/fixed task-steps/s {r['throughput_ratio_pool_over_fixed']:.3f} "
             f"(rounds {', '.join(f'{x:.3f}' for x in r['ratios'])}); peak RSS fixed {r['peak_rss_mb']['fixed']:.0f} MB, "
-            f"pool {r['peak_rss_mb']['pool']:.0f} MB")
+            f"pool {r['peak_rss_mb']['pool']:.0f} MB; a draw costs {100 * r['draw_cost']['draw_share_of_reset_period']:.2f}% "
+            f"of a reset period")
     if args.json:
         print(json.dumps(report, indent=1))
     return 0
