@@ -1,7 +1,7 @@
 """Task pools: peak memory and task-steps/s of 8 active tasks drawn from a pool of 40+ against 8 fixed tasks.
 
     python benchmarks/pool.py [--data DIR] [--backbones convnet4-32,resnet20] [--steps 300] [--reset-period 50]
-                              [--rounds 2] [--active 8] [--add SPEC,...] [--json]
+                              [--rounds 2] [--active 8] [--add SPEC,...] [--concurrent] [--json]
 
 The pool: the 12 bundled tasks (``builtin:``: Fashion-MNIST and 11 Noto scripts), the three tasks of
 ``scripts/make_new_task.py`` (gujarati, kannada, digits) and the further Noto scripts of ``EXTRA_SCRIPTS`` below,
@@ -12,8 +12,9 @@ Both run the quickstart recipe's settings (CTS, batch 32, inner SGD lr .05, meta
 reset period K, one ``ctinit-train`` process each with one thread, interleaved (fixed, pool, fixed, pool, ...) for
 ``--rounds`` rounds per backbone. Reported per run: task-steps/s between the first and the last ``metrics.jsonl``
 record (start-up and the first K steps excluded; the pool's draws, one every K steps, included) and the process's
-peak RSS (``wait4``); per backbone the median of the per-round pool/fixed ratios. Because processes run one after
-another on a machine whose load may change, the pool's own cost is also measured in one process (``swap_cost``):
+peak RSS (``wait4``); per backbone the median of the per-round pool/fixed ratios. ``--concurrent`` runs the two
+processes of a round at the same time instead of one after the other, so that a change of a shared machine's load
+hits both alike. Because processes on a loaded machine still see different conditions, the pool's own cost is also measured in one process (``swap_cost``):
 engine steps and draws that swap every slot, alternately, on synthetic data; a draw's share of a reset period is
 what a pool adds. ``--json`` prints one JSON object on stdout. A benchmark, not a test: nothing here asserts.
 """
@@ -119,18 +120,22 @@ def render(data: Path) -> list[str]:
     return specs
 
 
-def run_one(recipe: dict, work: Path, tag: str) -> dict:
-    """One ctinit-train process (one thread); task-steps/s between its first and last metrics record, peak RSS."""
-    out = work / tag
+def start(recipe: dict, work: Path, tag: str) -> subprocess.Popen:
+    """One ctinit-train process (one thread), stderr to a file."""
     config = work / f"{tag}.yaml"
     config.write_text(yaml.safe_dump(recipe))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    t0 = time.perf_counter()
     with open(work / f"{tag}.stderr", "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "ctinit_training.meta_train", "--config", str(config),
-                                 "--out", str(out), "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        return subprocess.Popen([sys.executable, "-m", "ctinit_training.meta_train", "--config", str(config),
+                                 "--out", str(work / tag), "--no-progress"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+
+
+def finish(proc: subprocess.Popen, recipe: dict, work: Path, tag: str, t0: float) -> dict:
+    """Wait for a run; its task-steps/s between the first and the last metrics record, its own peak RSS."""
+    _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    out = work / tag
     err = (work / f"{tag}.stderr").read_text()
     if proc.returncode != 0:
         raise SystemExit(f"{tag} failed:\n{err[-3000:]}")
@@ -192,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--add", default="", help="more task specs for the pool, comma-separated (e.g. the colour "
                         "suite's builtin: tasks; every task is resized to --image-size, grayscale repeated to RGB)")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="run the fixed and the pool process of a round at the same time (on a shared machine)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -210,9 +217,19 @@ def main(argv=None) -> int:
             pooled = {**base, "backbone": backbone, "tasks": pool, "active_tasks": args.active}
             runs = {"fixed": [], "pool": []}
             for r in range(args.rounds):
-                for tag, recipe in (("fixed", fixed), ("pool", pooled)):
-                    load = os.getloadavg()[0]
-                    m = run_one(recipe, Path(tmp), f"{backbone}-{tag}-{r}")
+                pair = (("fixed", fixed), ("pool", pooled))
+                load = os.getloadavg()[0]
+                if args.concurrent:  # both at once: a change of the machine's load hits both alike
+                    t0 = time.perf_counter()
+                    procs = [start(recipe, Path(tmp), f"{backbone}-{tag}-{r}") for tag, recipe in pair]
+                    done = [finish(p, recipe, Path(tmp), f"{backbone}-{tag}-{r}", t0) for p, (tag, recipe) in zip(procs, pair)]
+                else:
+                    done = []
+                    for tag, recipe in pair:
+                        t0 = time.perf_counter()
+                        done.append(finish(start(recipe, Path(tmp), f"{backbone}-{tag}-{r}"), recipe, Path(tmp),
+                                           f"{backbone}-{tag}-{r}", t0))
+                for (tag, _), m in zip(pair, done):
                     m["load_before"] = load
                     runs[tag].append(m)
                     log(f"{backbone} round {r} {tag}: {m['task_steps_per_s']:.1f} task-steps/s, peak RSS "
