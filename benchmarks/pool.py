@@ -14,7 +14,10 @@ reset period K, one ``ctinit-train`` process each with one thread, interleaved (
 record (start-up and the first K steps excluded; the pool's draws, one every K steps, included) and the process's
 peak RSS (``wait4``); per backbone the median of the per-round pool/fixed ratios. ``--concurrent`` runs the two
 processes of a round at the same time instead of one after the other, so that a change of a shared machine's load
-hits both alike. Because processes on a loaded machine still see different conditions, the pool's own cost is also measured in one process (``swap_cost``):
+hits both alike. Side by side in one process (``side_by_side``, ``--side-by-side-rounds``): an engine over the fixed
+tasks and one over the pool's slots, built as ctinit-train builds them on the same real tasks, alternately for one
+reset period each (the pool's block ending with its draw); the median of the per-round ratios. And because
+processes on a loaded machine still see different conditions, the pool's own cost is also measured in one process (``swap_cost``):
 engine steps and draws that swap every slot, alternately, on synthetic data; a draw's share of a reset period is
 what a pool adds. ``--json`` prints one JSON object on stdout. A benchmark, not a test: nothing here asserts.
 """
@@ -185,6 +188,61 @@ def swap_cost(backbone: str, image_size: int, batch_size: int, active: int, pool
             "draw_share_of_reset_period": draw / (reset_period * step + draw)}
 
 
+def side_by_side(backbone: str, fixed_specs: list[str], pool_specs: list[str], image_size: int, batch_size: int,
+                 active: int, reset_period: int, rounds: int) -> dict:
+    """In one process (one thread), on the real tasks: an engine over the fixed tasks and an engine over ``active``
+    slots of the pool, built as ctinit-train builds them, alternately for a reset period each (the pool's block
+    ends with its draw), ``rounds`` times; the per-round ratio of pool to fixed task-steps/s, median and range."""
+    import torch
+
+    from ctinit.meta import TrajectoryEngine
+    from ctinit.models import build_backbone
+    from ctinit.tasks import BatchSampler, load_task
+    from ctinit_training.meta_train import make_head, task_seed
+    from ctinit_training.pool import TaskPool
+
+    torch.set_num_threads(1)
+    inner = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0005}
+
+    def build(specs):
+        tasks = [load_task(s, image_size=image_size) for s in specs]
+        torch.manual_seed(0)
+        model = build_backbone(backbone, image_size)
+        samplers = {i: BatchSampler(t.x_train, t.y_train, batch_size, seed=task_seed(0, i), hflip=t.hflip)
+                    for i, t in enumerate(tasks)}
+        head = lambda i: make_head(model.feature_dim, tasks[i].num_classes, task_seed(0, i))  # noqa: E731
+        return model, samplers, head
+
+    model, samplers, head = build(fixed_specs)
+    fixed = TrajectoryEngine(model, [head(i) for i in samplers], list(samplers.values()), rule="cts",
+                             reset_period=reset_period, inner_optimizer=inner, meta_optimizer={"name": "sgd", "lr": 0.1})
+    model, pool_samplers, pool_head = build(pool_specs)
+    pool = TaskPool(range(len(pool_specs)), active, 0)
+    pool.draw()
+    pooled = TrajectoryEngine(model, [pool_head(i) for i in pool.slots], [pool_samplers[i] for i in pool.slots],
+                              rule="cts", reset_period=reset_period, inner_optimizer=inner,
+                              meta_optimizer={"name": "sgd", "lr": 0.1})
+    ratios, times = [], {"fixed": [], "pool": []}
+    for r in range(rounds):
+        order = ("fixed", "pool") if r % 2 == 0 else ("pool", "fixed")
+        for name in order:
+            t0 = time.perf_counter()
+            if name == "fixed":
+                for _ in range(reset_period):
+                    fixed.step()
+            else:
+                for _ in range(reset_period):
+                    pooled.step()
+                pool.rotate(pooled, pool_head, pool_samplers.get)
+            times[name].append(time.perf_counter() - t0)
+        ratios.append(times["fixed"][-1] / times["pool"][-1])  # pool task-steps/s over fixed (both `active` tasks)
+        log(f"{backbone} side by side, round {r}: pool/fixed task-steps/s {ratios[-1]:.3f}")
+    return {"ratio_pool_over_fixed": statistics.median(ratios), "ratios": ratios,
+            "fixed_task_steps_per_s": active * reset_period / statistics.median(times["fixed"]),
+            "pool_task_steps_per_s": active * reset_period / statistics.median(times["pool"]),
+            "draws": pool.draws, "reset_period": reset_period}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="folder for the rendered tasks (kept); default: a temporary one")
@@ -199,6 +257,10 @@ def main(argv=None) -> int:
                         "suite's builtin: tasks; every task is resized to --image-size, grayscale repeated to RGB)")
     parser.add_argument("--concurrent", action="store_true",
                         help="run the fixed and the pool process of a round at the same time (on a shared machine)")
+    parser.add_argument("--side-by-side-rounds", type=int, default=6,
+                        help="rounds of the in-process comparison on the real tasks (0: skip)")
+    parser.add_argument("--processes", action=argparse.BooleanOptionalAction, default=True,
+                        help="the ctinit-train process runs (peak RSS); --no-processes skips them")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -216,7 +278,7 @@ def main(argv=None) -> int:
             fixed = {**base, "backbone": backbone, "tasks": [f"builtin:{n}" for n in FIXED]}
             pooled = {**base, "backbone": backbone, "tasks": pool, "active_tasks": args.active}
             runs = {"fixed": [], "pool": []}
-            for r in range(args.rounds):
+            for r in range(args.rounds if args.processes else 0):
                 pair = (("fixed", fixed), ("pool", pooled))
                 load = os.getloadavg()[0]
                 if args.concurrent:  # both at once: a change of the machine's load hits both alike
@@ -235,16 +297,18 @@ def main(argv=None) -> int:
                     log(f"{backbone} round {r} {tag}: {m['task_steps_per_s']:.1f} task-steps/s, peak RSS "
                         f"{m['peak_rss_mb']:.0f} MB, {m['draws']} draws, load {load:.1f}")
             ratios = [p["task_steps_per_s"] / f["task_steps_per_s"] for f, p in zip(runs["fixed"], runs["pool"])]
+            together = side_by_side(backbone, fixed["tasks"], pool, args.image_size, args.batch_size, args.active,
+                                    args.reset_period, args.side_by_side_rounds) if args.side_by_side_rounds else None
             cost = swap_cost(backbone, args.image_size, args.batch_size, args.active, len(pool), args.reset_period)
             log(f"{backbone} in-process: step {cost['step_s']:.3f} s, a draw swapping {cost['swaps_per_draw']} slots "
                 f"{cost['draw_s']:.4f} s: {100 * cost['draw_share_of_reset_period']:.2f}% of a reset period")
-            results[backbone] = {
-                "draw_cost": cost,
-                "runs": runs,
-                "throughput_ratio_pool_over_fixed": statistics.median(ratios), "ratios": ratios,
-                "peak_rss_mb": {k: statistics.median(m["peak_rss_mb"] for m in v) for k, v in runs.items()},
-                "task_steps_per_s": {k: statistics.median(m["task_steps_per_s"] for m in v) for k, v in runs.items()},
-            }
+            results[backbone] = {"draw_cost": cost, "side_by_side": together, "runs": runs}
+            if ratios:
+                results[backbone].update({
+                    "throughput_ratio_pool_over_fixed": statistics.median(ratios), "ratios": ratios,
+                    "peak_rss_mb": {k: statistics.median(m["peak_rss_mb"] for m in v) for k, v in runs.items()},
+                    "task_steps_per_s": {k: statistics.median(m["task_steps_per_s"] for m in v) for k, v in runs.items()},
+                })
     import torch
 
     report = {
@@ -256,10 +320,14 @@ def main(argv=None) -> int:
         "results": results,
     }
     for backbone, r in results.items():
-        log(f"{backbone}: pool/fixed task-steps/s {r['throughput_ratio_pool_over_fixed']:.3f} "
-            f"(rounds {', '.join(f'{x:.3f}' for x in r['ratios'])}); peak RSS fixed {r['peak_rss_mb']['fixed']:.0f} MB, "
-            f"pool {r['peak_rss_mb']['pool']:.0f} MB; a draw costs {100 * r['draw_cost']['draw_share_of_reset_period']:.2f}% "
-            f"of a reset period")
+        if "ratios" in r:
+            log(f"{backbone} processes: pool/fixed task-steps/s {r['throughput_ratio_pool_over_fixed']:.3f} (rounds "
+                f"{', '.join(f'{x:.3f}' for x in r['ratios'])}); peak RSS fixed {r['peak_rss_mb']['fixed']:.0f} MB, "
+                f"pool {r['peak_rss_mb']['pool']:.0f} MB")
+        if r["side_by_side"]:
+            log(f"{backbone} side by side in one process: pool/fixed task-steps/s {r['side_by_side']['ratio_pool_over_fixed']:.3f} "
+                f"(rounds {', '.join(f'{x:.3f}' for x in r['side_by_side']['ratios'])})")
+        log(f"{backbone}: a draw costs {100 * r['draw_cost']['draw_share_of_reset_period']:.2f}% of a reset period")
     if args.json:
         print(json.dumps(report, indent=1))
     return 0
