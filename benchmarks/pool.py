@@ -117,7 +117,8 @@ def render(data: Path) -> list[str]:
                 continue
             suite.GLYPH_TASKS[name] = (families, chars)
             d = suite.build_glyphs(name, seed=7)
-            np.savez(path, x=np.concatenate([d["x_train"], d["x_test"]]), y=np.concatenate([d["y_train"], d["y_test"]]))
+            np.savez(path, x=np.concatenate([d["x_train"], d["x_test"]]), y=np.concatenate([d["y_train"], d["y_test"]]),
+                     hflip=np.array(False))  # glyphs: no flips, as in the bundled suite
             log(f"rendered {name}: {len(chars)} classes, {len(d['_fonts'])} faces ({time.time() - t0:.0f} s)")
         specs.append(f"npz:{path}")
     return specs
