@@ -15,8 +15,8 @@ record (start-up and the first K steps excluded; the pool's draws, one every K s
 peak RSS (``wait4``); per backbone the median of the per-round pool/fixed ratios. ``--concurrent`` runs the two
 processes of a round at the same time instead of one after the other, so that a change of a shared machine's load
 hits both alike. Side by side in one process (``side_by_side``, ``--side-by-side-rounds``): an engine over the fixed
-tasks and one over the pool's slots, built as ctinit-train builds them on the same real tasks, alternately for one
-reset period each (the pool's block ending with its draw); the median of the per-round ratios. And because
+tasks and one over the pool's slots, built as ctinit-train builds them on the same real tasks, stepped alternately
+one step at a time for a reset period, then the pool's draw; the median of the per-round ratios. And because
 processes on a loaded machine still see different conditions, the pool's own cost is also measured in one process (``swap_cost``):
 engine steps and draws that swap every slot, alternately, on synthetic data; a draw's share of a reset period is
 what a pool adds. ``--json`` prints one JSON object on stdout. A benchmark, not a test: nothing here asserts.
@@ -192,8 +192,9 @@ def swap_cost(backbone: str, image_size: int, batch_size: int, active: int, pool
 def side_by_side(backbone: str, fixed_specs: list[str], pool_specs: list[str], image_size: int, batch_size: int,
                  active: int, reset_period: int, rounds: int) -> dict:
     """In one process (one thread), on the real tasks: an engine over the fixed tasks and an engine over ``active``
-    slots of the pool, built as ctinit-train builds them, alternately for a reset period each (the pool's block
-    ends with its draw), ``rounds`` times; the per-round ratio of pool to fixed task-steps/s, median and range."""
+    slots of the pool, built as ctinit-train builds them, stepped alternately one step at a time (so that a load
+    change hits both alike) for a reset period, then the pool's draw, ``rounds`` times; the per-round ratio of pool
+    to fixed task-steps/s (the draw counted to the pool), median and range."""
     import torch
 
     from ctinit.meta import TrajectoryEngine
@@ -224,19 +225,19 @@ def side_by_side(backbone: str, fixed_specs: list[str], pool_specs: list[str], i
                               rule="cts", reset_period=reset_period, inner_optimizer=inner,
                               meta_optimizer={"name": "sgd", "lr": 0.1})
     ratios, times = [], {"fixed": [], "pool": []}
-    for r in range(rounds):
-        order = ("fixed", "pool") if r % 2 == 0 else ("pool", "fixed")
-        for name in order:
-            t0 = time.perf_counter()
-            if name == "fixed":
-                for _ in range(reset_period):
-                    fixed.step()
-            else:
-                for _ in range(reset_period):
-                    pooled.step()
-                pool.rotate(pooled, pool_head, pool_samplers.get)
-            times[name].append(time.perf_counter() - t0)
-        ratios.append(times["fixed"][-1] / times["pool"][-1])  # pool task-steps/s over fixed (both `active` tasks)
+    for r in range(rounds):  # a round: one reset period of each, step by step alternately, then the pool's draw
+        spent = {"fixed": 0.0, "pool": 0.0}
+        for _ in range(reset_period):
+            for name, engine in (("fixed", fixed), ("pool", pooled)):
+                t0 = time.perf_counter()
+                engine.step()
+                spent[name] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pool.rotate(pooled, pool_head, pool_samplers.get)
+        spent["pool"] += time.perf_counter() - t0
+        for name in spent:
+            times[name].append(spent[name])
+        ratios.append(spent["fixed"] / spent["pool"])  # pool task-steps/s over fixed (both `active` tasks)
         log(f"{backbone} side by side, round {r}: pool/fixed task-steps/s {ratios[-1]:.3f}")
     return {"ratio_pool_over_fixed": statistics.median(ratios), "ratios": ratios,
             "fixed_task_steps_per_s": active * reset_period / statistics.median(times["fixed"]),
