@@ -64,6 +64,7 @@ class TrainConfig:
     backbone: Literal[tuple(ARCHITECTURES)] = "resnet20"  # a built-in backbone (ctinit.models.ARCHITECTURES)
     image_size: Annotated[StrictInt, Field(ge=8, le=1024)] = 28
     tasks: list[Str] = dataclasses.field(default_factory=list)  # builtin:NAME, npz:PATH, folder:DIR, hf:NAME[:CONFIG]
+    active_tasks: Optional[PositiveInt] = None  # a task pool: train this many of `tasks` at a time, redrawn every reset
     steps: PositiveInt = 1000  # global steps; every task takes one inner step per global step
     batch_size: PositiveInt = 128
     reset_period: PositiveInt = RESET_PERIOD  # K: trajectory length between resets to phi
@@ -198,7 +199,9 @@ def validate(config: dict) -> dict:
                 raise
             except Exception as e:  # noqa: BLE001 - a spec that does not parse is bad input
                 raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
-    return to_dict(typed)
+    plain = to_dict(typed)
+    validate_pool(plain)
+    return plain
 
 
 def _normalized(config: dict) -> dict:
@@ -210,6 +213,24 @@ def _normalized(config: dict) -> dict:
         except Exception:  # noqa: BLE001 - an unreadable entry just compares as it is
             pass
     return out
+
+
+def validate_pool(config: dict) -> None:
+    """``active_tasks``: null (every task trains all the time) or a pool of ``tasks`` drawn from at every reset.
+    (Its type is checked by the schema; these are the rules between keys.)"""
+    active = config["active_tasks"]
+    if active is None:
+        return
+    if active > len(config["tasks"]):
+        raise ConfigError(f"active_tasks ({active}) is larger than the pool: 'tasks' lists {len(config['tasks'])} "
+                          f"tasks; list at least {active} tasks or lower active_tasks")
+    if config["algorithm"] == "scratch":
+        raise ConfigError("active_tasks needs an algorithm that resets trajectories (scratch never does): "
+                          "remove active_tasks or choose another algorithm")
+    interval = config["meta_interval"] or RULES[config["algorithm"]].meta_interval or config["reset_period"]
+    if config["reset_period"] % interval:
+        raise ConfigError(f"with active_tasks, reset_period ({config['reset_period']}) must be a multiple of "
+                          f"meta_interval ({interval}), so that tasks change slots right after a meta-update")
 
 
 def changed_keys(saved: dict, current: dict) -> list[str]:

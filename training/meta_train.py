@@ -5,7 +5,8 @@
     torchrun --nproc_per_node 2 -m ctinit_training.meta_train --config ... --out ... [--resume]
 
 Tasks are sharded over processes (contiguous blocks, uneven splits allowed); every task's head, data order and
-augmentation are seeded by its global index, so the trained phi does not depend on the number of processes.
+augmentation are seeded by its global index, so the trained phi does not depend on the number of processes
+(except with a task pool, ``active_tasks``: each process draws from its own block; see training/pool.py).
 The meta-step is one all-reduce of a flat fp32 buffer the size of phi.
 
 Writes ``OUT/init/`` (config.json + model.safetensors: phi only), ``OUT/config.yaml`` (the resolved config),
@@ -39,6 +40,7 @@ from ctinit.tasks import BatchSampler, load_task, task_name
 from . import checkpoint as ckpt
 from . import rundir
 from .config import changed_keys, dump_config, load_config
+from .pool import TaskPool, pool_share
 
 log = logging.getLogger("ctinit.meta_train")
 
@@ -181,6 +183,9 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     shards = shard_tasks(len(config["tasks"]), world)
     mine = shards[rank]
     run_id = rundir.read_run_id(out)  # None: a folder from before runs had ids (its checkpoints have none either)
+    # A task pool (active_tasks): every process trains an equal share of the active tasks, drawn from its block.
+    pool = TaskPool(mine, pool_share(config["active_tasks"], len(config["tasks"]), world), config["seed"]) \
+        if config["active_tasks"] else None
 
     # Resuming: check the newest complete checkpoint of this run before any data is loaded.
     resume_from, start_step = None, 0
@@ -209,7 +214,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
             task = load_task(config["tasks"][i], image_size=config["image_size"], seed=config["seed"])
             if config["max_train_per_class"]:
                 task = task.subset_train(int(config["max_train_per_class"]), seed=config["seed"])
-            tasks.append(task.to(device))
+            tasks.append(task.to(device) if pool is None else task)  # a pool's data goes to the device per turn
         validation = config["validation"]
         val_tasks = [load_task(spec, image_size=config["image_size"], seed=validation["seed"])
                      for spec in validation["tasks"]] if (is_main and validation["every"]) else []
@@ -217,36 +222,51 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         error = e
     if comm.any(error is not None, device):
         raise error or ConfigError("another process could not load its tasks; see its error line")
-    num_classes = [t.num_classes for t in tasks]
-    if resume_from is not None and meta.get("num_classes") is not None:
-        saved = [meta["num_classes"][i] for i in mine] if len(meta["num_classes"]) == len(config["tasks"]) else None
-        if saved != num_classes:
-            raise CheckpointError(f"cannot resume {resume_from}: the tasks' numbers of classes changed since the "
-                                  f"checkpoint ({saved} then, {num_classes} now); restore the task data or start over "
-                                  "with --overwrite")
     if is_main:
         dump_config(config, out / "config.yaml")
 
+    rank_state = ckpt.read_state(resume_from / f"rank-{rank}") if resume_from is not None else None
+    if rank_state is not None:
+        check_head_sizes(rank_state, dict(zip(mine, tasks)), [task_name(s) for s in config["tasks"]], resume_from)
     torch.manual_seed(config["seed"])
     backbone = build_backbone(config["backbone"], config["image_size"]).to(device)
-    heads = [make_head(backbone.feature_dim, t.num_classes, task_seed(config["seed"], i)).to(device)
-             for i, t in zip(mine, tasks)]
     samplers = [BatchSampler(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i),
                              augment=config["augment"], hflip=t.hflip, channels=backbone.config.num_channels)
                 for i, t in zip(mine, tasks)]
+    by_index = {i: (t, s) for i, t, s in zip(mine, tasks, samplers)}
+
+    def task_head(i: int) -> TaskHead:
+        return make_head(backbone.feature_dim, by_index[i][0].num_classes, task_seed(config["seed"], i)).to(device)
+
+    def task_source(i: int) -> BatchSampler:  # a pool task's data comes to the device for its turn
+        task, sampler = by_index[i]
+        sampler.x, sampler.y = task.x_train.to(device), task.y_train.to(device)
+        return sampler
+
+    def release(i: int) -> None:
+        task, sampler = by_index[i]
+        sampler.x, sampler.y = task.x_train, task.y_train
+
+    if pool is not None:
+        if rank_state is not None:
+            pool.load_state_dict(rank_state["pool"])
+        else:
+            pool.draw()
+    slots = mine if pool is None else pool.slots  # the global task index of each engine slot
     engine = TrajectoryEngine(
-        backbone, heads, samplers, rule=config["algorithm"], reset_period=config["reset_period"],
+        backbone, [task_head(i) for i in slots], [task_source(i) for i in slots], rule=config["algorithm"],
+        reset_period=config["reset_period"],
         meta_interval=config["meta_interval"], shift=config["shift"], reset=config["reset"],
         reset_heads=config["reset_heads"], inner_optimizer=config["inner_optimizer"],
         meta_optimizer=config["meta_optimizer"], meta_exclude=config["meta_exclude"],
-        all_reduce=comm.sum_ if world > 1 else None, num_tasks_total=len(config["tasks"]),
+        all_reduce=comm.sum_ if world > 1 else None, num_tasks_total=config["active_tasks"] or len(config["tasks"]),
         autocast=autocast_factory(config["mixed_precision"], device),
         grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
     )
     best = {"accuracy": -1.0, "step": None}
     if resume_from is not None:
         best = meta.get("best_validation", best)
-        state = ckpt.read_state(resume_from / f"rank-{rank}")
+        state = rank_state
         try:
             engine.load_state_dict(state["engine"])
             for sampler, s in zip(samplers, state["samplers"]):
@@ -264,6 +284,10 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     log.info("algorithm %s, backbone %s, meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
              config["algorithm"], config["backbone"], engine.meta_interval, engine.reset_period, engine.shift,
              engine.layout.size)
+    if pool is not None:
+        log.info("task pool: %d tasks, %d active (%d per process, each from its block), a new draw every %d steps",
+                 len(config["tasks"]), config["active_tasks"], pool.active, config["reset_period"])
+        log.info("step %d: draw %d: active tasks %s", start_step, pool.draws, ", ".join(active_names(pool, names, comm, device)))
     if config["log_with"]:
         accelerator.init_trackers(config["project_name"], config={k: str(v) for k, v in config.items()})
 
@@ -285,8 +309,9 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     num_tasks = len(config["tasks"])
-    sums = torch.zeros(3, num_tasks, device=device)  # loss, accuracy, skipped steps per global task
-    mine_index = torch.tensor(mine, device=device)
+    tasks_per_step = config["active_tasks"] or num_tasks
+    sums = torch.zeros(4, num_tasks, device=device)  # loss, accuracy, skipped steps, steps trained per global task
+    mine_index = torch.tensor(slots, device=device)
     count, start, phi_start = 0, time.perf_counter(), engine.phi.detach().clone()
     try:
         bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
@@ -294,35 +319,46 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         for step in bar:
             result = engine.step()
             sums[0, mine_index] += result.losses
+            sums[3, mine_index] += 1
             if result.accuracies is not None:
                 sums[1, mine_index] += result.accuracies
             if result.skipped:
                 sums[2, mine_index[result.skipped]] += 1
                 for t in result.skipped:
                     log.warning("step %d: non-finite inner loss on task %s, step skipped (%d in a row)", step,
-                                names[mine[t]], engine.nonfinite_streak[t])
+                                names[slots[t]], engine.nonfinite_streak[t])
                 worst = max(engine.nonfinite_streak)
                 if worst >= config["max_nonfinite_steps"]:
                     t = engine.nonfinite_streak.index(worst)
                     raise TrainingStopped(
-                        f"task {names[mine[t]]} had a non-finite inner loss {worst} steps in a row (max_nonfinite_steps): "
+                        f"task {names[slots[t]]} had a non-finite inner loss {worst} steps in a row (max_nonfinite_steps): "
                         "lower inner_optimizer.lr, use mixed_precision=bf16 instead of fp16, or check the task's data")
+            if pool is not None and step % config["reset_period"] == 0:
+                # The engine has just reset (theta == phi): the next draw takes the slots.
+                pool.rotate(engine, task_head, task_source, release)
+                slots = pool.slots
+                mine_index = torch.tensor(slots, device=device)
+                log.info("step %d: draw %d: active tasks %s", step, pool.draws, ", ".join(active_names(pool, names, comm, device)))
             count += 1
             if step % config["log_every"] == 0 or step == steps:
                 comm.sum_(sums)
-                loss, acc, _ = (sums / count).tolist()
-                skipped = sums[2].tolist()
+                trained = [i for i, n in enumerate(sums[3].tolist()) if n > 0]  # every task, without a pool
+                loss, acc = (sums[:2, trained] / sums[3, trained]).tolist()
+                skipped = sums[2, trained].tolist()
+                window = [names[i] for i in trained]
                 elapsed = time.perf_counter() - start
                 record = {
-                    "step": step, "mean_loss": sum(loss) / num_tasks, "mean_accuracy": sum(acc) / num_tasks,
-                    "task_loss": dict(zip(names, loss)), "task_accuracy": dict(zip(names, acc)),
-                    "skipped_steps": dict(zip(names, skipped)),
+                    "step": step, "mean_loss": sum(loss) / len(trained), "mean_accuracy": sum(acc) / len(trained),
+                    "task_loss": dict(zip(window, loss)), "task_accuracy": dict(zip(window, acc)),
+                    "skipped_steps": dict(zip(window, skipped)),
                     "phi_distance": (engine.phi.detach() - phi_start).norm().item(),
                     "delta_phi_norm": result.delta.norm().item() if result.delta is not None else None,
-                    "task_steps_per_s": (step - start_step) * num_tasks / elapsed,
+                    "task_steps_per_s": (step - start_step) * tasks_per_step / elapsed,
                 }
                 if not math.isfinite(record["phi_distance"]):
                     check_finite_phi(engine, out, step, run_id)
+                if pool is not None:
+                    record["active_tasks"] = window  # the tasks that trained since the last record
                 if is_main:
                     with open(metrics_path, "a") as f:  # one write per line: a kill leaves at worst a partial last line
                         f.write(json.dumps(record) + "\n")
@@ -360,7 +396,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
             signalled = comm.any(stop["signum"] is not None, device)
             if (config["checkpoint_every"] and step % config["checkpoint_every"] == 0) or signalled:
                 path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best, run_id,
-                                       num_classes)
+                                       pool)
                 if signalled:
                     raise Preempted(stop["signum"] or signal.SIGTERM, path)
         bar.close()
@@ -374,19 +410,19 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         "config": {k: v for k, v in config.items() if k != "tasks"},
         "tasks": [{"spec": spec, "name": n} for spec, n in zip(config["tasks"], names)],
         "steps": steps, "seed": config["seed"], "world_size": world,
-        "skipped_steps": int(sum(engine.skipped_steps)),
+        "skipped_steps": int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0),
     }
     if world == 1:
         for entry, t in zip(made_with["tasks"], tasks):
             entry.update(num_classes=t.num_classes, train_size=len(t.y_train), test_size=len(t.y_test))
     summary = {"init": str(out / "init"), "steps": steps, "seconds": seconds,
-               "task_steps_per_s": (steps - start_step) * num_tasks / seconds if seconds > 0 and steps > start_step else None}
+               "task_steps_per_s": (steps - start_step) * tasks_per_step / seconds if seconds > 0 and steps > start_step else None}
     # Nothing non-finite is exported. A checkpoint of the last step is written before the export (also with
     # checkpoint_every=0), so a failed export (a full disk) leaves a run to --resume; with checkpoint_every=0 it is
     # deleted once the export is written. The export goes to OUT/init.tmp and is renamed to OUT/init when complete.
     check_finite_phi(engine, out, steps, run_id)
     if steps > start_step and not (config["checkpoint_every"] and steps % config["checkpoint_every"] == 0):
-        save_checkpoint(out, steps, engine, samplers, config, shards, comm, rank, is_main, best, run_id, num_classes)
+        save_checkpoint(out, steps, engine, samplers, config, shards, comm, rank, is_main, best, run_id, pool)
     if is_main:
         tmp = out / "init.tmp"
         if tmp.exists():
@@ -437,21 +473,21 @@ def check_finite_phi(engine, out: Path, step: int, run_id) -> None:
 
 
 def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best=None, run_id=None,
-                    num_classes=None) -> Path:
+                    pool=None) -> Path:
     check_finite_phi(engine, out, step, run_id)
     tmp = ckpt.tmp_dir(out, step)
     if is_main:
         tmp.mkdir(parents=True, exist_ok=True)
     comm.barrier()
-    ckpt.write_state({"engine": engine.state_dict(), "samplers": [s.state_dict() for s in samplers],
-                      "rng": ckpt.rng_state()}, tmp / f"rank-{rank}")
+    state = {"engine": engine.state_dict(), "samplers": [s.state_dict() for s in samplers], "rng": ckpt.rng_state()}
+    if pool is not None:
+        state["pool"] = pool.state_dict()  # the draw state and every stored task state
+    ckpt.write_state(state, tmp / f"rank-{rank}")
     comm.barrier()
     final = ckpt.checkpoint_root(out) / f"step-{step}"
     if is_main:
         meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
                 "library_version": __version__, "best_validation": best, "run_id": run_id}
-        if num_classes is not None and comm.world_size == 1:
-            meta["num_classes"] = num_classes
         _fault_point("checkpoint", step)
         final = ckpt.finalize(out, step, meta, config["keep_checkpoints"])
         log.info("checkpoint %s", final)
@@ -474,6 +510,26 @@ def push_run(out, repo_id: str, private: bool = False) -> None:
         export = export_run(out, Path(tmp) / Path(repo_id).name, repo_id=repo_id)
         info = push(export, repo_id, private=private, log=lambda m: print(m, file=sys.stderr))
     print(f"meta_train: pushed to {repo_id}: {getattr(info, 'commit_url', info)}", file=sys.stderr)
+def active_names(pool: TaskPool, names: list[str], comm: Collectives, device) -> list[str]:
+    """The names of the tasks now in a slot on any process (one small all-reduce per draw)."""
+    active = torch.zeros(len(names), device=device)
+    active[pool.slots] = 1
+    comm.sum_(active)
+    return [n for n, a in zip(names, active.tolist()) if a > 0]
+
+
+def check_head_sizes(rank_state: dict, tasks: dict, names: list[str], path: Path) -> None:
+    """Refuse a checkpoint whose heads do not fit the tasks' classes (a task's data changed since it was written)."""
+    pool = rank_state.get("pool")
+    slots = pool["slots"] if pool is not None else sorted(tasks)
+    heads = {int(i): s["head"] for i, s in zip(slots, rank_state["engine"]["tasks"])}
+    if pool is not None:
+        heads.update({int(i): s["head"] for i, s in pool["stored"].items()})
+    for i, head in sorted(heads.items()):
+        saved = head["weight"].shape[0]
+        if i in tasks and saved != tasks[i].num_classes:
+            raise CheckpointError(f"cannot resume {path}: task {names[i]} has {tasks[i].num_classes} classes but its "
+                                  f"head in the checkpoint has {saved}; restore the task's data or start a new run directory")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -263,3 +263,18 @@ class BatchedTasks:
             head.bias.grad = g_bias[t, :self.widths[t]]
         accuracies = (logits.detach().argmax(-1) == y).float().mean(1)
         return losses.detach().float(), accuracies
+
+    # ------------------------------------------------------------------ task pools
+    def set_head(self, t: int, head: nn.Module) -> None:
+        """Slot t now trains another task (``TrajectoryEngine.set_task``): its head may have another width."""
+        from ..errors import ConfigError
+
+        if type(head).forward is not nn.Linear.forward or head.bias is None:
+            raise ConfigError(f"batched execution needs plain linear heads with bias; got {type(head).__name__}")
+        if head.in_features != self.heads[0].in_features:
+            raise ConfigError(f"a head on {head.in_features} features in batched execution over {self.heads[0].in_features}")
+        self.heads[t] = head
+        self.widths[t] = head.out_features
+        self.max_width = max(self.widths)
+        self.padded = torch.tensor([[c >= w for c in range(self.max_width)] for w in self.widths], device=self.thetas.device)
+        self.any_padding = bool(self.padded.any())

@@ -564,3 +564,59 @@ class TrajectoryEngine:
                     self._leap[k].copy_(v)
                 else:
                     self._leap[k] = v
+
+    # ------------------------------------------------------------------ task pools: another task into a slot
+    # The trainer's task pools (training/pool.py) train more tasks than there are slots: at a reset, when every
+    # theta_t == phi, a slot's task leaves (``task_state``) and another task comes in (``set_task``). The engine
+    # knows nothing about which task is where; these two methods are all it offers.
+    def task_state(self, t: int) -> dict:
+        """Slot t's task-private state, as CPU copies: the backbone state that is not meta-learned (parameters
+        kept per task by ``meta_exclude``, BN running statistics), the head, the inner optimizer state
+        (per-tensor format), the loss scaler and the skip counters. theta is left out: a task leaves its slot at a
+        reset, where theta_t == phi."""
+        meta = set(self.layout.names)
+        cpu = lambda v: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else copy.deepcopy(v)  # noqa: E731
+        optimizer = self._optimizer_state(t)
+        return {
+            "backbone": {k: cpu(v) for k, v in self.backbones[t].state_dict().items() if k not in meta},
+            "head": {k: cpu(v) for k, v in self.heads[t].state_dict().items()},
+            "optimizer": {"state": {i: {k: cpu(v) for k, v in s.items()} for i, s in optimizer["state"].items()},
+                          "param_groups": optimizer["param_groups"]},
+            "scaler": copy.deepcopy(self.scalers[t].state_dict()) if self.scalers is not None else None,
+            "skipped_steps": self.skipped_steps[t],
+            "nonfinite_streak": self.nonfinite_streak[t],
+        }
+
+    def set_task(self, t: int, head: nn.Module, batches: Callable[[], object], state: dict | None = None) -> None:
+        """Put another task into slot t: its head (any number of classes), its batch source and its state from
+        ``task_state`` (None: a task's first turn: the initialization's non-meta-learned backbone state, fresh
+        inner optimizer state and loss scaler). Call it right after a reset, when theta_t == phi."""
+        if any(True for _ in head.buffers()):
+            raise ConfigError("a task head with buffers cannot be swapped into a slot; use a plain linear head")
+        device = self.phi.device
+        head = head.to(device).train()
+        if self._batched is not None:
+            self._batched.set_head(t, head)
+        self.heads[t] = head
+        self.batches[t] = batches
+        meta = set(self.layout.names)
+        model = self.backbones[t]
+        private = [p for n, p in model.named_parameters() if n not in meta] + list(head.parameters())
+        self.private_params[t] = private
+        self.optimizers[t] = self.inner_spec.build([self.flat_params[t]] + private)
+        if self.scalers is not None:
+            self.scalers[t] = torch.amp.GradScaler(device.type)
+        if state is None:
+            initial = {k: v for k, v in self.phi_module.state_dict().items() if k not in meta}
+            state = {"backbone": initial, "optimizer": None, "scaler": None, "skipped_steps": 0, "nonfinite_streak": 0}
+        else:
+            head.load_state_dict(state["head"])
+            self.optimizers[t].load_state_dict(self._flat_optimizer_state(t, state["optimizer"]))
+        missing, unexpected = model.load_state_dict(state["backbone"], strict=False)  # copies in place: views stay
+        if unexpected or set(missing) != meta:
+            raise ConfigError(f"slot {t}: the stored task state does not fit the backbone "
+                              f"(unexpected {sorted(unexpected)[:3]}, missing {sorted(set(missing) - meta)[:3]})")
+        if self.scalers is not None and state.get("scaler"):
+            self.scalers[t].load_state_dict(state["scaler"])
+        self.skipped_steps[t] = int(state["skipped_steps"])
+        self.nonfinite_streak[t] = int(state["nonfinite_streak"])
