@@ -44,10 +44,13 @@ class OptimizerSpec:
         d["betas"] = list(self.betas)
         return d
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    def build(self, params: Iterable[torch.nn.Parameter], capturable: bool = False) -> torch.optim.Optimizer:
+        """``capturable`` (CUDA): Adam(W) keeps its step count on the device, so that a step neither reads it on
+        the host nor breaks CUDA graph capture, and a masked step can restore it on the device (SGD has no count)."""
         params = list(params)
         if self.name == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                                    nesterov=self.nesterov and self.momentum > 0)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        extra = {"capturable": True} if capturable else {}
+        return cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, **extra)
