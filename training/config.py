@@ -8,7 +8,7 @@ import yaml
 
 from ctinit.errors import ConfigError
 from ctinit.meta import RULES
-from ctinit.meta.engine import EXECUTIONS
+from ctinit.meta.engine import COMPILE_MODES, EXECUTIONS
 from ctinit.meta.optim import OptimizerSpec
 
 #: Every key a recipe may set, with its default. The defaults are the paper's where it has one.
@@ -33,6 +33,8 @@ DEFAULTS: dict = {
     "device": "auto",              # auto (what Accelerate picks) | cpu
     "mixed_precision": "no",       # no | bf16 | fp16: autocast for the inner steps; phi and meta-updates stay fp32
     "execution": "auto",           # auto | sequential | batched: tasks one after another or as one grouped program
+    "compile": "auto",             # auto (= off for now) | off | graphs (CUDA graph of the whole step) | inductor
+    "channels_last": False,        # channels-last convolutions (a GPU layout option; off until measured faster)
     "max_nonfinite_steps": 10,     # stop when a task's inner loss is non-finite this many steps in a row
     "log_every": 50,
     "log_with": None,              # Accelerate trackers: tensorboard, trackio, wandb, all (a name or a list)
@@ -134,6 +136,10 @@ def validate(config: dict) -> None:
         raise ConfigError(f"config 'mixed_precision' must be no, bf16 or fp16, got {config['mixed_precision']!r}")
     if config["execution"] not in EXECUTIONS:
         raise ConfigError(f"config 'execution' must be {', '.join(EXECUTIONS[:-1])} or {EXECUTIONS[-1]}, got {config['execution']!r}")
+    if config["compile"] not in COMPILE_MODES:
+        raise ConfigError(f"config 'compile' must be {', '.join(COMPILE_MODES[:-1])} or {COMPILE_MODES[-1]}, got {config['compile']!r}")
+    if not isinstance(config["channels_last"], bool):
+        raise ConfigError(f"config 'channels_last' must be true or false, got {config['channels_last']!r}")
     if config["device"] not in ("auto", "cpu"):
         raise ConfigError(f"config 'device' must be auto or cpu (GPUs are chosen by the launcher), got {config['device']!r}")
     interval = config["meta_interval"]

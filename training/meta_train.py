@@ -29,7 +29,7 @@ from ctinit.errors import CheckpointError, ConfigError, CtinitError
 from ctinit.loading import save_init
 from ctinit.meta import TrajectoryEngine
 from ctinit.models import TaskHead, build_backbone
-from ctinit.tasks import BatchSampler, load_task, task_name
+from ctinit.tasks import BatchSampler, DeviceBatchSampler, load_task, task_name
 
 from . import checkpoint as ckpt
 from .config import changed_keys, dump_config, load_config
@@ -166,7 +166,9 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     backbone = build_backbone(config["backbone"], config["image_size"]).to(device)
     heads = [make_head(backbone.feature_dim, t.num_classes, task_seed(config["seed"], i)).to(device)
              for i, t in zip(mine, tasks)]
-    samplers = [BatchSampler(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i),
+    # compile graphs/inductor: batches drawn on the device (counter-based augmentation, other draws than BatchSampler's)
+    sampler_class = DeviceBatchSampler if config["compile"] in ("graphs", "inductor") else BatchSampler
+    samplers = [sampler_class(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i),
                              augment=config["augment"], hflip=t.hflip, channels=backbone.config.num_channels)
                 for i, t in zip(mine, tasks)]
     engine = TrajectoryEngine(
@@ -177,6 +179,7 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
         all_reduce=comm.sum_ if world > 1 else None, num_tasks_total=len(config["tasks"]),
         autocast=autocast_factory(config["mixed_precision"], device),
         grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
+        compile=config["compile"], channels_last=config["channels_last"],
     )
     best = {"accuracy": -1.0, "step": None}
     if resume_from is not None:
@@ -212,8 +215,11 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     num_tasks = len(config["tasks"])
-    sums = torch.zeros(3, num_tasks, device=device)  # loss, accuracy, skipped steps per global task
+    # Everything logged accumulates on the device and is read back every log_every steps only (the read-back
+    # points): loss, accuracy, skipped steps per global task, and per local task the longest run of skipped steps.
+    sums = torch.zeros(3, num_tasks, device=device)
     mine_index = torch.tensor(mine, device=device)
+    worst_streak = torch.zeros(len(mine), dtype=torch.long, device=device)
     count, start, phi_start = 0, time.perf_counter(), engine.phi.detach().clone()
     try:
         bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
@@ -223,19 +229,16 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
             sums[0, mine_index] += result.losses
             if result.accuracies is not None:
                 sums[1, mine_index] += result.accuracies
-            if result.skipped:
-                sums[2, mine_index[result.skipped]] += 1
-                for t in result.skipped:
-                    log.warning("step %d: non-finite inner loss on task %s, step skipped (%d in a row)", step,
-                                names[mine[t]], engine.nonfinite_streak[t])
-                worst = max(engine.nonfinite_streak)
-                if worst >= config["max_nonfinite_steps"]:
-                    t = engine.nonfinite_streak.index(worst)
-                    raise TrainingStopped(
-                        f"task {names[mine[t]]} had a non-finite inner loss {worst} steps in a row (max_nonfinite_steps): "
-                        "lower inner_optimizer.lr, use mixed_precision=bf16 instead of fp16, or check the task's data")
+            sums[2, mine_index] += result.nonfinite
+            torch.maximum(worst_streak, engine.skip_streak, out=worst_streak)
             count += 1
-            if step % config["log_every"] == 0 or step == steps:
+            read_back = step % config["log_every"] == 0 or step == steps
+            if read_back:
+                # max_nonfinite_steps is checked here, at the read-back points: a run whose task stays non-finite
+                # stops at the next one (its skipped steps are masked, so the extra steps change nothing).
+                check_nonfinite(sums[2, mine_index], worst_streak, engine.nonfinite_streak, [names[i] for i in mine],
+                                step, config["max_nonfinite_steps"])
+                worst_streak.zero_()
                 comm.sum_(sums)
                 loss, acc, _ = (sums / count).tolist()
                 skipped = sums[2].tolist()
@@ -279,8 +282,11 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
                     if config["log_with"]:
                         accelerator.log({"validation_accuracy": accuracy}, step=step)
                 comm.barrier()
-            signalled = comm.any(stop["signum"] is not None, device)
-            if (config["checkpoint_every"] and step % config["checkpoint_every"] == 0) or signalled:
+            checkpoint_due = bool(config["checkpoint_every"]) and step % config["checkpoint_every"] == 0
+            # On several processes the stop flag is agreed on (an all-reduce and a host read) at read-back and
+            # checkpoint points only; one process checks it every step at no cost.
+            signalled = comm.any(stop["signum"] is not None, device) if (world == 1 or read_back or checkpoint_due) else False
+            if checkpoint_due or signalled:
                 path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best)
                 if signalled:
                     raise Preempted(stop["signum"] or signal.SIGTERM, path)
@@ -309,6 +315,23 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     if config["log_with"]:
         accelerator.end_training()
     return summary
+
+
+def check_nonfinite(skipped: torch.Tensor, worst_streak: torch.Tensor, streak_now: list[int], names: list[str],
+                    step: int, limit: int) -> None:
+    """At a read-back point: warn about tasks that skipped steps since the last one, and stop the run when a task's
+    run of skipped steps reached ``limit`` (``worst_streak``: the longest run per local task since then)."""
+    worst = worst_streak.tolist()
+    for name, n, run, now in zip(names, skipped.tolist(), worst, streak_now):
+        if n:
+            log.warning("up to step %d: non-finite inner loss on task %s, %d step(s) skipped (longest run %d, %d in a "
+                        "row now)", step, name, int(n), run, now)
+    t = max(range(len(worst)), key=worst.__getitem__)
+    if worst[t] >= limit:
+        raise TrainingStopped(
+            f"task {names[t]} had a non-finite inner loss {limit} steps in a row (max_nonfinite_steps; {worst[t]} by "
+            f"step {step}, checked every log_every steps): lower inner_optimizer.lr, use mixed_precision=bf16 instead "
+            "of fp16, or check the task's data")
 
 
 def meta_validate(phi_module, tasks, validation: dict) -> float:
