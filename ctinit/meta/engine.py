@@ -364,6 +364,16 @@ class TrajectoryEngine:
             why = "the batch sources do not draw on the device (use ctinit.tasks.DeviceBatchSampler)"
         if why is not None:
             raise ConfigError(f"compile '{mode}' is not supported here: {why}; use compile 'off'")
+        if mode == "graphs":
+            # torch's advice for autocast in captured regions: no cast cache (it would keep graph-pool tensors)
+            factory = self.autocast
+
+            def uncached():
+                context = factory()
+                if isinstance(context, torch.autocast):
+                    context._cache_enabled = False
+                return context
+            self.autocast = uncached
         log.info("compile: %s", mode)
         return mode
 
