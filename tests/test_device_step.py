@@ -54,6 +54,7 @@ def test_a_masked_skip_keeps_theta_and_momentum_by_hand():
     #   task 1 keeps theta 1.55 and buf -1; meta g = mean(1.025, -.5, -2.975) = -.81667 -> phi 1.131667, shift +.081667
     # step 3: task 1 g = 1.631667 - 2 = -.368333, buf = -.5 - .368333 = -.868333, theta 1.631667 + .434167 = 2.065833
     e = quadratic_engine({2}, {"name": "sgd", "lr": 0.5, "momentum": 0.5})
+    e.sync_free = True
     e.step()
     r = e.step()
     assert r.skipped == [1] and r.nonfinite.tolist() == [False, True, False]
@@ -93,6 +94,7 @@ def test_a_skip_at_the_first_step_leaves_a_fresh_optimizer_state():
 def test_masked_steps_equal_unmasked_steps_bitwise_when_all_are_finite():
     # The mask selects values (torch.where): a step in which no task is skipped is bitwise the plain optimizer step.
     e = quadratic_engine(set(), {"name": "sgd", "lr": 0.5, "momentum": 0.5, "weight_decay": 0.01})
+    e.sync_free = True  # the device-side path, as on CUDA (the CPU's default skips the mask when all are finite)
     ref = [torch.tensor([1.0], requires_grad=True) for _ in range(3)]
     opts = [torch.optim.SGD([p], lr=0.5, momentum=0.5, weight_decay=0.01) for p in ref]
     for _ in range(3):
@@ -172,6 +174,7 @@ def test_a_step_reads_nothing_back_from_the_device(host_reads, execution, sample
     # A host read (item, tolist, bool(), ...) waits for the device; a regression would show up here as a count.
     # Step 3 has a NaN task and a reset (K = 3); the first step is left out (batched execution's one-time probe).
     e = image_engine(execution, sampler)
+    e.sync_free = True  # the CUDA path (on the CPU the engine may read the mask: it costs nothing there)
     e.step()
     host_reads["on"] = True
     results = [step_poisoned(e, step == 3) for step in (2, 3, 4)]
@@ -285,6 +288,7 @@ def test_the_capture_protocol_gives_the_eager_steps(execution):
     eager = image_engine(execution, DeviceBatchSampler)
     replayed = image_engine(execution, DeviceBatchSampler)
     replayed.compile = "graphs"
+    replayed.sync_free = True  # as on CUDA; the eager engine takes the CPU's branch: the two must agree bitwise
     runner = ReplayedBody(lambda due: replayed._step_body(due, draw=True), replayed.batches, replayed.phi.device)
     replayed._capture = runner
     for step in range(1, 8):

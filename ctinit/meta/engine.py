@@ -254,6 +254,11 @@ class TrajectoryEngine:
         self.skip_streak = torch.zeros(self.num_tasks, dtype=torch.long, device=device)
         self._thetas_snapshot = torch.empty_like(self.thetas)
         self.channels_last = bool(channels_last)
+        # On the CPU a host read costs nothing (there is no asynchronous device to wait for), while undoing a skipped
+        # task's inner step with torch.where costs a snapshot and a select over every parameter and state tensor; so
+        # there the inner steps of a step without a skip run unmasked. sync_free=True forces the device-side path
+        # (the CUDA default; tests set it to check that path on the CPU).
+        self.sync_free = device.type != "cpu"
 
         self._direction = torch.empty(self.layout.size, dtype=REDUCE_DTYPE, device=device)
         self._batched = None
@@ -321,7 +326,10 @@ class TrajectoryEngine:
         if self._leap is not None:
             # A skipped task did not move: record it as a zero-length segment rather than a NaN one.
             self._leap_record(torch.where(finite, losses, self._leap["prev_losses"]))
-        if self.scalers is None:
+        if self.scalers is None and not self.sync_free and bool(finite.all()):
+            for opt in self.optimizers:  # the CPU, no task skipped (see sync_free)
+                opt.step()
+        elif self.scalers is None:
             masked_optimizer_step(self.optimizers, finite, self.thetas, self._thetas_snapshot, self.private_params)
         else:
             # fp16 loss scaling: GradScaler decides on the host anyway (its step reads the overflow check).
