@@ -157,7 +157,8 @@ class TrajectoryEngine:
     optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
     as they were, so the non-finite value never reaches phi or the task's statistics. The skip is a mask on the
     device (``device_step.py``): a step never waits for the device to decide it (except with fp16 loss scaling,
-    whose GradScaler reads its overflow check on the host). ``skip_counts`` counts such steps per task and
+    whose GradScaler reads its overflow check on the host; and on the CPU, where a host read costs nothing, a step
+    without a skip runs its inner steps unmasked: ``sync_free``). ``skip_counts`` counts such steps per task and
     ``skip_streak`` the current run of them, as device tensors; ``skipped_steps`` and ``nonfinite_streak`` read
     them back as lists.
     """
