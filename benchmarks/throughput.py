@@ -19,6 +19,15 @@ noise), and the 1-minute load average before and after.
 - ``cts``: ``ctinit.meta.TrajectoryEngine`` with CTS (meta-update and shift after every step), sequential;
 - ``cts_batched``: the same engine with ``execution="batched"`` (all tasks as one grouped program).
 
+``--compile-variants`` (CUDA; issue 13) adds, all batched: ``scratch_batched`` (the engine without meta-learning,
+eager: the plain floor of batched execution), ``cts_graphs`` and ``scratch_graphs`` (``compile="graphs"``: the whole
+global step replayed as one CUDA graph, batches drawn on the device by ``ctinit.tasks.DeviceBatchSampler``), and with
+``--inductor`` ``cts_inductor`` (``compile="inductor"``). ``--channels-last`` runs the engine variants channels-last.
+``--variants a,b`` keeps only the named variants (``plain`` and ``cts`` are always built: the ratio needs them).
+Per mode the CTS / plain ratio is reported (``ratio_by_mode``: sequential cts/plain, batched
+cts_batched/scratch_batched, graphs cts_graphs/scratch_graphs), and per variant the projected wall time of the
+paper's run (8 tasks x 200k steps = 1.6M task-steps) at the measured rate.
+
 ``overhead_ratio`` is cts / plain step time for ResNet-20, ``overhead_ratio_small`` the same for the small
 ConvNet, ``convnet4-32`` (the 4-layer, 32-channel ConvNet of the project's main job, training/recipes/quickstart.yaml,
 which the README calls "a small ConvNet"; it has the least compute per step, so fixed per-step costs weigh most).
@@ -59,13 +68,14 @@ if str(REPO_ROOT) not in sys.path:  # so that `python benchmarks/throughput.py` 
 
 from ctinit.meta import TrajectoryEngine  # noqa: E402
 from ctinit.models import TaskHead, build_backbone  # noqa: E402
-from ctinit.tasks import BatchSampler  # noqa: E402
+from ctinit.tasks import BatchSampler, DeviceBatchSampler  # noqa: E402
 
 #: Class counts of the bundled meta-train suite: heads of different widths, as in the main job.
 CLASSES = (10, 26, 24, 32, 38, 22, 45, 28)
 INNER = {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4}
 META = {"name": "sgd", "lr": 1e-2}
 SMALL = "convnet4-32"
+PAPER_TASK_STEPS = 1_600_000  # 8 tasks x 200k steps (Shin et al., 2021)
 #: Dense tensor-core peak TFLOP/s (SXM cards) for the FLOP/s estimate: "no" is TF32, which cuDNN convolutions use for
 #: fp32 by default (torch.backends.cudnn.allow_tf32), "bf16" is bf16. Override with --peak-tflops.
 PEAK_TFLOPS = {"H100": {"no": 494.0, "bf16": 989.0}, "H200": {"no": 494.0, "bf16": 989.0},
@@ -90,6 +100,10 @@ def make_data(num_tasks: int, image_size: int, per_task: int, device) -> list[tu
 
 def samplers(data, batch_size: int) -> list[BatchSampler]:
     return [BatchSampler(x, y, batch_size, seed=t, augment=True, hflip=True) for t, (x, y) in enumerate(data)]
+
+
+def device_samplers(data, batch_size: int) -> list[DeviceBatchSampler]:
+    return [DeviceBatchSampler(x, y, batch_size, seed=t, augment=True, hflip=True) for t, (x, y) in enumerate(data)]
 
 
 def autocast_factory(precision: str, device: torch.device):
@@ -124,11 +138,12 @@ class Plain:
 
 
 class Engine:
-    def __init__(self, backbone, heads, sources, precision, device, execution, engine_class=None):
-        kw = {} if engine_class is not None else {"execution": execution}
+    def __init__(self, backbone, heads, sources, precision, device, execution, engine_class=None, rule="cts", **extra):
+        kw = {} if engine_class is not None else {"execution": execution, **extra}
         self.engine = (engine_class or TrajectoryEngine)(
-            copy.deepcopy(backbone), [copy.deepcopy(h) for h in heads], sources, rule="cts", reset_period=1000,
-            meta_interval=1, inner_optimizer=INNER, meta_optimizer=META, autocast=autocast_factory(precision, device), **kw)
+            copy.deepcopy(backbone), [copy.deepcopy(h) for h in heads], sources, rule=rule, reset_period=1000,
+            meta_interval=1 if rule == "cts" else None, inner_optimizer=INNER, meta_optimizer=META,
+            autocast=autocast_factory(precision, device), **kw)
 
     def step(self):
         self.engine.step()
@@ -170,7 +185,7 @@ def components(engines: dict, repeats: int = 100) -> dict:
             losses = torch.ones(e.num_tasks, device=e.phi.device) if losses is None else losses
             for part, fn in (("inner_optimizer", lambda: [o.step() for o in e.optimizers]),
                              ("meta_update_and_shift", e._meta_step),
-                             ("finite_check", lambda: e._finite_tasks(losses))):
+                             ("finite_check", lambda: (e._finite_mask if hasattr(e, "_finite_mask") else e._finite_tasks)(losses))):
                 sync(e.phi.device)
                 t0 = time.perf_counter()
                 fn()
@@ -227,9 +242,23 @@ def bench_backbone(arch: str, args, device) -> dict:
         before = engine_at(args.before)
         builders["cts_before"] = lambda: Engine(backbone, heads, samplers(data, args.batch_size), args.mixed_precision,
                                                 device, "sequential", engine_class=before)
+    extra = {"channels_last": True} if args.channels_last else {}
     if not args.no_batched:
         builders["cts_batched"] = lambda: Engine(backbone, heads, samplers(data, args.batch_size), args.mixed_precision,
-                                                 device, "batched")
+                                                 device, "batched", **extra)
+    if args.compile_variants:
+        builders["scratch_batched"] = lambda: Engine(backbone, heads, samplers(data, args.batch_size),
+                                                     args.mixed_precision, device, "batched", rule="scratch", **extra)
+        for rule in ("cts", "scratch"):
+            builders[f"{rule}_graphs"] = functools.partial(
+                lambda rule: Engine(backbone, heads, device_samplers(data, args.batch_size), args.mixed_precision,
+                                    device, "batched", rule=rule, compile="graphs", **extra), rule)
+        if args.inductor:
+            builders["cts_inductor"] = lambda: Engine(backbone, heads, device_samplers(data, args.batch_size),
+                                                      args.mixed_precision, device, "batched", compile="inductor", **extra)
+    if args.variants:
+        keep = {"plain", "cts", *args.variants.split(",")}
+        builders = {k: v for k, v in builders.items() if k in keep}
     variants, memory, first = {}, {}, {}
     for name, build in builders.items():  # build, warm up (allocations, kernel choices), peak memory per task
         if device.type == "cuda":
@@ -284,7 +313,9 @@ def bench_backbone(arch: str, args, device) -> dict:
     for name, ts in times.items():
         med = statistics.median(ts)
         out["variants"][name] = {"step_ms": quantiles([t * 1e3 for t in ts]), "task_steps_per_s": T / med,
-                                 "achieved_gflops": (flops * T / med / 1e9) if flops else None}
+                                 "achieved_gflops": (flops * T / med / 1e9) if flops else None,
+                                 # the paper's run: 8 tasks x 200k steps, at this rate
+                                 "projected_hours_1p6M_task_steps": PAPER_TASK_STEPS * med / T / 3600}
         if name in memory:
             out["variants"][name]["memory_mib_per_task"] = memory[name]
     out["gflop_per_task_step"] = flops / 1e9 if flops else None
@@ -293,6 +324,12 @@ def bench_backbone(arch: str, args, device) -> dict:
         out["ratio_before_over_plain"] = quantiles([b / p for b, p in zip(times["cts_before"], times["plain"])])
         out["ratio_cts_over_before"] = quantiles([c / b for c, b in zip(times["cts"], times["cts_before"])])
         out["components_ms"] = components({"cts": variants["cts"].engine, "cts_before": variants["cts_before"].engine})
+    by_mode = {"sequential": ("cts", "plain"), "batched": ("cts_batched", "scratch_batched"),
+               "graphs": ("cts_graphs", "scratch_graphs")}
+    out["ratio_by_mode"] = {mode: quantiles([c / p for c, p in zip(times[a], times[b])])
+                            for mode, (a, b) in by_mode.items() if a in times and b in times}
+    if "cts_graphs" in times and "cts_batched" in times:
+        out["graphs_speedup_over_batched"] = statistics.median(times["cts_batched"]) / statistics.median(times["cts_graphs"])
     if "cts_batched" in times:
         out["ratio_batched_over_cts"] = quantiles([b / c for b, c in zip(times["cts_batched"], times["cts"])])
         out["batched_speedup"] = statistics.median(times["cts"]) / statistics.median(times["cts_batched"])
@@ -441,6 +478,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, i.e. the cores)")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16"])
     p.add_argument("--no-batched", action="store_true", help="skip the batched-execution variant")
+    p.add_argument("--compile-variants", action="store_true",
+                   help="add scratch_batched, cts_graphs and scratch_graphs (CUDA graphs need --device cuda)")
+    p.add_argument("--inductor", action="store_true", help="with --compile-variants: add cts_inductor (torch.compile)")
+    p.add_argument("--channels-last", action="store_true", help="engine variants run channels-last")
+    p.add_argument("--variants", default=None, help="comma-separated variants to keep besides plain and cts")
     p.add_argument("--before", metavar="REV", default=None,
                    help="also time the engine as of git revision REV (variant cts_before), and its per-step parts")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the achieved-FLOP/s fraction")
@@ -471,6 +513,7 @@ def main(argv=None) -> int:
                          "image_size": args.image_size, "rounds": args.rounds, "warmup": args.warmup,
                          "mixed_precision": args.mixed_precision, "inner_optimizer": INNER, "meta_optimizer": META,
                          "algorithm": "cts", "meta_interval": 1, "classes": list(CLASSES[:args.tasks]),
+                         "channels_last": args.channels_last,
                          "small_backbone": SMALL},
               "machine": machine(device), "backbones": {}}
     for arch in [a.strip() for a in args.backbones.split(",") if a.strip() and a.strip() != "none"]:
@@ -519,6 +562,10 @@ def main(argv=None) -> int:
                   f"cts / before: {q['median']:.3f} (95% interval {q['ci95'][0]:.3f}-{q['ci95'][1]:.3f})")
             for name, parts in r["components_ms"].items():
                 print(f"{arch:<12} {name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in parts.items()))
+        for mode, q in r.get("ratio_by_mode", {}).items():
+            print(f"{arch:<12} {mode}: cts / plain {q['median']:.3f} (95% interval {q['ci95'][0]:.3f}-{q['ci95'][1]:.3f})")
+        print(f"{arch:<12} projected hours for 1.6M task-steps: "
+              + ", ".join(f"{k} {v['projected_hours_1p6M_task_steps']:.2f}" for k, v in r["variants"].items()))
         if "ratio_batched_over_cts" in r:
             q = r["ratio_batched_over_cts"]
             print(f"{arch:<12} batched / sequential step time: {q['median']:.3f} (95% interval {q['ci95'][0]:.3f}-{q['ci95'][1]:.3f})")

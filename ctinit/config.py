@@ -202,7 +202,9 @@ class OptimizerSpec:
     def get(self, key, default=None):
         return getattr(self, key, default)
 
-    def build(self, params):
+    def build(self, params, capturable: bool = False):
+        """``capturable`` (CUDA): Adam(W) keeps its step count on the device, so that a step neither reads it on
+        the host nor breaks CUDA graph capture, and a masked step can restore it on the device (SGD has no count)."""
         import torch
 
         params = list(params)
@@ -210,7 +212,8 @@ class OptimizerSpec:
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
                                    nesterov=self.nesterov and self.momentum > 0)
         cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        extra = {"capturable": True} if capturable else {}
+        return cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay, **extra)
 
 
 # ------------------------------------------------------------------------------------------------ meta-learning

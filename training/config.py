@@ -34,7 +34,7 @@ from ctinit.config import (
 )
 from ctinit.errors import ConfigError
 from ctinit.meta import RULES
-from ctinit.meta.engine import EXECUTIONS
+from ctinit.meta.engine import COMPILE_MODES, EXECUTIONS
 from ctinit.models import ARCHITECTURES
 
 from pydantic import Field, StrictInt
@@ -81,6 +81,8 @@ class TrainConfig:
     device: Literal["auto", "cpu"] = "auto"  # auto (what Accelerate picks) | cpu; GPUs are chosen by the launcher
     mixed_precision: Precision = "no"  # autocast for the inner steps; phi and meta-updates stay fp32
     execution: Literal[EXECUTIONS] = "auto"  # auto | sequential | batched
+    compile: Literal[COMPILE_MODES] = "auto"  # auto (= off until measured) | off | graphs (CUDA graph of a step) | inductor
+    channels_last: Bool = False  # channels-last convolutions (a GPU layout option; off until measured faster)
     max_nonfinite_steps: PositiveInt = 10  # stop when a task's inner loss is non-finite this many steps in a row
     log_every: PositiveInt = 50
     log_with: Optional[Union[TRACKERS, list[TRACKERS]]] = None  # Accelerate trackers (a name or a list)

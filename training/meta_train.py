@@ -35,7 +35,7 @@ from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteEr
 from ctinit.loading import save_init
 from ctinit.meta import TrajectoryEngine
 from ctinit.models import TaskHead, build_backbone
-from ctinit.tasks import BatchSampler, load_task, task_name
+from ctinit.tasks import BatchSampler, DeviceBatchSampler, load_task, task_name
 
 from . import checkpoint as ckpt
 from . import rundir
@@ -230,7 +230,9 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         check_head_sizes(rank_state, dict(zip(mine, tasks)), [task_name(s) for s in config["tasks"]], resume_from)
     torch.manual_seed(config["seed"])
     backbone = build_backbone(config["backbone"], config["image_size"]).to(device)
-    samplers = [BatchSampler(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i),
+    # compile graphs/inductor: batches drawn on the device (counter-based augmentation, other draws than BatchSampler's)
+    sampler_class = DeviceBatchSampler if config["compile"] in ("graphs", "inductor") else BatchSampler
+    samplers = [sampler_class(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i),
                              augment=config["augment"], hflip=t.hflip, channels=backbone.config.num_channels)
                 for i, t in zip(mine, tasks)]
     by_index = {i: (t, s) for i, t, s in zip(mine, tasks, samplers)}
@@ -262,6 +264,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         all_reduce=comm.sum_ if world > 1 else None, num_tasks_total=config["active_tasks"] or len(config["tasks"]),
         autocast=autocast_factory(config["mixed_precision"], device),
         grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
+        compile=config["compile"], channels_last=config["channels_last"],
     )
     best = {"accuracy": -1.0, "step": None}
     if resume_from is not None:
@@ -310,8 +313,12 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     num_tasks = len(config["tasks"])
     tasks_per_step = config["active_tasks"] or num_tasks
-    sums = torch.zeros(4, num_tasks, device=device)  # loss, accuracy, skipped steps, steps trained per global task
+    # Everything logged accumulates on the device and is read back every log_every steps only (the read-back
+    # points): loss, accuracy, skipped steps and steps trained per global task, and per slot the longest run of
+    # skipped steps.
+    sums = torch.zeros(4, num_tasks, device=device)
     mine_index = torch.tensor(slots, device=device)
+    worst_streak = torch.zeros(len(slots), dtype=torch.long, device=device)
     count, start, phi_start = 0, time.perf_counter(), engine.phi.detach().clone()
     try:
         bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
@@ -322,25 +329,26 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
             sums[3, mine_index] += 1
             if result.accuracies is not None:
                 sums[1, mine_index] += result.accuracies
-            if result.skipped:
-                sums[2, mine_index[result.skipped]] += 1
-                for t in result.skipped:
-                    log.warning("step %d: non-finite inner loss on task %s, step skipped (%d in a row)", step,
-                                names[slots[t]], engine.nonfinite_streak[t])
-                worst = max(engine.nonfinite_streak)
-                if worst >= config["max_nonfinite_steps"]:
-                    t = engine.nonfinite_streak.index(worst)
-                    raise TrainingStopped(
-                        f"task {names[slots[t]]} had a non-finite inner loss {worst} steps in a row (max_nonfinite_steps): "
-                        "lower inner_optimizer.lr, use mixed_precision=bf16 instead of fp16, or check the task's data")
+            sums[2, mine_index] += result.nonfinite
+            torch.maximum(worst_streak, engine.skip_streak, out=worst_streak)
             if pool is not None and step % config["reset_period"] == 0:
+                # The outgoing tasks' skip runs are checked before they leave their slots (a host read every K steps).
+                check_nonfinite(sums[2, mine_index], worst_streak, engine.nonfinite_streak, [names[i] for i in slots],
+                                step, config["max_nonfinite_steps"])
+                worst_streak.zero_()
                 # The engine has just reset (theta == phi): the next draw takes the slots.
                 pool.rotate(engine, task_head, task_source, release)
                 slots = pool.slots
                 mine_index = torch.tensor(slots, device=device)
                 log.info("step %d: draw %d: active tasks %s", step, pool.draws, ", ".join(active_names(pool, names, comm, device)))
             count += 1
-            if step % config["log_every"] == 0 or step == steps:
+            read_back = step % config["log_every"] == 0 or step == steps
+            if read_back:
+                # max_nonfinite_steps is checked here, at the read-back points: a run whose task stays non-finite
+                # stops at the next one (its skipped steps are masked, so the extra steps change nothing).
+                check_nonfinite(sums[2, mine_index], worst_streak, engine.nonfinite_streak, [names[i] for i in slots],
+                                step, config["max_nonfinite_steps"])
+                worst_streak.zero_()
                 comm.sum_(sums)
                 trained = [i for i, n in enumerate(sums[3].tolist()) if n > 0]  # every task, without a pool
                 loss, acc = (sums[:2, trained] / sums[3, trained]).tolist()
@@ -393,8 +401,11 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
                     if config["log_with"]:
                         accelerator.log({"validation_accuracy": accuracy}, step=step)
                 comm.barrier()
-            signalled = comm.any(stop["signum"] is not None, device)
-            if (config["checkpoint_every"] and step % config["checkpoint_every"] == 0) or signalled:
+            checkpoint_due = bool(config["checkpoint_every"]) and step % config["checkpoint_every"] == 0
+            # On several processes the stop flag is agreed on (an all-reduce and a host read) at read-back and
+            # checkpoint points only; one process checks it every step at no cost.
+            signalled = comm.any(stop["signum"] is not None, device) if (world == 1 or read_back or checkpoint_due) else False
+            if checkpoint_due or signalled:
                 path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best, run_id,
                                        pool)
                 if signalled:
@@ -439,6 +450,23 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     if config["log_with"]:
         accelerator.end_training()
     return summary
+
+
+def check_nonfinite(skipped: torch.Tensor, worst_streak: torch.Tensor, streak_now: list[int], names: list[str],
+                    step: int, limit: int) -> None:
+    """At a read-back point: warn about tasks that skipped steps since the last one, and stop the run when a task's
+    run of skipped steps reached ``limit`` (``worst_streak``: the longest run per local task since then)."""
+    worst = worst_streak.tolist()
+    for name, n, run, now in zip(names, skipped.tolist(), worst, streak_now):
+        if n:
+            log.warning("up to step %d: non-finite inner loss on task %s, %d step(s) skipped (longest run %d, %d in a "
+                        "row now)", step, name, int(n), run, now)
+    t = max(range(len(worst)), key=worst.__getitem__)
+    if worst[t] >= limit:
+        raise TrainingStopped(
+            f"task {names[t]} had a non-finite inner loss {limit} steps in a row (max_nonfinite_steps; {worst[t]} by "
+            f"step {step}, checked every log_every steps): lower inner_optimizer.lr, use mixed_precision=bf16 instead "
+            "of fp16, or check the task's data")
 
 
 def meta_validate(phi_module, tasks, validation: dict) -> float:

@@ -99,8 +99,10 @@ class BatchedTasks:
     """
 
     def __init__(self, template: nn.Module, backbones: Sequence[nn.Module], heads: Sequence[nn.Module],
-                 thetas: torch.Tensor, grads: torch.Tensor, meta_slices: dict[str, tuple[int, int]]):
+                 thetas: torch.Tensor, grads: torch.Tensor, meta_slices: dict[str, tuple[int, int]],
+                 channels_last: bool = False):
         self.num_tasks = len(backbones)
+        self.channels_last = channels_last
         self.backbones, self.heads = list(backbones), list(heads)
         self.thetas, self.grads = thetas, grads
         self.meta_slices = meta_slices
@@ -141,6 +143,16 @@ class BatchedTasks:
             stacked.append(buffer)
             self.stacked_buffers.append(buffer)
         return tuple(stacked)
+
+    def rebind_buffer(self, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Use ``new`` (same shape and values) wherever the stacked buffer ``old`` was used: the engine moves the
+        stacked buffers into its flat per-dtype buffers (one snapshot and one masked restore per dtype)."""
+        self.stacked_buffers = [new if b is old else b for b in self.stacked_buffers]
+        for module in self.shell.modules():
+            if isinstance(module, _GroupedBatchNorm2d):
+                for attr in ("stacked_mean", "stacked_var", "tracked"):
+                    if getattr(module, attr) is old:
+                        setattr(module, attr, new)
 
     # ------------------------------------------------------------------ support checks
     @staticmethod
@@ -210,14 +222,18 @@ class BatchedTasks:
             value = value.reshape(T * shape[0], *shape[1:]) if len(shape) else value.reshape(T)
             if requires_grad:
                 value = value.detach().requires_grad_()
-            self.store[name] = value
             leaves.append(value)
+            if self.channels_last and value.dim() == 4:  # a differentiable copy; the leaf keeps the flat layout
+                value = value.contiguous(memory_format=torch.channels_last)
+            self.store[name] = value
         return leaves
 
     def _features(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         T = self.num_tasks
         b, c, h, w = xs[0].shape
         x = torch.stack(list(xs), 1).view(b, T * c, h, w)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.shell(x)
         return features.reshape(b, T, -1).transpose(0, 1)  # [T, B, F]
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..config import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
+from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step
 from .optim import OptimizerSpec
 from .rules import (
     REDUCE_DTYPE,
@@ -51,6 +52,10 @@ from .rules import (
 log = logging.getLogger(__name__)
 
 EXECUTIONS = ("auto", "sequential", "batched")
+#: ``compile``: how a global step is run. ``auto`` is ``off`` until a GPU measurement shows a mode faster
+#: (benchmarks/RESULTS.md, "GPU plan"); ``graphs`` replays the step as a CUDA graph; ``inductor`` is
+#: ``torch.compile(mode="reduce-overhead")`` of the step.
+COMPILE_MODES = ("auto", "off", "graphs", "inductor")
 
 LossFn = Callable[[nn.Module, nn.Module, object], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
@@ -99,7 +104,12 @@ class FlatLayout:
 
 @dataclass
 class StepResult:
-    """What one global step did. ``losses`` holds each local task's inner loss (detached, no host sync)."""
+    """What one global step did. Tensors stay on the device: building a StepResult never waits for the device.
+
+    ``nonfinite`` is the device-side bool mask of the local tasks whose step was skipped (non-finite loss or
+    gradient); ``skipped`` reads it back as a list (None when no task was skipped), which waits for the step to
+    finish: read it at logging points, not every step, where throughput matters.
+    """
 
     step: int
     losses: torch.Tensor
@@ -107,7 +117,15 @@ class StepResult:
     reset: bool
     delta: torch.Tensor | None = None  # phi' - phi of this step's meta-update
     accuracies: torch.Tensor | None = None  # per local task, when the loss function reports them
-    skipped: list[int] | None = None  # local tasks whose step was skipped (non-finite loss or gradient)
+    nonfinite: torch.Tensor | None = None  # bool [T]: local tasks whose step was skipped
+
+    @property
+    def skipped(self) -> list[int] | None:
+        """The local tasks whose step was skipped, or None (a host read of ``nonfinite``)."""
+        if self.nonfinite is None:
+            return None
+        skipped = [t for t, bad in enumerate(self.nonfinite.tolist()) if bad]
+        return skipped or None
 
 
 class TrajectoryEngine:
@@ -132,11 +150,20 @@ class TrajectoryEngine:
         grad_scaling: dynamic loss scaling per task (for fp16).
         execution: ``auto``, ``sequential`` or ``batched`` (see the module docstring); ``batched`` is refused with
             a ConfigError where it is not supported, ``auto`` falls back to sequential.
+        compile: ``auto`` (= ``off`` for now), ``off`` (eager: the reference), ``graphs`` (the whole global step
+            captured as one CUDA graph and replayed; CUDA only, batch sources must be ``DeviceBatchSampler``s) or
+            ``inductor`` (``torch.compile(mode="reduce-overhead")`` of the step). See ``device_step.py``.
+        channels_last: run convolutions on channels-last inputs (and, batched, weights): a layout for tensor
+            cores to be measured on the GPU; the parameters stay in their flat buffers either way.
 
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
     optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
-    as they were, so the non-finite value never reaches phi or the task's statistics.
-    ``skipped_steps`` counts such steps per task, ``nonfinite_streak`` the current run of them.
+    as they were, so the non-finite value never reaches phi or the task's statistics. The skip is a mask on the
+    device (``device_step.py``): a step never waits for the device to decide it (except with fp16 loss scaling,
+    whose GradScaler reads its overflow check on the host; and on the CPU, where a host read costs nothing, a step
+    without a skip runs its inner steps unmasked: ``sync_free``). ``skip_counts`` counts such steps per task and
+    ``skip_streak`` the current run of them, as device tensors; ``skipped_steps`` and ``nonfinite_streak`` read
+    them back as lists.
     """
 
     def __init__(
@@ -160,6 +187,8 @@ class TrajectoryEngine:
         autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
         grad_scaling: bool = False,
         execution: str = "auto",
+        compile: str = "off",
+        channels_last: bool = False,
     ):
         self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
         if len(heads) != len(batches) or not heads:
@@ -221,11 +250,19 @@ class TrajectoryEngine:
             self.backbones.append(model)
             self.private_params.append(private)
             self.flat_params.append(flat)
-            self.optimizers.append(self.inner_spec.build([flat] + private))
-        self.meta_optimizer = self.meta_spec.build([self.phi])
+            # capturable on CUDA: Adam's step count on the device (no host read, maskable, graph-safe)
+            self.optimizers.append(self.inner_spec.build([flat] + private, capturable=device.type == "cuda"))
+        self.meta_optimizer = self.meta_spec.build([self.phi], capturable=device.type == "cuda")
         self.scalers = [torch.amp.GradScaler(device.type) for _ in range(self.num_tasks)] if grad_scaling else None
-        self.skipped_steps = [0] * self.num_tasks
-        self.nonfinite_streak = [0] * self.num_tasks
+        self.skip_counts = torch.zeros(self.num_tasks, dtype=torch.long, device=device)
+        self.skip_streak = torch.zeros(self.num_tasks, dtype=torch.long, device=device)
+        self._thetas_snapshot = torch.empty_like(self.thetas)
+        self.channels_last = bool(channels_last)
+        # On the CPU a host read costs nothing (there is no asynchronous device to wait for), while undoing a skipped
+        # task's inner step with torch.where costs a snapshot and a select over every parameter and state tensor; so
+        # there the inner steps of a step without a skip run unmasked. sync_free=True forces the device-side path
+        # (the CUDA default; tests set it to check that path on the CPU).
+        self.sync_free = device.type != "cpu"
 
         self._direction = torch.empty(self.layout.size, dtype=REDUCE_DTYPE, device=device)
         self._batched = None
@@ -234,21 +271,11 @@ class TrajectoryEngine:
         self.execution, reason = self._choose_execution(execution, backbone, device)
         log.info("execution: %s (%s)", self.execution, reason)
 
-        # Every task's buffers (BN running statistics; in batched execution views into the stacked buffers, so
-        # restoring a task's touches only its rows): copied before each forward with one foreach copy, restored
-        # for a task whose step is skipped. Collected after _choose_execution, which rebinds them when batched.
-        self._task_buffers = [list(self.backbones[t].buffers()) + list(self.heads[t].buffers())
-                              for t in range(self.num_tasks)]
-        self._buffer_snapshots = [[b.clone() for b in bufs] for bufs in self._task_buffers]
-        # Grouped by dtype: a foreach copy over mixed dtypes (float statistics, int64 batch counters) falls back to
-        # one kernel per tensor, which on a GPU cost ~3 ms a step for 8 ResNet-20 tasks (504 buffers); one dtype per
-        # list takes the fused multi-tensor path.
-        self._buffer_groups: dict[torch.dtype, tuple[list, list]] = {}
-        for bufs, snaps in zip(self._task_buffers, self._buffer_snapshots):
-            for b, snap in zip(bufs, snaps):
-                group = self._buffer_groups.setdefault(b.dtype, ([], []))
-                group[0].append(snap)
-                group[1].append(b)
+        # Every task's buffers (BN running statistics) in one flat tensor per dtype: copied aside before each
+        # forward (one copy per dtype) and restored on the device for tasks whose step is skipped. Built after
+        # _choose_execution, whose stacked buffers (batched) become blocks of the flat tensors.
+        self._buffers = TaskBuffers([(self.backbones[t], self.heads[t]) for t in range(self.num_tasks)], device,
+                                    rebind=self._batched.rebind_buffer if self._batched is not None else None)
 
         self._leap = None
         if self.rule.direction == "path_length":
@@ -258,33 +285,110 @@ class TrajectoryEngine:
                 "segments": 0, "has_prev": False,
             }
 
+        self.compile = self._choose_compile(compile)
+        self._capture = None
+        self._compiled_body = None
+
     # ------------------------------------------------------------------ the loop
     def step(self) -> StepResult:
-        """One global step: an inner step on every task, then the meta-update and reset when due."""
+        """One global step: an inner step on every task, then the meta-update and reset when due.
+
+        Nothing here reads a device value on the host (except fp16 loss scaling): skipped tasks are masked on the
+        device, and the results stay device tensors."""
         self.step_count += 1
-        self._snapshot_buffers()
-        losses, accuracies = self._forward_backward()
-        finite = self._finite_tasks(losses)
-        if self._leap is not None:
-            # A skipped task did not move: record it as a zero-length segment rather than a NaN one.
-            self._leap_record(losses if finite is None else torch.where(finite, losses, self._leap["prev_losses"]))
-        for t, opt in enumerate(self.optimizers):
-            if finite is not None and not finite[t]:
-                continue
-            if self.scalers is None:
-                opt.step()
-            else:
-                self.scalers[t].step(opt)  # gradients were unscaled and checked in _finite_tasks
-                self.scalers[t].update()
         meta_due = self.rule.direction != "none" and self.step_count % self.meta_interval == 0
-        delta = self._meta_step() if meta_due else None
+        if self.compile == "graphs":
+            if self._capture is None:
+                self._capture = CapturedStep(lambda due: self._step_body(due, draw=True), self.batches,
+                                             self.phi.device)
+            losses, accuracies, finite, delta = self._capture(meta_due)
+        elif self.compile == "inductor":
+            if self._compiled_body is None:
+                self._compiled_body = torch.compile(self._step_body, mode="reduce-overhead", dynamic=False)
+            for source in self.batches:
+                source.prepare()
+            losses, accuracies, finite, delta = self._compiled_body(meta_due, draw=True)
+            for source in self.batches:
+                source.advance()
+        else:
+            losses, accuracies, finite, delta = self._step_body(meta_due)
         reset_due = self.rule.direction != "none" and self.step_count % self.reset_period == 0
         if reset_due:
             self.reset_trajectories()
-        skipped = None if finite is None else [t for t, ok in enumerate(finite.tolist()) if not ok]
-        return StepResult(self.step_count, losses, meta_due, reset_due, delta, accuracies, skipped)
+        return StepResult(self.step_count, losses, meta_due, reset_due, delta, accuracies, ~finite)
+
+    def _step_body(self, meta_due: bool, draw: bool = False) -> tuple:
+        """The device work of one global step: forward/backward of every task, the non-finite mask, the (masked)
+        inner steps, and the meta-update with the shift when ``meta_due``. This is what ``compile`` captures or
+        compiles, so it depends on no host state that changes from step to step (``meta_due`` selects the graph).
+        ``draw``: batches come from the sources' ``draw()`` (device only; the caller runs ``prepare``/``advance``).
+        Returns (losses, accuracies, finite mask, delta)."""
+        self._buffers.snapshot()
+        batches = [source.draw() for source in self.batches] if draw else None
+        losses, accuracies = self._forward_backward(batches)
+        finite = self._finite_mask(losses)
+        if self._leap is not None:
+            # A skipped task did not move: record it as a zero-length segment rather than a NaN one.
+            self._leap_record(torch.where(finite, losses, self._leap["prev_losses"]))
+        if self.scalers is None and not self.sync_free and bool(finite.all()):
+            for opt in self.optimizers:  # the CPU, no task skipped (see sync_free)
+                opt.step()
+        elif self.scalers is None:
+            masked_optimizer_step(self.optimizers, finite, self.thetas, self._thetas_snapshot, self.private_params)
+        else:
+            # fp16 loss scaling: GradScaler decides on the host anyway (its step reads the overflow check).
+            for t, ok in enumerate(finite.tolist()):
+                if ok:
+                    self.scalers[t].step(self.optimizers[t])  # gradients were unscaled and checked in _finite_mask
+                    self.scalers[t].update()
+        delta = self._meta_step() if meta_due else None
+        return losses, accuracies, finite, delta
+
+    # ------------------------------------------------------------------ non-finite bookkeeping
+    @property
+    def skipped_steps(self) -> list[int]:
+        """Skipped steps per local task (a host read of ``skip_counts``)."""
+        return self.skip_counts.tolist()
+
+    @property
+    def nonfinite_streak(self) -> list[int]:
+        """Current run of skipped steps per local task (a host read of ``skip_streak``)."""
+        return self.skip_streak.tolist()
 
     # ------------------------------------------------------------------ execution
+    def _choose_compile(self, mode: str) -> str:
+        """``off``, ``graphs`` or ``inductor``; ``graphs`` where it cannot run is a ConfigError saying why."""
+        if mode not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got '{mode}'")
+        if mode in ("auto", "off"):
+            return "off"  # auto: eager until a GPU measurement says otherwise (benchmarks/RESULTS.md)
+        why = None
+        if mode == "graphs" and self.phi.device.type != "cuda":
+            why = f"CUDA graphs need a CUDA device (this engine is on {self.phi.device.type})"
+        elif self.rule.direction not in ("trajectory", "gradient", "none"):
+            why = f"rule '{self.rule.name}' runs extra forwards with host-side bookkeeping at its meta-step"
+        elif self.scalers is not None:
+            why = "fp16 loss scaling decides on the host (use mixed_precision bf16)"
+        elif self.all_reduce is not None:
+            why = "more than one process (the all-reduce is not captured)"
+        elif not all(callable(getattr(s, "draw", None)) and callable(getattr(s, "prepare", None))
+                     and callable(getattr(s, "advance", None)) for s in self.batches):
+            why = "the batch sources do not draw on the device (use ctinit.tasks.DeviceBatchSampler)"
+        if why is not None:
+            raise ConfigError(f"compile '{mode}' is not supported here: {why}; use compile 'off'")
+        if mode == "graphs":
+            # torch's advice for autocast in captured regions: no cast cache (it would keep graph-pool tensors)
+            factory = self.autocast
+
+            def uncached():
+                context = factory()
+                if isinstance(context, torch.autocast):
+                    context._cache_enabled = False
+                return context
+            self.autocast = uncached
+        log.info("compile: %s", mode)
+        return mode
+
     def _choose_execution(self, execution: str, backbone: nn.Module, device: torch.device) -> tuple[str, str]:
         from .batched import BatchedTasks, unsupported_reason
 
@@ -307,7 +411,8 @@ class TrajectoryEngine:
                 raise ConfigError(f"execution 'batched' is not supported here: {why}; use execution 'sequential' or 'auto'")
             return "sequential", f"auto: cannot batch: {why}"
         meta_slices = {n: (o, k) for n, o, k in zip(self.layout.names, self.layout.offsets, self.layout.numels)}
-        self._batched = BatchedTasks(backbone, self.backbones, self.heads, self.thetas, self.grads, meta_slices)
+        self._batched = BatchedTasks(backbone, self.backbones, self.heads, self.thetas, self.grads, meta_slices,
+                                     channels_last=self.channels_last)
         return "batched", "requested" if execution == "batched" else f"auto: {self.num_tasks} same-shape tasks on {device.type}"
 
     def _run_batched(self, batches) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -345,6 +450,8 @@ class TrajectoryEngine:
             for p in self.private_params[t]:
                 p.grad = None
             batch = self.batches[t]() if batches is None else batches[t]
+            if self.channels_last and isinstance(batch, (tuple, list)) and torch.is_tensor(batch[0]) and batch[0].dim() == 4:
+                batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
             with self.autocast():
                 loss, accuracy = _split_loss(self.loss_fn(self.backbones[t], self.heads[t], batch))
             (loss if self.scalers is None else self.scalers[t].scale(loss)).backward()
@@ -356,40 +463,27 @@ class TrajectoryEngine:
                 self.scalers[t].unscale_(opt)  # self.grads now holds true gradients (the meta rules read them)
         return torch.stack(losses), (torch.stack(accuracies) if accuracies else None)
 
-    def _finite_tasks(self, losses: torch.Tensor) -> torch.Tensor | None:
-        """None when every task's loss (and gradient row) is finite; else a bool mask, after neutralizing the rest.
-
-        One host sync per step: the price of never letting a NaN reach phi.
-        """
+    def _finite_mask(self, losses: torch.Tensor) -> torch.Tensor:
+        """The bool mask of tasks whose loss (and, with loss scaling, gradient row) is finite, on the device; the
+        others are neutralized there: gradient row zeroed, buffers restored to the last snapshot, counted.
+        (Their inner step is undone by ``masked_optimizer_step``.) No host sync, except for fp16 loss scaling."""
         finite = torch.isfinite(losses)
         if self.scalers is not None:
             finite &= torch.isfinite(self.grads).all(1)
-        if bool(finite.all()):
-            self.nonfinite_streak = [0] * self.num_tasks
-            return None
-        for t, ok in enumerate(finite.tolist()):
-            if ok:
-                self.nonfinite_streak[t] = 0
-                continue
-            self.skipped_steps[t] += 1
-            self.nonfinite_streak[t] += 1
-            self.grads[t].zero_()
-            for p in self.private_params[t]:
-                p.grad = None
-            self._restore_buffers(t)  # undo the forward's update of the running statistics
-            if self.scalers is not None:
-                self.scalers[t].update(self.scalers[t].get_scale() * self.scalers[t].get_backoff_factor())
+        bad = ~finite
+        self.skip_counts.add_(bad)
+        self.skip_streak.add_(1).mul_(bad)
+        self.grads.masked_fill_(bad[:, None], 0)
+        self._buffers.restore(finite)  # undo the forward's update of the running statistics
+        if self.scalers is not None:
+            for t, skipped in enumerate(bad.tolist()):
+                if skipped:
+                    self.scalers[t].update(self.scalers[t].get_scale() * self.scalers[t].get_backoff_factor())
         return finite
 
     def _snapshot_buffers(self) -> None:
         """Copy every task's buffers (BN running statistics) aside before a training-mode forward."""
-        for snapshots, buffers in self._buffer_groups.values():
-            torch._foreach_copy_(snapshots, buffers)
-
-    def _restore_buffers(self, t: int) -> None:
-        """Task t's buffers as they were at the last snapshot (its forward saw a non-finite batch)."""
-        if self._task_buffers[t]:
-            torch._foreach_copy_(self._task_buffers[t], self._buffer_snapshots[t])
+        self._buffers.snapshot()
 
     def _global_mean(self, local_sum: torch.Tensor) -> torch.Tensor:
         if self.all_reduce is not None:
@@ -408,10 +502,10 @@ class TrajectoryEngine:
             losses, _ = self._forward_backward()  # fresh batches at the current thetas; no inner step follows
             # A non-finite held-out loss (or gradient): that task's row of grads is zeroed and its BN statistics
             # restored, so the value never reaches phi (it counts as a skipped step of that task).
-            finite = self._finite_tasks(losses)
+            finite = self._finite_mask(losses)
             if self.scalers is not None:
-                for t, scaler in enumerate(self.scalers):
-                    if finite is None or finite[t]:  # _finite_tasks already updated the others' scales
+                for t, (scaler, ok) in enumerate(zip(self.scalers, finite.tolist())):
+                    if ok:  # _finite_mask already updated the others' scales
                         scaler.update()
             local = gradient_direction(self.grads)
         elif direction == "path_length":
@@ -435,6 +529,8 @@ class TrajectoryEngine:
                             m.reset_parameters()
         if self._leap is not None:
             self._leap["has_prev"] = False  # a new trajectory starts: no open segment
+        if self.hard_reset and self._capture is not None:
+            self._capture.invalidate()  # the cleared optimizer state is created anew by eager warm-up steps
 
     # ------------------------------------------------------------------ Leap bookkeeping
     def _leap_record(self, losses: torch.Tensor) -> None:
@@ -457,10 +553,9 @@ class TrajectoryEngine:
                 for t in range(self.num_tasks)
             ])
         finite = torch.isfinite(end_losses)
-        if not bool(finite.all()):  # a non-finite end loss: a zero-length last segment, statistics as before
-            for t in (~finite).nonzero().flatten().tolist():
-                self._restore_buffers(t)
-            end_losses = torch.where(finite, end_losses, self._leap["prev_losses"])
+        # a non-finite end loss: a zero-length last segment, statistics as before (masked on the device)
+        self._buffers.restore(finite)
+        end_losses = torch.where(finite, end_losses, self._leap["prev_losses"])
         self._leap_record(end_losses)
         s = self._leap
         # Averaged over segments so that the step size does not grow with K.
@@ -534,8 +629,8 @@ class TrajectoryEngine:
                 # per-tensor format, copies: optimizers update their state tensors in place
                 "optimizer": self._optimizer_state(t),
                 "scaler": copy.deepcopy(self.scalers[t].state_dict()) if self.scalers is not None else None,
-                "skipped_steps": self.skipped_steps[t],
-                "nonfinite_streak": self.nonfinite_streak[t],
+                "skipped_steps": int(self.skip_counts[t]),
+                "nonfinite_streak": int(self.skip_streak[t]),
             })
         state = {"step": self.step_count, "phi": self.phi.detach().clone(),
                  "meta_optimizer": copy.deepcopy(self.meta_optimizer.state_dict()), "tasks": tasks}
@@ -556,8 +651,10 @@ class TrajectoryEngine:
             self.optimizers[t].load_state_dict(self._flat_optimizer_state(t, task["optimizer"]))
             if self.scalers is not None and task.get("scaler"):
                 self.scalers[t].load_state_dict(task["scaler"])
-            self.skipped_steps[t] = int(task["skipped_steps"])
-            self.nonfinite_streak[t] = int(task["nonfinite_streak"])
+            self.skip_counts[t] = int(task["skipped_steps"])
+            self.skip_streak[t] = int(task["nonfinite_streak"])
+        if self._capture is not None:
+            self._capture.invalidate()  # the loaded optimizer state consists of new tensors
         if self._leap is not None and "leap" in state:
             for k, v in state["leap"].items():
                 if torch.is_tensor(v):
@@ -603,7 +700,7 @@ class TrajectoryEngine:
         model = self.backbones[t]
         private = [p for n, p in model.named_parameters() if n not in meta] + list(head.parameters())
         self.private_params[t] = private
-        self.optimizers[t] = self.inner_spec.build([self.flat_params[t]] + private)
+        self.optimizers[t] = self.inner_spec.build([self.flat_params[t]] + private, capturable=device.type == "cuda")
         if self.scalers is not None:
             self.scalers[t] = torch.amp.GradScaler(device.type)
         if state is None:
@@ -618,5 +715,8 @@ class TrajectoryEngine:
                               f"(unexpected {sorted(unexpected)[:3]}, missing {sorted(set(missing) - meta)[:3]})")
         if self.scalers is not None and state.get("scaler"):
             self.scalers[t].load_state_dict(state["scaler"])
-        self.skipped_steps[t] = int(state["skipped_steps"])
-        self.nonfinite_streak[t] = int(state["nonfinite_streak"])
+        self.skip_counts[t] = int(state["skipped_steps"])
+        self.skip_streak[t] = int(state["nonfinite_streak"])
+        # A captured or compiled step holds the old head's and optimizer's tensors: capture again on the next step.
+        self._capture = None
+        self._compiled_body = None
