@@ -26,6 +26,9 @@ DEFAULTS: dict = {
     "reset_heads": False,          # with reset=hard, also re-initialize the task heads
     "inner_optimizer": {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4},
     "meta_optimizer": {"name": "sgd", "lr": 1e-2},
+    "meta_lr_schedule": "constant",  # constant | cosine: meta_optimizer.lr decays to 0 over `steps` (per meta-step)
+    "heldout_fraction": 0.0,       # FOMAML only: share of each task's train split kept aside for its held-out
+                                   # gradient (0: a fresh training batch); per class, seeded
     "meta_exclude": [],            # regexes of backbone parameter names kept per task (not meta-learned)
     "augment": True,               # random crop with padding 4 (and flip where the task allows it)
     "max_train_per_class": None,   # limit each meta-train task to this many examples per class
@@ -43,6 +46,8 @@ DEFAULTS: dict = {
     # `steps` steps and logs the mean test accuracy; the best phi so far is exported to OUT/best/.
     "validation": {"every": 0, "tasks": [], "steps": 100, "batch_size": 64, "lr": 1e-3, "seed": 0},
 }
+
+META_LR_SCHEDULES = ("constant", "cosine")
 
 #: Keys that may differ when a run is resumed: they do not change the trained phi. (Not ``execution``: batched and
 #: sequential differ by floating-point rounding only, but a resumed run should end with the same phi.)
@@ -141,6 +146,11 @@ def validate(config: dict) -> None:
         raise ConfigError(f"config 'meta_interval' must be a positive integer or null, got {interval!r}")
     if interval is not None and interval > config["reset_period"] and config["algorithm"] != "mtl":
         raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({config['reset_period']}): use meta_interval <= reset_period")
+    if config["meta_lr_schedule"] not in META_LR_SCHEDULES:
+        raise ConfigError(f"config 'meta_lr_schedule' must be {' or '.join(META_LR_SCHEDULES)}, got {config['meta_lr_schedule']!r}")
+    fraction = config["heldout_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"config 'heldout_fraction' must be a number in [0, 1), got {fraction!r}")
     if config["reset"] not in ("soft", "hard"):
         raise ConfigError(f"config 'reset' must be soft or hard, got {config['reset']!r}")
     validation = config["validation"]
@@ -163,6 +173,8 @@ def changed_keys(saved: dict, current: dict) -> list[str]:
     """Keys whose values differ between a checkpoint's config and the current one and would change phi.
     A key missing from the checkpoint's config (written before the key existed) counts as its default."""
     keys = (set(saved) | set(current)) - RESUME_SAFE_KEYS
+    if current.get("meta_lr_schedule", "constant") != "constant":
+        keys.add("steps")  # a decaying meta rate is a function of the total number of steps
     return sorted(k for k in keys if saved.get(k, DEFAULTS.get(k)) != current.get(k))
 
 

@@ -129,6 +129,8 @@ class TrajectoryEngine:
         grad_scaling: dynamic loss scaling per task (for fp16).
         execution: ``auto``, ``sequential`` or ``batched`` (see the module docstring); ``batched`` is refused with
             a ConfigError where it is not supported, ``auto`` falls back to sequential.
+        heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
+            batch comes from these (e.g. a validation split of the task) instead of a fresh training batch.
 
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
     optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
@@ -157,6 +159,7 @@ class TrajectoryEngine:
         autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
         grad_scaling: bool = False,
         execution: str = "auto",
+        heldout_batches: Sequence[Callable[[], object]] | None = None,
     ):
         self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
         if len(heads) != len(batches) or not heads:
@@ -181,6 +184,10 @@ class TrajectoryEngine:
         self.all_reduce = all_reduce
         self.autocast = autocast or contextlib.nullcontext
         self.batches = list(batches)
+        # FOMAML's held-out batches (one source per task, e.g. a validation split); None: fresh training batches.
+        self.heldout_batches = list(heldout_batches) if heldout_batches is not None else None
+        if self.heldout_batches is not None and len(self.heldout_batches) != len(self.batches):
+            raise ConfigError(f"need one held-out batch source per task, got {len(self.heldout_batches)} for {len(self.batches)} tasks")
         self.heads = list(heads)
         self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or {"name": "sgd", "lr": 1e-2, "momentum": 0.9, "weight_decay": 5e-4})
         self.meta_spec = OptimizerSpec.from_dict(meta_optimizer or {"name": "sgd", "lr": 1e-2})
@@ -402,7 +409,9 @@ class TrajectoryEngine:
             local = gradient_direction(self.grads)
         elif direction == "heldout_gradient":
             self._snapshot_buffers()
-            losses, _ = self._forward_backward()  # fresh batches at the current thetas; no inner step follows
+            # Fresh batches (from the held-out sources if given) at the current thetas; no inner step follows.
+            heldout = [source() for source in self.heldout_batches] if self.heldout_batches is not None else None
+            losses, _ = self._forward_backward(heldout)
             # A non-finite held-out loss (or gradient): that task's row of grads is zeroed and its BN statistics
             # restored, so the value never reaches phi (it counts as a skipped step of that task).
             finite = self._finite_tasks(losses)
