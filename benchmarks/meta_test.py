@@ -59,14 +59,20 @@ BETA_ALGORITHMS = ("cts", "reptile", "mtl")
 K_SWEEP_ALGORITHMS = ("cts", "reptile")
 #: Centre of each algorithm's meta learning-rate grid (SGD). CTS moves phi towards the trajectories every step
 #: (0.1 is the quickstart's value); Reptile and FOMAML update once per K steps (Reptile's outer step size is 1 in
-#: Nichol et al.); FOMAML-CTS and MTL step along a mean gradient every step. Leap: this engine averages the
-#: per-segment terms over the K segments of a trajectory, where the official code sums them, so the official rate
-#: (0.1) times K = 100 segments is 10 here; the first study's grid, centred at 1, selected its top end (31.6).
+#: Nichol et al.); FOMAML-CTS and MTL step along a mean gradient every step. Leap: centred at 10 because the first
+#: study's grid, centred at 1, selected its top end (31.6); this engine averages Leap's per-segment terms over the K
+#: segments of a trajectory where the official code sums them, so a rate r there is r * K here.
 LR_CENTRE = {"cts": 0.1, "reptile": 1.0, "fomaml-cts": 0.1, "fomaml": 1.0, "leap": 10.0, "mtl": 0.1}
 LR_FACTORS = (10 ** -0.5, 1.0, 10 ** 0.5)
 SCHEDULES = ("constant", "cosine")
 #: The official code's meta rate, the same for every algorithm.
 PAPER_META_LR = 1e-2
+
+
+def paper_meta_lr(algorithm: str, K: int) -> float:
+    """The official rate in this engine's scale: Leap's direction here is the official (summed over the K segments
+    of a trajectory) one divided by K, so the official 1e-2 is 1e-2 * K here; every other rule has the same scale."""
+    return PAPER_META_LR * K if algorithm == "leap" else PAPER_META_LR
 #: FOMAML's held-out gradient comes from a validation split of each meta-train task (as in the official code):
 #: this share of every class of the task's training split, seeded (the trainer's ``heldout_fraction``).
 FOMAML_HELDOUT_FRACTION = 0.1
@@ -602,14 +608,14 @@ def main(argv=None) -> int:
 
         # 3. the paper's protocol: meta rate 1e-2 for every algorithm, the official fine-tuning recipe
         t0, c0 = time.perf_counter(), time.process_time()
-        say(f"[3/5] paper protocol: every algorithm at meta lr {PAPER_META_LR:g} (constant, soft reset); "
+        say(f"[3/5] paper protocol: every algorithm at meta lr {PAPER_META_LR:g} (Leap: x K, its scale here; constant, soft reset); "
             f"official fine-tuning recipe, {preset['paper_finetune_steps']} steps")
         paper_runs = {}
         for algorithm in ALGORITHMS:
             for m in seeds:
-                paper_runs[(algorithm, m)] = meta_train(
-                    out, run_name("", algorithm, K, "constant", PAPER_META_LR, m), algorithm, PAPER_META_LR,
-                    train_tasks, steps, K, m)
+                lr = paper_meta_lr(algorithm, K)
+                paper_runs[(algorithm, m)] = meta_train(out, run_name("", algorithm, K, "constant", lr, m), algorithm,
+                                                        lr, train_tasks, steps, K, m)
         paper_inits = {m: {**{a: paper_runs[(a, m)]["init"] for a in ALGORITHMS},
                            "scratch": f"scratch:{paper_runs[('cts', m)]['init']}"} for m in seeds}
         paper_full = evaluate_by_meta_seed(out, paper_inits, test_tasks, preset["paper_finetune_seeds_per_meta_seed"],
@@ -662,7 +668,8 @@ def main(argv=None) -> int:
                        "per_task": {t.split(":", 1)[-1]: summary({k: v for k, v in tuned_full[name].items() if k[1] == t})
                                     for t in test_tasks},
                        "runs_full": jsonable(tuned_full[name]), "runs_limited": jsonable(tuned_limited[name])}
-    paper = {name: {"full": summary(paper_full[name]), "meta_seeds": len(seeds), "meta_lr": PAPER_META_LR if name != "scratch" else None,
+    paper = {name: {"full": summary(paper_full[name]), "meta_seeds": len(seeds),
+                    "meta_lr": paper_meta_lr(name, K) if name != "scratch" else None,
                     "runs_full": jsonable(paper_full[name])} for name in names}
     beta_robustness = {}
     for algorithm in BETA_ALGORITHMS:

@@ -109,6 +109,8 @@ def test_presets_and_grids(meta_test):
         assert math.log10(max(p["beta_grid"]) / min(p["beta_grid"])) >= 2 - 1e-9  # two decades at least
         assert meta_test.PAPER_META_LR in p["beta_grid"]
     assert full["paper_finetune_steps"] == 1000
+    # the official 1e-2 for every rule; Leap's summed direction is K times this engine's averaged one
+    assert meta_test.paper_meta_lr("cts", 100) == 0.01 and meta_test.paper_meta_lr("leap", 100) == pytest.approx(1.0)
 
 
 def test_bad_options_are_one_line_and_exit_2(meta_test, tmp_path, capsys):
