@@ -242,9 +242,15 @@ def meta_train(out: Path, name: str, algorithm: str, lr: float, tasks: list[str]
     if validation:
         config["validation"].update(validation)
     validate(config)
-    run_dir = out / "runs" / name
-    record = run_dir / "study.json"
-    if record.is_file():
+    # Two configs can share a name (rates 1.0 and 1.0000000000000002 both print as lr1): the second one goes to
+    # NAME-DIGEST, so that no finished run is ever overwritten by another config.
+    digest = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "validation"},
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    candidates = [out / "runs" / name, out / "runs" / f"{name}-{digest}"]
+    for run_dir in candidates:
+        record = run_dir / "study.json"
+        if not record.is_file():
+            continue
         saved = json.loads(record.read_text())
         same = {k: v for k, v in saved["config"].items() if k != "validation"} == \
                {k: v for k, v in config.items() if k != "validation"}
@@ -252,6 +258,8 @@ def meta_train(out: Path, name: str, algorithm: str, lr: float, tasks: list[str]
                 and (run_dir / "init" / "model.safetensors").is_file():
             say(f"  {name}: reusing {run_dir}")
             return saved
+    run_dir = candidates[0] if not (candidates[0] / "study.json").is_file() else candidates[1]
+    record = run_dir / "study.json"
     say(f"  {name}: meta-training {algorithm}, meta lr {lr:g} {schedule}, {len(tasks)} tasks x {steps} steps, "
         f"K {reset_period}, seed {seed}")
     summary_ = run(config, run_dir, progress=False)
@@ -467,7 +475,7 @@ def markdown(result: dict) -> str:
     lines = [f"Suite {cfg['suite']}, preset {cfg['preset']}: {cfg['steps']} meta-steps, K {cfg['reset_period']}, "
              f"meta-seeds {cfg['meta_seeds']}. Mean test accuracy on the meta-test tasks, [95% interval over "
              "meta-seeds]:", "",
-             "| algorithm | tuned: meta lr, schedule | tuned, all data | tuned, limited data | paper protocol (lr 0.01) |",
+             "| algorithm | tuned: meta lr, schedule | tuned, all data | tuned, limited data | paper protocol (lr 1e-2; Leap 1e-2 x K) |",
              "|---|---|---|---|---|"]
     for name in sorted(result["tuned"], key=lambda n: -result["tuned"][n]["full"]["mean"]):
         a, p = result["tuned"][name], result["paper_protocol"][name]
@@ -478,15 +486,16 @@ def markdown(result: dict) -> str:
     for name, c in result["claims"].items():
         ci = f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "-"
         lines.append(f"| {name} | {c['verdict']} | {c['diff']:+.3f} | {ci} | {c['n_pairs']} | {c['n_meta_seeds']} |")
-    lines += ["", "Beta robustness (constant schedule, all data): | beta | " +
-              " | ".join(f"{b:g}" for b in cfg["beta_grid"]) + " | within 1 pt of best |", "|---" * (len(cfg["beta_grid"]) + 3) + "|"]
+    lines += ["", "Beta robustness (constant schedule, all data):", "",
+              "| meta lr beta | " + " | ".join(f"{b:g}" for b in cfg["beta_grid"]) + " | within 1 pt of best |",
+              "|---" * (len(cfg["beta_grid"]) + 2) + "|"]
     for name, curve in result["beta_robustness"].items():
         w = curve["width"]
-        lines.append(f"| {name} | | " + " | ".join(_fmt(s) for s in curve["stats"]) +
+        lines.append(f"| {name} | " + " | ".join(_fmt(s) for s in curve["stats"]) +
                      f" | {w['width_decades']:.1f} decades ({w['range'][0]:g}-{w['range'][1]:g})"
                      + (" (reaches the grid's end)" if w["open_low"] or w["open_high"] else "") + " |")
     ks = result["k_sweep"]["K"]
-    lines += ["", "K sweep (rate and schedule searched per K; all data): | K | " + " | ".join(str(k) for k in ks) + " |",
+    lines += ["", "K sweep (rate and schedule searched per K; all data):", "", "| K | " + " | ".join(str(k) for k in ks) + " |",
               "|---" * (len(ks) + 1) + "|"]
     for name in K_SWEEP_ALGORITHMS:
         lines.append(f"| {name} | " + " | ".join(
