@@ -6,8 +6,9 @@
 # the same command continues an interrupted run (e.g. across several device sessions).
 #   bash benchmarks/gpu_study.sh                      # SUITE=colour (needs issue 11's colour suite in SUITES)
 #   SUITE=glyph IMAGE_SIZE=28 bash benchmarks/gpu_study.sh
-# Estimated device time (benchmarks/RESULTS.md, "The larger GPU configuration"): about 22 GPU-hours on one
-# H100-class card, almost all of it meta-training (about 22M inner task-steps at ~290 task-steps/s batched).
+# Estimated device time (benchmarks/RESULTS.md, "The larger GPU configuration"): about 23 GPU-hours on one
+# H100-class card: about 21 h of meta-training (21.8M inner task-steps at ~290 task-steps/s batched) and 2-3 h
+# of fine-tuning (1292 runs).
 set -u
 OUT=${OUT:-gpu_study}; SUITE=${SUITE:-colour}; IMAGE_SIZE=${IMAGE_SIZE:-32}
 mkdir -p "$OUT"; LOG="$OUT/log.txt"
