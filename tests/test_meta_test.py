@@ -194,3 +194,16 @@ def test_a_tiny_study_prints_every_claim_in_the_issue_shape(meta_test, tmp_path,
     fomaml = json.loads((tmp_path / "runs" / f"fomaml-K2-{result['tuned']['fomaml']['meta_lr_schedule']}-lr"
                          f"{result['tuned']['fomaml']['meta_lr']:.4g}-s1" / "study.json").read_text())
     assert fomaml["config"]["heldout_fraction"] == meta_test.FOMAML_HELDOUT_FRACTION
+
+
+def test_a_run_name_shared_by_two_configs_never_overwrites_a_finished_run(meta_test, tmp_path, recorded_specs, monkeypatch):
+    # 1.0 and 1.0000000000000002 (= sqrt(10) * sqrt(10) * 0.1) both print as lr1: the second gets NAME-DIGEST
+    monkeypatch.setattr(meta_test, "BASE", {**meta_test.BASE, "image_size": 16, "log_every": 1000})
+    tasks = ["builtin:latin", "builtin:greek"]
+    first = meta_test.meta_train(tmp_path, "mtl-lr1", "mtl", 1.0, tasks, 2, 2)
+    second = meta_test.meta_train(tmp_path, "mtl-lr1", "mtl", 0.1 * 10 ** 0.5 * 10 ** 0.5, tasks, 2, 2)
+    assert first["init"] != second["init"] and Path(second["init"]).parent.name.startswith("mtl-lr1-")
+    recorded_specs.clear()
+    assert meta_test.meta_train(tmp_path, "mtl-lr1", "mtl", 1.0, tasks, 2, 2)["init"] == first["init"]
+    assert meta_test.meta_train(tmp_path, "mtl-lr1", "mtl", 0.1 * 10 ** 0.5 * 10 ** 0.5, tasks, 2, 2)["init"] == second["init"]
+    assert recorded_specs == []  # both reused
