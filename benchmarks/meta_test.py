@@ -3,6 +3,7 @@ meta-training seeds, paired differences and 95% intervals, per-algorithm and per
 the paper's own protocol side by side.
 
     python benchmarks/meta_test.py [--quick] [--json] [--suite glyph|colour] [--out DIR] [--set KEY=VALUE ...]
+                                   [--backbone NAME] [--image-size N]
 
 Stages (every number is a preset value; ``--quick`` shrinks steps and seeds and keeps every stage):
 
@@ -521,6 +522,18 @@ def jsonable(acc: dict) -> list:
 
 # ----------------------------------------------------------------------------------------- the study
 def main(argv=None) -> int:
+    import logging
+
+    trainer_log = logging.getLogger("ctinit.meta_train")
+    level = trainer_log.level
+    trainer_log.setLevel(logging.WARNING)  # the trainer's per-run INFO lines; restored for whoever called main()
+    try:
+        return study(argv)
+    finally:
+        trainer_log.setLevel(level)
+
+
+def study(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the small preset (under 20 minutes on 2 idle CPU cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -563,13 +576,10 @@ def main(argv=None) -> int:
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)
 
-    import logging
-
     import torch
 
     from ctinit.errors import CtinitError
 
-    logging.getLogger("ctinit.meta_train").setLevel(logging.WARNING)
     started, cpu_started = time.perf_counter(), time.process_time()
     train_tasks, test_tasks = list(suite["meta_train"]), list(suite["meta_test"])
     search_val = list(suite["search_validation"])
