@@ -19,6 +19,7 @@ from ctinit.config import (
     META_OPTIMIZER,
     RESET_PERIOD,
     Bool,
+    Float,
     NonNegInt,
     OptimizerSpec,
     PositiveFloat,
@@ -38,6 +39,9 @@ from ctinit.meta.engine import COMPILE_MODES, EXECUTIONS
 from ctinit.models import ARCHITECTURES
 
 from pydantic import Field, StrictInt
+
+#: Meta learning-rate schedules (``meta_lr_schedule``): the meta rate at each meta-step.
+META_LR_SCHEDULES = ("constant", "cosine")
 
 #: Accelerate's experiment trackers (``log_with``).
 TRACKERS = Literal["all", "tensorboard", "trackio", "wandb", "comet_ml", "aim", "mlflow", "clearml", "dvclive", "swanlab"]
@@ -74,6 +78,9 @@ class TrainConfig:
     reset_heads: Bool = False  # with reset=hard, also re-initialize the task heads
     inner_optimizer: OptimizerSpec = dataclasses.field(default_factory=lambda: OptimizerSpec(**INNER_OPTIMIZER))
     meta_optimizer: OptimizerSpec = dataclasses.field(default_factory=lambda: OptimizerSpec(**META_OPTIMIZER))
+    meta_lr_schedule: Literal[META_LR_SCHEDULES] = "constant"  # constant | cosine: meta lr decays to 0 over `steps`
+    # FOMAML only: share of each task's train split kept aside (per class, seeded) for its held-out gradient
+    heldout_fraction: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     meta_exclude: list[Str] = dataclasses.field(default_factory=list)  # regexes of backbone parameters kept per task
     augment: Bool = True  # random crop with padding 4 (and flip where the task allows it)
     max_train_per_class: Optional[PositiveInt] = None  # limit each meta-train task to this many examples per class
@@ -229,6 +236,9 @@ def validate_pool(config: dict) -> None:
     if config["algorithm"] == "scratch":
         raise ConfigError("active_tasks needs an algorithm that resets trajectories (scratch never does): "
                           "remove active_tasks or choose another algorithm")
+    if config["heldout_fraction"] > 0:
+        raise ConfigError("heldout_fraction (FOMAML's validation split) does not work with active_tasks yet: "
+                          "set heldout_fraction=0 (fresh training batches) or remove active_tasks")
     interval = config["meta_interval"] or RULES[config["algorithm"]].meta_interval or config["reset_period"]
     if config["reset_period"] % interval:
         raise ConfigError(f"with active_tasks, reset_period ({config['reset_period']}) must be a multiple of "
@@ -240,6 +250,8 @@ def changed_keys(saved: dict, current: dict) -> list[str]:
     A key missing from the checkpoint's config (written before the key existed) counts as its default."""
     saved, current = _normalized(saved), _normalized(current)
     keys = (set(saved) | set(current)) - RESUME_SAFE_KEYS
+    if current.get("meta_lr_schedule", "constant") != "constant":
+        keys.add("steps")  # a decaying meta rate is a function of the total number of steps
     return sorted(k for k in keys if to_dict(saved.get(k)) != to_dict(current.get(k)))
 
 

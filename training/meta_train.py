@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import dataclasses
 import logging
 import math
 import os
@@ -27,13 +28,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ctinit import __version__
 from ctinit.entrypoint import ArgumentParser, run_command
 from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteError
 from ctinit.loading import save_init
-from ctinit.meta import TrajectoryEngine
+from ctinit.meta import RULES, TrajectoryEngine
 from ctinit.models import TaskHead, build_backbone
 from ctinit.tasks import BatchSampler, DeviceBatchSampler, load_task, task_name
 
@@ -80,6 +82,45 @@ def shard_tasks(num_tasks: int, world_size: int) -> list[list[int]]:
 
 def task_seed(seed: int, index: int) -> int:
     return seed * 1000 + index
+
+
+def meta_lr_at(base_lr: float, schedule: str, step: int, steps: int) -> float:
+    """The meta learning rate in force at global step ``step`` (1-based) of ``steps``: ``constant`` keeps
+    ``base_lr``; ``cosine`` is ``base_lr * (1 + cos(pi (step - 1) / steps)) / 2``, ``base_lr`` at step 1 and
+    decaying towards 0 after the last step. A meta-update at step s (every step for CTS, every K for Reptile)
+    uses the rate of step s."""
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / steps))
+    raise ConfigError(f"unknown meta_lr_schedule '{schedule}': use constant or cosine")
+
+
+def set_meta_lr(engine, config: dict, step: int) -> None:
+    """Before global step ``step``: the meta optimizer's rate for that step's meta-update (if it has one)."""
+    if config["meta_lr_schedule"] != "constant":
+        lr = meta_lr_at(config["meta_optimizer"]["lr"], config["meta_lr_schedule"], step, config["steps"])
+        for group in engine.meta_optimizer.param_groups:
+            group["lr"] = lr
+
+
+def heldout_split(task, fraction: float, seed: int):
+    """``(train, heldout)``: per class, ``round(fraction * n)`` (at least 1, at most n - 1) seeded examples of
+    the task's train split go to ``heldout`` (as its train split); the rest stay. The test split is untouched."""
+    labels = task.y_train.detach().cpu().numpy()
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if idx.size > 1:
+            held.append(rng.choice(idx, size=min(idx.size - 1, max(1, round(fraction * idx.size))), replace=False))
+    mask = np.zeros(labels.size, dtype=bool)
+    if held:
+        mask[np.concatenate(held)] = True
+    keep, out = (torch.from_numpy(np.flatnonzero(m)).to(task.x_train.device) for m in (~mask, mask))
+    part = lambda index: dataclasses.replace(task, x_train=task.x_train.index_select(0, index),
+                                             y_train=task.y_train.index_select(0, index.to(task.y_train.device)))
+    return part(keep), part(out)
 
 
 def make_head(feature_dim: int, num_classes: int, seed: int) -> TaskHead:
@@ -208,12 +249,16 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
                                   f"({resume_from}, step {start_step}): pass steps >= {start_step}")
 
     # Every process loads its own tasks; one failure stops every process before training starts.
-    tasks, error = [], None
+    tasks, heldout_tasks, error = [], [], None
+    use_heldout = config["heldout_fraction"] > 0 and RULES[config["algorithm"]].direction == "heldout_gradient"
     try:
         for i in mine:
             task = load_task(config["tasks"][i], image_size=config["image_size"], seed=config["seed"])
             if config["max_train_per_class"]:
                 task = task.subset_train(int(config["max_train_per_class"]), seed=config["seed"])
+            if use_heldout:  # FOMAML's held-out gradient from a validation split, as in the official code
+                task, heldout = heldout_split(task, config["heldout_fraction"], task_seed(config["seed"], i))
+                heldout_tasks.append(heldout.to(device))
             tasks.append(task.to(device) if pool is None else task)  # a pool's data goes to the device per turn
         validation = config["validation"]
         val_tasks = [load_task(spec, image_size=config["image_size"], seed=validation["seed"])
@@ -255,6 +300,10 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         else:
             pool.draw()
     slots = mine if pool is None else pool.slots  # the global task index of each engine slot
+    # Unaugmented, with their own seeds (the training samplers' draws are the same with or without them).
+    heldout_samplers = [BatchSampler(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i) + 1,
+                                     augment=False, hflip=t.hflip, channels=backbone.config.num_channels)
+                        for i, t in zip(mine, heldout_tasks)]
     engine = TrajectoryEngine(
         backbone, [task_head(i) for i in slots], [task_source(i) for i in slots], rule=config["algorithm"],
         reset_period=config["reset_period"],
@@ -265,14 +314,16 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         autocast=autocast_factory(config["mixed_precision"], device),
         grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
         compile=config["compile"], channels_last=config["channels_last"],
+        heldout_batches=heldout_samplers or None,
     )
+    samplers_state = samplers + heldout_samplers  # what a checkpoint saves and a resume restores
     best = {"accuracy": -1.0, "step": None}
     if resume_from is not None:
         best = meta.get("best_validation", best)
         state = rank_state
         try:
             engine.load_state_dict(state["engine"])
-            for sampler, s in zip(samplers, state["samplers"]):
+            for sampler, s in zip(samplers_state, state["samplers"]):
                 sampler.load_state_dict(s)
             ckpt.set_rng_state(state["rng"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:
@@ -324,6 +375,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
                    file=sys.stderr, dynamic_ncols=True, unit="step", initial=start_step, total=steps)
         for step in bar:
+            set_meta_lr(engine, config, step)
             result = engine.step()
             sums[0, mine_index] += result.losses
             sums[3, mine_index] += 1
@@ -406,8 +458,8 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
             # checkpoint points only; one process checks it every step at no cost.
             signalled = comm.any(stop["signum"] is not None, device) if (world == 1 or read_back or checkpoint_due) else False
             if checkpoint_due or signalled:
-                path = save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_main, best, run_id,
-                                       pool)
+                path = save_checkpoint(out, step, engine, samplers_state, config, shards, comm, rank, is_main, best,
+                                       run_id, pool)
                 if signalled:
                     raise Preempted(stop["signum"] or signal.SIGTERM, path)
         bar.close()
@@ -433,7 +485,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     # deleted once the export is written. The export goes to OUT/init.tmp and is renamed to OUT/init when complete.
     check_finite_phi(engine, out, steps, run_id)
     if steps > start_step and not (config["checkpoint_every"] and steps % config["checkpoint_every"] == 0):
-        save_checkpoint(out, steps, engine, samplers, config, shards, comm, rank, is_main, best, run_id, pool)
+        save_checkpoint(out, steps, engine, samplers_state, config, shards, comm, rank, is_main, best, run_id, pool)
     if is_main:
         tmp = out / "init.tmp"
         if tmp.exists():

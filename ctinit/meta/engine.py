@@ -155,6 +155,8 @@ class TrajectoryEngine:
             ``inductor`` (``torch.compile(mode="reduce-overhead")`` of the step). See ``device_step.py``.
         channels_last: run convolutions on channels-last inputs (and, batched, weights): a layout for tensor
             cores to be measured on the GPU; the parameters stay in their flat buffers either way.
+        heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
+            batch comes from these (e.g. a validation split of the task) instead of a fresh training batch.
 
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
     optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
@@ -189,6 +191,7 @@ class TrajectoryEngine:
         execution: str = "auto",
         compile: str = "off",
         channels_last: bool = False,
+        heldout_batches: Sequence[Callable[[], object]] | None = None,
     ):
         self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
         if len(heads) != len(batches) or not heads:
@@ -213,6 +216,10 @@ class TrajectoryEngine:
         self.all_reduce = all_reduce
         self.autocast = autocast or contextlib.nullcontext
         self.batches = list(batches)
+        # FOMAML's held-out batches (one source per task, e.g. a validation split); None: fresh training batches.
+        self.heldout_batches = list(heldout_batches) if heldout_batches is not None else None
+        if self.heldout_batches is not None and len(self.heldout_batches) != len(self.batches):
+            raise ConfigError(f"need one held-out batch source per task, got {len(self.heldout_batches)} for {len(self.batches)} tasks")
         self.heads = list(heads)
         self.inner_spec = OptimizerSpec.from_dict(inner_optimizer or INNER_OPTIMIZER)
         self.meta_spec = OptimizerSpec.from_dict(meta_optimizer or META_OPTIMIZER)
@@ -499,7 +506,9 @@ class TrajectoryEngine:
             local = gradient_direction(self.grads)
         elif direction == "heldout_gradient":
             self._snapshot_buffers()
-            losses, _ = self._forward_backward()  # fresh batches at the current thetas; no inner step follows
+            # Fresh batches (from the held-out sources if given) at the current thetas; no inner step follows.
+            heldout = [source() for source in self.heldout_batches] if self.heldout_batches is not None else None
+            losses, _ = self._forward_backward(heldout)
             # A non-finite held-out loss (or gradient): that task's row of grads is zeroed and its BN statistics
             # restored, so the value never reaches phi (it counts as a skipped step of that task).
             finite = self._finite_mask(losses)

@@ -1,0 +1,86 @@
+"""The trainer's meta-rate schedule and FOMAML's held-out split, against hand-computed values."""
+import math
+
+import pytest
+import torch
+
+from ctinit.errors import ConfigError
+from ctinit.meta import TrajectoryEngine
+from ctinit.tasks import TaskData
+from ctinit_training.config import DEFAULTS, changed_keys, validate
+from ctinit_training.meta_train import heldout_split, meta_lr_at, set_meta_lr
+
+from test_meta import CENTERS, Point, Scalar, backbone_only_loss, quadratic_engine, w_of_thetas
+
+
+def test_cosine_schedule_values_by_hand():
+    # steps = 4: (1 + cos(pi * (s - 1) / 4)) / 2 for s = 1..4 is 1, (1 + 1/sqrt 2)/2, 1/2, (1 - 1/sqrt 2)/2.
+    r = 1 / math.sqrt(2)
+    assert [meta_lr_at(0.2, "cosine", s, 4) for s in (1, 2, 3, 4)] == pytest.approx(
+        [0.2, 0.1 * (1 + r), 0.1, 0.1 * (1 - r)])
+    assert [meta_lr_at(0.2, "constant", s, 4) for s in (1, 2, 3, 4)] == [0.2] * 4
+    with pytest.raises(ConfigError):
+        meta_lr_at(0.2, "linear", 1, 4)
+
+
+def test_one_cts_step_uses_the_scheduled_rate():
+    # Base rate .4, cosine over 2 steps: step 1 at .4, step 2 at .4 (1 + cos(pi/2)) / 2 = .2.
+    # step 1: theta = (.5, 1.5, 2.5); g = 1 - 1.5 = -.5; phi = 1 + .4 * .5 = 1.2; shift +.2 -> (.7, 1.7, 2.7)
+    # step 2: theta = (.35, 1.85, 3.35); g = 1.2 - 1.85 = -.65; phi = 1.2 + .2 * .65 = 1.33; shift +.13
+    config = {"meta_lr_schedule": "cosine", "meta_optimizer": {"name": "sgd", "lr": 0.4}, "steps": 2}
+    e = quadratic_engine("cts", reset_period=10, meta_lr=0.4)
+    set_meta_lr(e, config, 1)
+    e.step()
+    assert e.phi[0].item() == pytest.approx(1.2)
+    assert w_of_thetas(e) == pytest.approx([0.7, 1.7, 2.7])
+    set_meta_lr(e, config, 2)
+    assert e.meta_optimizer.param_groups[0]["lr"] == pytest.approx(0.2)
+    e.step()
+    assert e.phi[0].item() == pytest.approx(1.33)
+    assert w_of_thetas(e) == pytest.approx([0.48, 1.98, 3.48])
+    # constant leaves the optimizer's rate alone
+    e2 = quadratic_engine("cts", reset_period=10, meta_lr=0.4)
+    set_meta_lr(e2, {**config, "meta_lr_schedule": "constant"}, 2)
+    assert e2.meta_optimizer.param_groups[0]["lr"] == 0.4
+
+
+def test_config_keys_are_validated_and_a_cosine_run_cannot_change_steps_on_resume():
+    config = {**DEFAULTS, "tasks": ["builtin:latin"]}
+    validate(config)
+    for key, bad in (("meta_lr_schedule", "linear"), ("heldout_fraction", 1.0), ("heldout_fraction", -0.1)):
+        with pytest.raises(ConfigError, match=key):
+            validate({**config, key: bad})
+    cosine = {**config, "meta_lr_schedule": "cosine"}
+    assert changed_keys(config, {**config, "steps": 5}) == []
+    assert changed_keys(cosine, {**cosine, "steps": 5}) == ["steps"]
+
+
+def test_fomaml_takes_its_heldout_gradient_from_the_heldout_sources():
+    # K = 2: theta = (.25, 1.75, 3.25) after two inner steps towards c = (0, 2, 4); the held-out batches are
+    # centred at 1 for every task: grads theta - 1 = (-.75, .75, 2.25), mean .75 -> phi = 1 - .1 * .75 = .925.
+    e = TrajectoryEngine(Point(), [Scalar() for _ in CENTERS], [(lambda c=c: torch.tensor(c)) for c in CENTERS],
+                         rule="fomaml", reset_period=2, loss_fn=backbone_only_loss,
+                         inner_optimizer={"name": "sgd", "lr": 0.5}, meta_optimizer={"name": "sgd", "lr": 0.1},
+                         heldout_batches=[lambda: torch.tensor(1.0)] * 3)
+    e.step()
+    e.step()
+    assert e.phi[0].item() == pytest.approx(0.925)
+    assert w_of_thetas(e) == pytest.approx([0.925] * 3)
+    with pytest.raises(ConfigError, match="held-out"):
+        TrajectoryEngine(Point(), [Scalar()], [lambda: torch.tensor(0.0)], rule="fomaml",
+                         loss_fn=backbone_only_loss, heldout_batches=[])
+
+
+def test_heldout_split_is_per_class_seeded_and_disjoint():
+    y = torch.tensor([0] * 10 + [1] * 5 + [2] * 1)
+    x = torch.arange(16, dtype=torch.uint8).view(16, 1, 1, 1)
+    task = TaskData(name="t", spec="npz:t", x_train=x, y_train=y, x_test=x[:2], y_test=y[:2], num_classes=3,
+                    classes=["a", "b", "c"])
+    train, held = heldout_split(task, 0.2, seed=3)
+    # class 0: 2 of 10, class 1: round(1.0) = 1 of 5, class 2: its only example stays in train
+    assert torch.bincount(held.y_train, minlength=3).tolist() == [2, 1, 0]
+    assert torch.bincount(train.y_train, minlength=3).tolist() == [8, 4, 1]
+    assert sorted(train.x_train.flatten().tolist() + held.x_train.flatten().tolist()) == list(range(16))
+    again, _ = heldout_split(task, 0.2, seed=3)
+    assert torch.equal(again.x_train, train.x_train)
+    assert torch.equal(train.x_test, task.x_test)
