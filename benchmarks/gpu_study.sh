@@ -4,7 +4,7 @@
 # tuned and paper protocols, beta robustness, per-K-tuned K sweep, convergence bands). Writes into ${OUT:-gpu_study}:
 # results.json, results.md, figures and log.txt. Finished meta-training runs and fine-tuning results are reused, so
 # the same command continues an interrupted run (e.g. across several device sessions).
-#   bash benchmarks/gpu_study.sh                      # SUITE=colour (needs issue 11's colour suite in SUITES)
+#   bash benchmarks/gpu_study.sh                      # SUITE=colour (the colour suite of benchmarks/meta_test.py SUITES)
 #   SUITE=glyph IMAGE_SIZE=28 bash benchmarks/gpu_study.sh
 # Estimated device time (benchmarks/RESULTS.md, "The larger GPU configuration"): about 23 GPU-hours on one
 # H100-class card: about 21 h of meta-training (21.8M inner task-steps at ~290 task-steps/s batched) and 2-3 h

@@ -94,9 +94,14 @@ SUITES = {
         "meta_test": ["builtin:georgian", "builtin:thai", "builtin:ethiopic", "builtin:bengali"],
         "search_validation": ["builtin:devanagari", "builtin:arabic"],
     },
-    # The colour suite (issue 11, part 1) has not landed on this branch: when it does, give its task lists here
-    # (and its image size / backbone via --set/--backbone if they differ).
-    "colour": None,
+    # The heterogeneous colour suite (32x32 RGB; its meta-test domains have no task in meta-train).
+    "colour": {
+        "meta_train": ["builtin:colour-emoji-faces", "builtin:colour-emoji-objects", "builtin:colour-icons-actions",
+                       "builtin:colour-icons-places", "builtin:colour-fashion", "builtin:colour-latin"],
+        "meta_test": ["builtin:colour-cards", "builtin:colour-mahjong", "builtin:colour-textures"],
+        "search_validation": ["builtin:colour-emoji-objects", "builtin:colour-icons-places"],
+        "image_size": 32,
+    },
 }
 
 PRESETS = {
@@ -570,8 +575,8 @@ def study(argv=None) -> int:
         return 2
     if args.backbone:
         BASE["backbone"] = args.backbone
-    if args.image_size:
-        BASE["image_size"] = args.image_size
+    if args.image_size or suite.get("image_size"):
+        BASE["image_size"] = args.image_size or suite["image_size"]
     default_out = f"runs/meta_test{'_quick' if args.quick else ''}{'' if args.suite == 'glyph' else '_' + args.suite}"
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,12 @@
 """The main job: meta-train CTS on the bundled suite, then fine-tune it and scratch on unseen tasks.
 
     python -m ctinit_training.quickstart --out runs/quickstart
+    python -m ctinit_training.quickstart --suite colour --out runs/qs-colour
 
-1. meta-trains an initialization with CTS on the bundled meta-train tasks (training/recipes/quickstart.yaml)
-   and exports it to OUT/init/;
-2. fine-tunes OUT/init and scratch:OUT/init (same architecture, fresh weights) on each bundled meta-test task
-   with the same steps, batch and seed;
+1. meta-trains an initialization with CTS on the bundled meta-train tasks of the suite (glyphs:
+   training/recipes/quickstart.yaml; colour: training/recipes/quickstart-colour.yaml) and exports it to OUT/init/;
+2. fine-tunes OUT/init and scratch:OUT/init (same architecture, fresh weights) on each meta-test task of the
+   suite with the same steps, batch and seed;
 3. prints a table and writes OUT/quickstart.json and OUT/quickstart.md.
 """
 from __future__ import annotations
@@ -19,12 +20,14 @@ from pathlib import Path
 from ctinit.entrypoint import ArgumentParser, run_command
 from ctinit.finetune import FinetuneConfig, finetune
 from ctinit.loading import load_init
-from ctinit.tasks import META_TEST, load_task
+from ctinit.tasks import SUITES, load_task
 
 from .config import load_config
 from .meta_train import run
 
 RECIPE = Path(__file__).parent / "recipes" / "quickstart.yaml"
+# suite -> the recipe of its main job (its meta-test tasks come from ctinit.tasks.SUITES)
+SUITE_RECIPES = {"glyphs": RECIPE, "colour": Path(__file__).parent / "recipes" / "quickstart-colour.yaml"}
 
 
 def compare(inits: dict[str, str], task_specs: list[str], config: FinetuneConfig, image_size: int) -> dict:
@@ -55,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m ctinit_training.quickstart", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="the run directory")
+    parser.add_argument("--suite", choices=sorted(SUITE_RECIPES), default="glyphs",
+                        help="the bundled suite: glyphs (28x28 grayscale, the default) or colour (32x32 RGB)")
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--finetune-batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -69,20 +74,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def quickstart(args) -> int:
     start = time.perf_counter()
-    config = load_config(RECIPE, [f"seed={args.seed}", *args.overrides])
+    config = load_config(SUITE_RECIPES[args.suite], [f"seed={args.seed}", *args.overrides])
     ft = FinetuneConfig(steps=args.finetune_steps, batch_size=args.finetune_batch_size, seed=args.seed,
                         progress=not args.no_progress)  # checked before meta-training
     summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     init = summary["init"]
     print(f"fine-tuning on the meta-test tasks ({args.finetune_steps} steps, batch {args.finetune_batch_size}):",
           file=sys.stderr)
-    table = compare({"ctinit": init, "scratch": f"scratch:{init}"}, [f"builtin:{n}" for n in META_TEST], ft,
+    table = compare({"ctinit": init, "scratch": f"scratch:{init}"}, [f"builtin:{n}" for n in SUITES[args.suite][1]], ft,
                     config["image_size"])
     md = markdown(table, ["ctinit", "scratch"])
     seconds = time.perf_counter() - start
     out = Path(args.out)
     means = {l: sum(r[l] for r in table.values()) / len(table) for l in ("ctinit", "scratch")}
-    report = {"init": init, "meta_train_seconds": summary["seconds"], "total_seconds": seconds,
+    report = {"suite": args.suite, "init": init, "meta_train_seconds": summary["seconds"], "total_seconds": seconds,
               "finetune_steps": args.finetune_steps, "seed": args.seed, "per_task": table, "mean": means}
     (out / "quickstart.json").write_text(json.dumps(report, indent=2))
     (out / "quickstart.md").write_text(md + "\n")
