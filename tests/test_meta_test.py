@@ -115,10 +115,20 @@ def test_presets_and_grids(meta_test):
 
 def test_bad_options_are_one_line_and_exit_2(meta_test, tmp_path, capsys):
     for argv, words in ((["--set", "stepz=3"], ("unknown key", "steps")), (["--set", "steps=x"], ("not JSON",)),
-                        (["--suite", "nope"], ("unknown suite", "glyph")), (["--suite", "colour"], ("not on this branch",))):
+                        (["--suite", "nope"], ("unknown suite", "glyph"))):
         assert meta_test.main(["--quick", "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and all(w in err[0] for w in words), err
+
+
+def test_suites_are_the_bundled_suites_and_search_only_meta_train_tasks(meta_test):
+    from ctinit.tasks import SUITES as BUNDLED
+
+    for name, bundled in (("glyph", "glyphs"), ("colour", "colour")):
+        suite = meta_test.SUITES[name]
+        assert [s.split(":", 1)[1] for s in suite["meta_train"]] == list(BUNDLED[bundled][0])
+        assert [s.split(":", 1)[1] for s in suite["meta_test"]] == list(BUNDLED[bundled][1])
+        assert set(suite["search_validation"]) < set(suite["meta_train"])  # the search scores on meta-train tasks
 
 
 def fake_task(spec, image_size=28, seed=0, **_):
