@@ -69,7 +69,6 @@ def _recipe(args, seed: int = 0):
 
 
 def cmd_finetune(args) -> int:
-    from .errors import ConfigError
     from .evaluate import limit_task
     from .finetune import finetune
     from .finetuned import check_out_dir, save_finetuned
@@ -197,7 +196,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .errors import ConfigError
     from .evaluate import run_evaluation, results_table, write_results
 
     from .evaluate import check_out_dir, parse_seeds
@@ -221,20 +219,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_list(args) -> int:
-    import json
+    from .loading import print_inits
 
-    from .config import PositiveInt, check_option
-    from .loading import inits_table, list_inits
-
-    check_option("--limit", args.limit, PositiveInt)
-    rows = list_inits(author=args.author, search=args.search, limit=args.limit)
-    if args.json:
-        print(json.dumps(rows))
-    elif not rows:
-        _log("ctinit list: no initializations found on the Hub" + (f" for author {args.author}" if args.author else ""))
-    else:
-        print(inits_table(rows))
-    return 0
+    return print_inits(args.author, args.search, args.limit, args.json, "ctinit list")
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:

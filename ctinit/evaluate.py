@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import CheckpointError, ConfigError
+from .errors import ConfigError
 from .finetune import FinetuneConfig, finetune
-from .loading import CONFIG_NAME, WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
+from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
 
 
@@ -90,7 +90,8 @@ def limit_task(task, seed: int, max_train_per_class: int | None = None, max_trai
     return task
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (read in 1 MiB chunks): identifies an initialization's weights in results."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -160,7 +161,7 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
             "label": init, "scratch": source.scratch, "path": str(source.path) if source.path else None,
             "arch": source.arch, "repo_id": source.repo_id, "revision": source.revision, "commit": source.commit,
             "algorithm": "scratch" if source.scratch else info.get("algorithm"),
-            "weights_sha256": _sha256(weights) if weights is not None and weights.is_file() else None,
+            "weights_sha256": file_sha256(weights) if weights is not None and weights.is_file() else None,
         })
     # Each init's config tells its input size. Every task is read once up front (a bad spec or an impossible
     # limited-data subset fails before any training); during the grid only the current task stays in memory.

@@ -503,3 +503,23 @@ def inits_table(rows: list[dict]) -> str:
               "-" if r["likes"] is None else str(r["likes"]), r["last_modified"] or "-"] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + table)
+
+
+def print_inits(author: str | None, search: str | None, limit: int, as_json: bool, prog: str) -> int:
+    """What ``ctinit list`` and ``ctinit-hub list`` do: the published initializations as a table (or JSON) on
+    stdout; "none found" on stderr. Returns the exit code."""
+    import json
+    import sys
+
+    from .config import PositiveInt, check_option
+
+    check_option("--limit", limit, PositiveInt)
+    rows = list_inits(author=author, search=search, limit=limit)
+    if as_json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"{prog}: no initializations found on the Hub" + (f" for author {author}" if author else ""),
+              file=sys.stderr, flush=True)
+    else:
+        print(inits_table(rows))
+    return 0

@@ -53,20 +53,9 @@ def cmd_update_card(args) -> int:
 
 
 def cmd_list(args) -> int:
-    import json
+    from ctinit.loading import print_inits
 
-    from ctinit.config import PositiveInt, check_option
-    from ctinit.loading import inits_table, list_inits
-
-    check_option("--limit", args.limit, PositiveInt)
-    rows = list_inits(author=args.author, search=args.search, limit=args.limit)
-    if args.json:
-        print(json.dumps(rows))
-    elif not rows:
-        _log("hub list: no initializations found on the Hub" + (f" for author {args.author}" if args.author else ""))
-    else:
-        print(inits_table(rows))
-    return 0
+    return print_inits(args.author, args.search, args.limit, args.json, "hub list")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import shutil
 from pathlib import Path
 
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.evaluate import machine_line, plot_curves, recipe_line, results_table, summarize
+from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
 from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME
 from ctinit.publish import ARXIV_URL, PLACEHOLDER, PLACEHOLDER_ORG, check_license, dataset_id, install_line
 
@@ -120,14 +118,6 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
 # ------------------------------------------------------------------------------------------------ model cards
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def public_spec(spec: str) -> str:
     """A task spec as a card may show it: ``npz:``/``folder:`` keep the file's name only, never its path."""
     kind, _, rest = str(spec).partition(":")
@@ -220,7 +210,7 @@ def find_init(results: dict, export_dir: str | Path) -> str:
     weights = export / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{export}: no {WEIGHTS_NAME}; update-card takes an export folder (ctinit-hub export)")
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     for entry in results["inits"]:
         if not entry["scratch"] and entry.get("weights_sha256") == digest:
             return entry["label"]
