@@ -251,6 +251,7 @@ def test_resume_refuses_a_task_whose_classes_changed(tmp_path, capsys, active):
     (["active_tasks=0"], "active_tasks = 0"),
     (["active_tasks=2", "algorithm=scratch"], "active_tasks needs an algorithm that resets trajectories"),
     (["active_tasks=2", "algorithm=reptile", "meta_interval=2"], "reset_period (3) must be a multiple of meta_interval (2)"),
+    (["active_tasks=2", "algorithm=fomaml", "heldout_fraction=0.1"], "heldout_fraction (FOMAML's validation split) does not work with active_tasks"),
 ])
 def test_pool_config_errors_are_one_line_before_training(tmp_path, capsys, overrides, needle):
     recipe = _pool_recipe(tmp_path, 4)
