@@ -1,6 +1,6 @@
 """Meta-train a shared initialization, on one process or many (Accelerate / torchrun; CPUs or GPUs).
 
-    ctinit-train --config training/recipes/quickstart.yaml --out runs/qs [key=value ...]
+    ctinit-train --config quickstart --out runs/qs [key=value ...]
     accelerate launch --num_processes 8 -m ctinit_training.meta_train --config ... --out ...
     torchrun --nproc_per_node 2 -m ctinit_training.meta_train --config ... --out ... [--resume]
 
