@@ -128,26 +128,21 @@ def host_reads(monkeypatch):
     return counts
 
 
-class Scaled:
-    """A batch source whose images are multiplied by a device scalar: set it to NaN (an eager device write, outside
-    the step) to poison the next steps, as a captured graph would see it too."""
+def _gpu_check():
+    """benchmarks/gpu_check.py, whose poisonable batch source (``Scaled``) the CPU tests share."""
+    import importlib.util
+    from pathlib import Path
 
-    def __init__(self, source):
-        self.source, self.scale = source, torch.ones(())
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def __call__(self):
-        x, y = self.source()
-        return x * self.scale, y
 
-    def prepare(self):
-        self.source.prepare()
-
-    def draw(self):
-        x, y = self.source.draw()
-        return x * self.scale, y
-
-    def advance(self):
-        self.source.advance()
+#: A batch source whose images are multiplied by a device scalar: set it to NaN (an eager device write, outside the
+#: step) to poison the next steps, as a captured graph would see it too.
+Scaled = _gpu_check().Scaled
 
 
 def image_engine(execution, sampler=BatchSampler, **kw):
