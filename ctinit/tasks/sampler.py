@@ -39,7 +39,21 @@ def random_crop_flip(x: torch.Tensor, padding: int, hflip: bool, generator: torc
     return x
 
 
-class BatchSampler:
+class _SplitSampler:
+    """What both samplers keep: one task's split, the batch size (at most the split's size) and the augmentation
+    and output settings."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, augment: bool, hflip: bool,
+                 padding: int, channels: int, dtype: torch.dtype):
+        if len(x) == 0:
+            raise ValueError("cannot sample batches from an empty split")
+        self.x, self.y = x, y
+        self.batch_size = min(batch_size, len(x))
+        self.augment, self.hflip, self.padding = augment, hflip, padding
+        self.channels, self.dtype = channels, dtype
+
+
+class BatchSampler(_SplitSampler):
     """Endless shuffled mini-batches (epoch by epoch, seeded) of one task's training split.
 
     Calling the sampler returns ``(x, y)`` with ``x`` float ``[B, channels, H, W]`` on the data's device.
@@ -48,12 +62,8 @@ class BatchSampler:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128, *, seed: int = 0,
                  augment: bool = True, hflip: bool = True, padding: int = 4, channels: int = 3,
                  dtype: torch.dtype = torch.float32):
-        if len(x) == 0:
-            raise ValueError("cannot sample batches from an empty split")
-        self.x, self.y = x, y
-        self.batch_size = min(batch_size, len(x))
-        self.augment, self.hflip, self.padding = augment, hflip, padding
-        self.channels, self.dtype = channels, dtype
+        super().__init__(x, y, batch_size, augment=augment, hflip=hflip, padding=padding, channels=channels,
+                         dtype=dtype)
         # The permutation and augmentation draws live on the CPU generator: reproducible on any device.
         self.generator = torch.Generator().manual_seed(seed)
         self.order = torch.randperm(len(x), generator=self.generator)
@@ -101,7 +111,7 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-class DeviceBatchSampler:
+class DeviceBatchSampler(_SplitSampler):
     """Endless shuffled, augmented mini-batches of one task's split, drawn by device operations alone.
 
     The same kind of batches as ``BatchSampler`` (epoch by epoch without replacement, random crop with zero padding
@@ -118,12 +128,8 @@ class DeviceBatchSampler:
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128, *, seed: int = 0,
                  augment: bool = True, hflip: bool = True, padding: int = 4, channels: int = 3,
                  dtype: torch.dtype = torch.float32):
-        if len(x) == 0:
-            raise ValueError("cannot sample batches from an empty split")
-        self.x, self.y = x, y
-        self.batch_size = min(batch_size, len(x))
-        self.augment, self.hflip, self.padding = augment, hflip, padding
-        self.channels, self.dtype = channels, dtype
+        super().__init__(x, y, batch_size, augment=augment, hflip=hflip, padding=padding, channels=channels,
+                         dtype=dtype)
         self.seed = int(seed)
         device = x.device
         self._arange = torch.arange(self.batch_size, device=device)
