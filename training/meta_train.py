@@ -223,6 +223,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     setup_logging(out, is_main)
     shards = shard_tasks(len(config["tasks"]), world)
     mine = shards[rank]
+    names = [task_name(spec) for spec in config["tasks"]]
     run_id = rundir.read_run_id(out)  # None: a folder from before runs had ids (its checkpoints have none either)
     # A task pool (active_tasks): every process trains an equal share of the active tasks, drawn from its block.
     pool = TaskPool(mine, pool_share(config["active_tasks"], len(config["tasks"]), world), config["seed"]) \
@@ -272,7 +273,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
 
     rank_state = ckpt.read_state(resume_from / f"rank-{rank}") if resume_from is not None else None
     if rank_state is not None:
-        check_head_sizes(rank_state, dict(zip(mine, tasks)), [task_name(s) for s in config["tasks"]], resume_from)
+        check_head_sizes(rank_state, dict(zip(mine, tasks)), names, resume_from)
     torch.manual_seed(config["seed"])
     backbone = build_backbone(config["backbone"], config["image_size"]).to(device)
     # compile graphs/inductor: batches drawn on the device (counter-based augmentation, other draws than BatchSampler's)
@@ -332,7 +333,6 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
                                   "--overwrite") from None
         log.info("resumed from %s (step %d)", resume_from, start_step)
 
-    names = [task_name(spec) for spec in config["tasks"]]
     log.info("world size %d on %s, precision %s (phi and meta-updates fp32); task-to-process map: %s", world, device,
              config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
     log.info("algorithm %s, backbone %s, meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
@@ -353,7 +353,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
             lines, dropped = rundir.read_jsonl(metrics_path)
             if dropped:
                 log.warning("%s: ignored %d incomplete line(s) (a kill mid-write)", metrics_path, dropped)
-            kept = [l for l in lines if isinstance(json.loads(l), dict) and json.loads(l).get("step", 0) <= start_step]
+            kept = [l for l, record in lines if isinstance(record, dict) and record.get("step", 0) <= start_step]
         rundir.write_atomic(metrics_path, "".join(l + "\n" for l in kept))
 
     stop = {"signum": None}
