@@ -2,7 +2,8 @@
 meta-training seeds, paired differences and 95% intervals, per-algorithm and per-K tuning, beta robustness and
 the paper's own protocol side by side.
 
-    python benchmarks/meta_test.py [--quick] [--json] [--suite glyph|colour] [--out DIR] [--set KEY=VALUE ...]
+    python benchmarks/meta_test.py [--quick | --preset quick|full|large] [--json] [--suite glyph|colour] [--out DIR]
+                                   [--set KEY=VALUE ...]
                                    [--backbone NAME] [--image-size N]
 
 Stages (every number is a preset value; ``--quick`` shrinks steps and seeds and keeps every stage):
@@ -104,8 +105,20 @@ SUITES = {
     },
 }
 
+#: ``full`` is the CPU study that fits about two hours on 2 idle cores per suite (200 meta-steps: the search's
+#: 50-odd candidates and ~100 meta-training runs are what cost). ``large`` is the first study's scale (1000
+#: meta-steps, K 100; about 10 CPU-hours). The official fine-tuning recipe's shape (Adam 1e-3, weight decay 5e-4,
+#: batch 128, lr x0.3 at 40/70/90%) is kept everywhere; ``full`` runs it for 200 steps instead of 1000.
 PRESETS = {
     "full": {
+        "steps": 200, "reset_period": 20, "search_steps": 200, "search_finetune_steps": 100,
+        "max_extensions": 1, "meta_seeds": [0, 1, 2], "finetune_seeds_per_meta_seed": 1,
+        "finetune_steps": 200, "finetune_batch_size": 64, "limited_per_class": 20, "limited_finetune_steps": 100,
+        "snapshot_every": 50, "snapshot_finetune_steps": 100, "k_sweep_ks": [5, 20, 200],
+        "beta_grid": [0.01, 0.0316, 0.1, 0.316, 1.0], "paper_finetune_steps": 200,
+        "paper_finetune_seeds_per_meta_seed": 1,
+    },
+    "large": {
         "steps": 1000, "reset_period": 100, "search_steps": 1000, "search_finetune_steps": 150,
         "max_extensions": 2, "meta_seeds": [0, 1, 2], "finetune_seeds_per_meta_seed": 2,
         "finetune_steps": 200, "finetune_batch_size": 64, "limited_per_class": 20, "limited_finetune_steps": 100,
@@ -541,6 +554,9 @@ def main(argv=None) -> int:
 def study(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the small preset (under 20 minutes on 2 idle CPU cores)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="full (default; about 2 hours per suite on 2 idle CPU cores), quick (= --quick), or large "
+                        "(1000 meta-steps, K 100; about 10 CPU-hours)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--suite", default="glyph", help=f"task suite: {', '.join(SUITES)}")
     p.add_argument("--out", default=None, help="output directory (default: runs/meta_test[_quick][_SUITE])")
@@ -550,7 +566,10 @@ def study(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=None, help="override the input size (e.g. 32 for colour tasks)")
     args = p.parse_args(argv)
 
-    preset_name = "quick" if args.quick else "full"
+    if args.quick and args.preset not in (None, "quick"):
+        print(f"meta_test: error: --quick and --preset {args.preset} disagree; give one of them", file=sys.stderr)
+        return 2
+    preset_name = "quick" if args.quick else args.preset or "full"
     preset = copy.deepcopy(PRESETS[preset_name])
     for item in args.set:
         key, _, value = item.partition("=")
@@ -573,7 +592,8 @@ def study(argv=None) -> int:
         BASE["backbone"] = args.backbone
     if args.image_size or suite.get("image_size"):
         BASE["image_size"] = args.image_size or suite["image_size"]
-    default_out = f"runs/meta_test{'_quick' if args.quick else ''}{'' if args.suite == 'glyph' else '_' + args.suite}"
+    default_out = f"runs/meta_test{'' if preset_name == 'full' else '_' + preset_name}" \
+                  f"{'' if args.suite == 'glyph' else '_' + args.suite}"
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -99,16 +99,16 @@ def test_band_by_hand(meta_test):
 def test_presets_and_grids(meta_test):
     assert set(meta_test.LR_CENTRE) == set(meta_test.ALGORITHMS)
     assert {"cts", "reptile", "fomaml-cts", "fomaml", "leap", "mtl"} == set(meta_test.ALGORITHMS)
-    full, quick = meta_test.PRESETS["full"], meta_test.PRESETS["quick"]
-    assert quick.keys() == full.keys()  # the quick preset keeps every stage of the full one
-    assert len(full["meta_seeds"]) >= 3 and len(quick["meta_seeds"]) >= 2
-    for p in (full, quick):
+    full, quick, large = (meta_test.PRESETS[k] for k in ("full", "quick", "large"))
+    assert quick.keys() == full.keys() == large.keys()  # every preset keeps every stage
+    assert len(full["meta_seeds"]) >= 3 and len(large["meta_seeds"]) >= 3 and len(quick["meta_seeds"]) >= 2
+    for p in (full, quick, large):
         assert p["search_steps"] == p["steps"]  # the search runs at the final run's step count
         assert p["reset_period"] in p["k_sweep_ks"] and p["steps"] % p["snapshot_every"] == 0
         assert (p["steps"] // 2) % p["snapshot_every"] == 0  # the convergence claim reads the half-way snapshot
         assert math.log10(max(p["beta_grid"]) / min(p["beta_grid"])) >= 2 - 1e-9  # two decades at least
         assert meta_test.PAPER_META_LR in p["beta_grid"]
-    assert full["paper_finetune_steps"] == 1000
+    assert large["paper_finetune_steps"] == 1000
     # the official 1e-2 for every rule; Leap's summed direction is K times this engine's averaged one
     assert meta_test.paper_meta_lr("cts", 100) == 0.01 and meta_test.paper_meta_lr("leap", 100) == pytest.approx(1.0)
 
