@@ -112,7 +112,7 @@ SUITES = {
 PRESETS = {
     "full": {
         "steps": 200, "reset_period": 20, "search_steps": 200, "search_finetune_steps": 100,
-        "max_extensions": 1, "meta_seeds": [0, 1, 2], "finetune_seeds_per_meta_seed": 1,
+        "max_extensions": 2, "meta_seeds": [0, 1, 2], "finetune_seeds_per_meta_seed": 1,
         "finetune_steps": 200, "finetune_batch_size": 64, "limited_per_class": 20, "limited_finetune_steps": 100,
         "snapshot_every": 50, "snapshot_finetune_steps": 100, "k_sweep_ks": [5, 20, 200],
         "beta_grid": [0.01, 0.0316, 0.1, 0.316, 1.0], "paper_finetune_steps": 200,
