@@ -30,6 +30,7 @@ import torch
 from . import __version__
 from .errors import ConfigError
 from .finetune import FinetuneConfig, finetune
+from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
 
@@ -270,16 +271,8 @@ def _run_key(entry: dict, spec: str, seed: int, finetune_cfg: dict, max_train_pe
 
 def _finished_runs(path: Path) -> dict[str, dict]:
     """Runs recorded by an earlier evaluation into the same folder; a line cut short by a kill is ignored."""
-    done = {}
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("key"), str):
-                done[record["key"]] = record
-    return done
+    records = read_jsonl(path)[0] if path.is_file() else []
+    return {r["key"]: r for _, r in records if isinstance(r, dict) and isinstance(r.get("key"), str)}
 
 
 def _append_line(path: Path, record: dict) -> None:

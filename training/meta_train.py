@@ -34,6 +34,7 @@ import torch
 from ctinit import __version__
 from ctinit.entrypoint import ArgumentParser, run_command
 from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteError
+from ctinit.jsonl import read_jsonl
 from ctinit.loading import save_init
 from ctinit.meta import RULES, TrajectoryEngine
 from ctinit.models import TaskHead, build_backbone
@@ -350,7 +351,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     if is_main:
         kept = []
         if resume_from is not None and metrics_path.is_file():  # drop records the checkpoint does not cover
-            lines, dropped = rundir.read_jsonl(metrics_path)
+            lines, dropped = read_jsonl(metrics_path)
             if dropped:
                 log.warning("%s: ignored %d incomplete line(s) (a kill mid-write)", metrics_path, dropped)
             kept = [l for l, record in lines if isinstance(record, dict) and record.get("step", 0) <= start_step]

@@ -144,19 +144,3 @@ def replace_dir(tmp: Path, final: Path) -> None:
     tmp.rename(final)
     if old.exists():
         shutil.rmtree(old)
-
-
-def read_jsonl(path: Path) -> tuple[list[tuple[str, object]], int]:
-    """The complete JSON lines of a file, each with its parsed value (a line cut short by a kill mid-write is
-    dropped), and how many were dropped."""
-    kept, dropped = [], 0
-    for line in Path(path).read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            dropped += 1
-            continue
-        kept.append((line, record))
-    return kept, dropped
