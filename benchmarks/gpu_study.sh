@@ -14,7 +14,7 @@ OUT=${OUT:-gpu_study}; SUITE=${SUITE:-colour}; IMAGE_SIZE=${IMAGE_SIZE:-32}
 mkdir -p "$OUT"; LOG="$OUT/log.txt"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
-python3 benchmarks/meta_test.py --json --suite "$SUITE" --backbone resnet20 --image-size "$IMAGE_SIZE" --out "$OUT" \
+python3 benchmarks/meta_test.py --json --preset large --suite "$SUITE" --backbone resnet20 --image-size "$IMAGE_SIZE" --out "$OUT" \
   --set steps=20000 --set reset_period=1000 --set search_steps=20000 --set 'k_sweep_ks=[100, 1000, 10000]' \
   --set snapshot_every=2000 --set snapshot_finetune_steps=200 --set search_finetune_steps=300 \
   --set finetune_steps=1000 --set finetune_batch_size=128 --set limited_finetune_steps=300 \

@@ -115,7 +115,7 @@ def test_presets_and_grids(meta_test):
 
 def test_bad_options_are_one_line_and_exit_2(meta_test, tmp_path, capsys):
     for argv, words in ((["--set", "stepz=3"], ("unknown key", "steps")), (["--set", "steps=x"], ("not JSON",)),
-                        (["--suite", "nope"], ("unknown suite", "glyph"))):
+                        (["--suite", "nope"], ("unknown suite", "glyph")), (["--preset", "large"], ("disagree",))):
         assert meta_test.main(["--quick", "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and all(w in err[0] for w in words), err
