@@ -102,6 +102,8 @@ SUITES = {
         "meta_test": ["builtin:colour-cards", "builtin:colour-mahjong", "builtin:colour-textures"],
         "search_validation": ["builtin:colour-emoji-objects", "builtin:colour-icons-places"],
         "image_size": 32,
+        # The textures task has 16 training images per class; limited-data fine-tuning takes 10 of them.
+        "limited_per_class": 10,
     },
 }
 
@@ -585,6 +587,8 @@ def study(argv=None) -> int:
         print(f"meta_test: error: --suite {args.suite}: unknown suite; known: {', '.join(SUITES)}", file=sys.stderr)
         return 2
     suite = SUITES[args.suite]
+    if "limited_per_class" in suite and not any(i.startswith("limited_per_class=") for i in args.set):
+        preset["limited_per_class"] = suite["limited_per_class"]
     if preset["reset_period"] not in preset["k_sweep_ks"]:
         print("meta_test: error: k_sweep_ks must contain reset_period (the tuned protocol's K)", file=sys.stderr)
         return 2

@@ -131,6 +131,18 @@ def test_suites_are_the_bundled_suites_and_search_only_meta_train_tasks(meta_tes
         assert set(suite["search_validation"]) < set(suite["meta_train"])  # the search scores on meta-train tasks
 
 
+def test_every_meta_test_task_has_the_limited_data_examples_per_class(meta_test):
+    """The limited-data stage takes ``limited_per_class`` training images of every class (the suite's own value
+    where it sets one): every meta-test task of every suite must have that many."""
+    from ctinit.tasks import load_task
+
+    for suite in meta_test.SUITES.values():
+        per_class = suite.get("limited_per_class", meta_test.PRESETS["full"]["limited_per_class"])
+        for spec in suite["meta_test"]:
+            task = load_task(spec, image_size=suite.get("image_size", 28))
+            assert int(torch.bincount(task.y_train).min()) >= per_class, spec
+
+
 def fake_task(spec, image_size=28, seed=0, **_):
     from ctinit.tasks import TaskData
 
