@@ -64,12 +64,15 @@ def _recipe(args, seed: int = 0):
         raise ConfigError(message) from None
     check_option("--max-train-per-class", args.max_train_per_class, NonNegInt)
     check_option("--max-train-samples", args.max_train_samples, NonNegInt)
+    from .evaluate import check_validation
+
+    check_validation(args.val_fraction, "test")
     args.device = check_device(args.device)
     return config
 
 
 def cmd_finetune(args) -> int:
-    from .evaluate import limit_task
+    from .evaluate import prepare_task
     from .finetune import finetune
     from .finetuned import check_out_dir, save_finetuned
     from .loading import init_info, load_init, resolve_init
@@ -88,14 +91,17 @@ def cmd_finetune(args) -> int:
     source = resolve_init(args.init, args.revision)
     backbone = load_init(source, seed=args.seed)
     task = load_task(args.data, image_size=image_size_of(backbone), seed=args.seed)
-    task = limit_task(task, args.seed, args.max_train_per_class, args.max_train_samples)
+    # A curve is measured on a validation split held out of training (as `ctinit evaluate` does), never on test.
+    task, validation = prepare_task(task, args.seed, args.val_fraction if args.eval_every else 0, "test",
+                                    args.max_train_per_class, args.max_train_samples)
     _log(f"ctinit finetune: init {source.describe()} ({type(backbone).__name__}), task {task.name}: "
          f"{task.num_classes} classes, {len(task.y_train)} train / {len(task.y_test)} test, {args.steps} steps, seed {args.seed}")
     classifier = ImageClassifier(backbone)
-    result = finetune(classifier, task, config, device=args.device, log=_log)
+    result = finetune(classifier, task, config, device=args.device, log=_log, validation=validation)
     report = {
         "init": args.init, "data": args.data, "task": task.name, "num_classes": task.num_classes,
         "train_size": len(task.y_train), "test_size": len(task.y_test), "seed": args.seed,
+        "validation_size": len(validation.y_train) if validation is not None else 0,
         "algorithm": init_info(source).get("algorithm", "scratch" if source.scratch else None),
         "repo_id": source.repo_id, "commit": source.commit,
         **result.to_dict(),
@@ -207,7 +213,7 @@ def cmd_evaluate(args) -> int:
         args.init, args.data, args.seeds, config, revision=args.revision,
         max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
         device=args.device, progress=not args.no_progress, log=_log if args.no_progress else None,
-        command=args.command_line, out=args.out,
+        command=args.command_line, out=args.out, validation_fraction=args.val_fraction,
     )
     paths = write_results(results, args.out)
     _log(f"ctinit evaluate: wrote {paths['json']}, {paths['md']}, {paths['png']}")
@@ -234,8 +240,11 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
     g.add_argument("--milestones", type=float, nargs="+", default=None, metavar="FRACTION",
                    help="lr decay points as fractions of the steps (default 0.4 0.7 0.9)")
     g.add_argument("--gamma", type=float, default=None, help="lr factor at each milestone (default 0.3)")
-    g.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (finetune: 0 = at the end only; "
+    g.add_argument("--eval-every", type=int, default=0, help="a curve point every N steps, on the validation split (finetune: 0 = no curve; "
                                                              "evaluate: 0 = every steps/10)")
+    g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="share of each class's training examples held out (seeded) as the validation split that "
+                        "curves are measured on (finetune: with --eval-every only; 0: curves on the test split)")
     g.add_argument("--max-train-per-class", type=int, default=0, help="limited data: N training examples per class")
     g.add_argument("--max-train-samples", type=int, default=0, help="limited data: at most N training examples in all")
     g.add_argument("--no-augment", action="store_true")

@@ -108,20 +108,7 @@ def set_meta_lr(engine, config: dict, step: int) -> None:
 def heldout_split(task, fraction: float, seed: int):
     """``(train, heldout)``: per class, ``round(fraction * n)`` (at least 1, at most n - 1) seeded examples of
     the task's train split go to ``heldout`` (as its train split); the rest stay. The test split is untouched."""
-    labels = task.y_train.detach().cpu().numpy()
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if idx.size > 1:
-            held.append(rng.choice(idx, size=min(idx.size - 1, max(1, round(fraction * idx.size))), replace=False))
-    mask = np.zeros(labels.size, dtype=bool)
-    if held:
-        mask[np.concatenate(held)] = True
-    keep, out = (torch.from_numpy(np.flatnonzero(m)).to(task.x_train.device) for m in (~mask, mask))
-    part = lambda index: dataclasses.replace(task, x_train=task.x_train.index_select(0, index),
-                                             y_train=task.y_train.index_select(0, index.to(task.y_train.device)))
-    return part(keep), part(out)
+    return task.split_train(fraction, seed)  # one routine, shared with validation splits (ctinit pick)
 
 
 def make_head(feature_dim: int, num_classes: int, seed: int) -> TaskHead:
