@@ -1,10 +1,12 @@
 """The ``ctinit`` command line.
 
-    ctinit finetune --init DIR|ORG/NAME[@REV]|scratch:DIR|scratch:ARCH --data SPEC --steps N [--seed S] [--json]
+    ctinit finetune --init zoo:NAME|DIR|ORG/NAME[@REV]|scratch:... --data SPEC --steps N [--seed S] [--json]
                     [--out DIR [--overwrite]] [--push-to-hub ORG/NAME [--private] [--create-pr] [--overwrite-card]]
     ctinit predict --model DIR|ORG/NAME[@REV] IMAGE_OR_FOLDER... [--top-k K] [--batch-size N] [--json]
     ctinit evaluate --init A --init scratch:A --data SPEC [--data SPEC ...] --seeds 3 --steps N --out DIR
-    ctinit list [--author ORG] [--search TEXT]
+    ctinit pick --data SPEC [--inits zoo:A zoo:B ...] [--steps N] [--seeds K] [--json]
+    ctinit list [--json]                 # offline: the zoo, backbones, bundled tasks, recipes
+    ctinit list --hub [--author ORG] [--search TEXT]
 
 Logs and progress go to stderr; results go to stdout. Bad input gets one line on stderr and a non-zero exit
 (``--debug`` shows the traceback).
@@ -225,9 +227,34 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .loading import print_inits
+    if args.hub or args.author or args.search:
+        from .loading import print_inits
 
-    return print_inits(args.author, args.search, args.limit, args.json, "ctinit list")
+        return print_inits(args.author, args.search, args.limit, args.json, "ctinit list")
+    from .catalog import catalog, catalog_text
+
+    data = catalog()
+    print(json.dumps(data) if args.json else catalog_text(data))
+    return 0
+
+
+def cmd_pick(args) -> int:
+    from .evaluate import parse_seeds
+    from .pick import pick, ranking_table
+    from .tasks import parse_spec
+
+    config = _recipe(args)
+    parse_seeds(args.seeds)
+    parse_spec(args.data)
+    picked = pick(args.data, args.inits, seeds=args.seeds, config=config, validation_fraction=args.val_fraction,
+                  max_train_per_class=args.max_train_per_class or None,
+                  max_train_samples=args.max_train_samples or None, device=args.device,
+                  progress=not args.no_progress, log=_log if args.no_progress else None, command=args.command_line)
+    if args.json:
+        print(json.dumps({k: v for k, v in picked.items() if k != "results"}))
+    else:
+        print(ranking_table(picked))
+    return 0
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
@@ -255,8 +282,9 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="ctinit", description="Meta-learned initializations (CTS): fine-tune and evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
-    init_help = ("an initialization directory, a Hub id ORG/NAME[@REVISION], scratch:DIR, scratch:ORG/NAME or "
-                 "scratch:ARCH (e.g. scratch:resnet20)")
+    init_help = ("zoo:NAME (shipped with ctinit: `ctinit list`), an initialization directory, a Hub id "
+                 "ORG/NAME[@REVISION], scratch:zoo:NAME, scratch:DIR, scratch:ORG/NAME or scratch:ARCH "
+                 "(e.g. scratch:resnet20)")
 
     ft = sub.add_parser("finetune", help="fine-tune an initialization on a task and report test accuracy")
     ft.add_argument("--init", required=True, help=init_help)
@@ -302,11 +330,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     ev.set_defaults(func=cmd_evaluate)
 
-    ls = sub.add_parser("list", help="initializations published on the Hub with ctinit")
-    ls.add_argument("--author", default=None, help="only this user or organization")
-    ls.add_argument("--search", default=None, help="only ids containing this text")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--json", action="store_true")
+    from .pick import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_VAL_FRACTION
+
+    pk = sub.add_parser("pick", help="which initialization to fine-tune for your data: rank every compatible zoo "
+                                     "entry and scratch on a validation split carved from the training split")
+    pk.add_argument("--data", required=True, help="task spec: npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME")
+    pk.add_argument("--inits", nargs="+", default=None, metavar="INIT",
+                    help="initializations to compare (default: every zoo entry that can take the task's images); "
+                         "scratch of each architecture is added")
+    pk.add_argument("--seeds", default=str(DEFAULT_SEEDS),
+                    help=f"a number of seeds or a comma-separated list (default {DEFAULT_SEEDS})")
+    _add_recipe_args(pk, steps=DEFAULT_STEPS)
+    pk.set_defaults(batch_size=DEFAULT_BATCH_SIZE, val_fraction=DEFAULT_VAL_FRACTION)
+    pk.add_argument("--json", action="store_true",
+                    help='print {"ranking": [...], "recommendation": INIT or "scratch", ...} on stdout')
+    pk.add_argument("--no-progress", action="store_true")
+    pk.add_argument("--debug", action="store_true", help="show tracebacks")
+    pk.set_defaults(func=cmd_pick)
+
+    ls = sub.add_parser("list", help="offline: the zoo's initializations, the backbones, the bundled tasks and the "
+                                     "recipes; --hub: initializations published on the Hub")
+    ls.add_argument("--hub", action="store_true", help="list the initializations published on the Hub with ctinit")
+    ls.add_argument("--author", default=None, help="(Hub) only this user or organization; implies --hub")
+    ls.add_argument("--search", default=None, help="(Hub) only ids containing this text; implies --hub")
+    ls.add_argument("--limit", type=int, default=50, help="(Hub) at most this many")
+    ls.add_argument("--json", action="store_true", help='one JSON object: {"zoo": [...], "backbones": [...], '
+                                                        '"tasks": [...], "recipes": [...]} (--hub: a list)')
     ls.add_argument("--debug", action="store_true", help="show tracebacks")
     ls.set_defaults(func=cmd_list)
     return parser
