@@ -9,7 +9,7 @@ from . import zoo
 from .stats import BETTER, format_difference
 
 
-def _recipes_dir() -> Path | None:
+def recipes_dir() -> Path | None:
     """The trainer's recipes folder, found without importing the trainer (ctinit never imports it): the installed
     ``ctinit_training`` package's, else the checkout's ``training/``."""
     try:
@@ -57,7 +57,7 @@ def catalog() -> dict:
     for suite, (train, test) in SUITES.items():
         tasks += [{"spec": f"builtin:{n}", "suite": suite, "role": "meta-train"} for n in train]
         tasks += [{"spec": f"builtin:{n}", "suite": suite, "role": "meta-test"} for n in test]
-    folder = _recipes_dir()
+    folder = recipes_dir()
     recipes = sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml")) if folder else []
     backbones = [{"name": name, "library": "transformers" if name.startswith("hf-") else "ctinit"}
                  for name in ARCHITECTURES]
@@ -101,4 +101,4 @@ def _tasks_text(tasks: list[str]) -> str:
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} tasks ({', '.join(names[:2])}, ...)"
 
 
-__all__ = ["catalog", "catalog_text", "gain_text", "zoo_rows"]
+__all__ = ["recipes_dir", "catalog", "catalog_text", "gain_text", "zoo_rows"]

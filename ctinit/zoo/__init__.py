@@ -118,15 +118,14 @@ def path(name: str) -> Path:
     return verify(get(name))
 
 
-def overall(entry: dict) -> dict | None:
-    """The entry's headline measured result: its first recorded evaluation, or None when nothing is measured."""
-    results = entry.get("results") or []
-    return results[0] if results else None
+def write_entries(items: list[dict]) -> Path:
+    """Replace the registry with ``items`` (the maintainers' script and ``ctinit-hub push-zoo --record``)."""
+    path = registry_file()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(items, indent=1) + "\n")
+    tmp.replace(path)
+    return path
 
 
-def beats_scratch_everywhere(entry: dict) -> bool:
-    return bool(entry.get("results")) and all(r.get("verdict") == "better" for r in entry["results"])
-
-
-__all__ = ["ENTRY_KEYS", "PREFIX", "ROOT", "beats_scratch_everywhere", "entries", "file_sha256", "folder", "get",
-           "is_zoo", "names", "overall", "path", "registry_file", "strip", "verify"]
+__all__ = ["ENTRY_KEYS", "PREFIX", "ROOT", "entries", "file_sha256", "folder", "get", "is_zoo", "names", "path",
+           "registry_file", "strip", "verify", "write_entries"]
