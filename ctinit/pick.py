@@ -98,7 +98,9 @@ def rank(results: dict, scratch_of: dict[str, str]) -> dict:
         label = entry["label"]
         stats = results["summary"][label]["tasks"][spec]
         row = {"init": label, "scratch": entry["scratch"], "validation_accuracy": stats["mean"],
-               "std": stats["std"], "seeds": stats["n"], "baseline": None, "difference": None, "verdict": None}
+               "std": stats["std"], "seeds": stats["n"],
+               "values": {str(s): v for s, v in sorted(seed_values(results, label, spec).items())},
+               "baseline": None, "difference": None, "verdict": None}
         if not entry["scratch"]:
             baseline = scratch_of[label]
             diff = paired_difference(seed_values(results, label, spec), seed_values(results, baseline, spec))
@@ -108,7 +110,8 @@ def rank(results: dict, scratch_of: dict[str, str]) -> dict:
     rows.sort(key=lambda r: -r["validation_accuracy"])
     winners = [r for r in rows if r["verdict"] == BETTER]
     task = results["tasks"][0]
-    return {"task": task["name"], "train_size": task["train_size"], "validation_size": task["validation_size"],
+    return {"task": task["name"], "spec": spec, "train_size": task["train_size"],
+            "validation_size": task["validation_size"], "max_train_per_class": results.get("max_train_per_class"),
             "steps": results["finetune"]["steps"], "seeds": results["seeds"], "seconds": results["seconds"],
             "ranking": rows, "recommendation": winners[0]["init"] if winners else "scratch"}
 
