@@ -138,6 +138,13 @@ def provenance(source, task, spec: str, config, result) -> dict:
         base = {"repo_id": source.repo_id, "commit": source.commit}
     elif source.arch:
         base = {"scratch": source.arch}
+    elif source.zoo:
+        from . import zoo
+
+        base = {"name": zoo.PREFIX + source.zoo}
+        entry = zoo.get(source.zoo)
+        if entry.get("revision") and not source.scratch:  # published: the card's base_model is its Hub repo
+            base.update(repo_id=entry["hub_id"], commit=entry["revision"])
     else:
         base = {"name": source.path.resolve().name if source.path else None}
     if source.scratch and not source.arch:

@@ -236,3 +236,12 @@ def test_push_zoo_pushes_every_entry_with_card_and_recipe(tiny_zoo, mocked_hub, 
     assert ctinit.zoo.get(NAME)["hub_id"] == f"me/{NAME}" and ctinit.zoo.get(NAME)["revision"] == "a" * 40
     assert hub_main(["push-zoo", "--org", "not/an org"]) == 2
     one_line_error(capsys, "--org")
+
+
+def test_a_model_fine_tuned_from_a_zoo_entry_names_it(tiny_zoo, task, tmp_path, capsys):
+    out = tmp_path / "model"
+    assert cli_main(["finetune", "--init", INIT, "--data", task, "--steps", "1", "--batch-size", "8", "--out",
+                     str(out), "--no-progress"]) == 0
+    made = json.loads((out / "config.json").read_text())["ctinit"]
+    assert made["base_model"]["name"] == INIT and "repo_id" not in made["base_model"]  # not pushed: no Hub repo
+    assert f"`{INIT}`" in (out / "README.md").read_text()
