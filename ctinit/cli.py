@@ -234,10 +234,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_list(args) -> int:
-    if args.hub or args.author or args.search:
+    if args.hub or args.author or args.search or args.limit is not None:
         from .loading import print_inits
 
-        return print_inits(args.author, args.search, args.limit, args.json, "ctinit list")
+        return print_inits(args.author, args.search, 50 if args.limit is None else args.limit, args.json, "ctinit list")
     from .catalog import catalog, catalog_text
 
     data = catalog()
@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--hub", action="store_true", help="list the initializations published on the Hub with ctinit")
     ls.add_argument("--author", default=None, help="(Hub) only this user or organization; implies --hub")
     ls.add_argument("--search", default=None, help="(Hub) only ids containing this text; implies --hub")
-    ls.add_argument("--limit", type=int, default=50, help="(Hub) at most this many")
+    ls.add_argument("--limit", type=int, default=None, help="(Hub) at most this many (default 50); implies --hub")
     ls.add_argument("--json", action="store_true", help='one JSON object: {"zoo": [...], "backbones": [...], '
                                                         '"tasks": [...], "recipes": [...]} (--hub: a list)')
     ls.add_argument("--debug", action="store_true", help="show tracebacks")
