@@ -1,10 +1,12 @@
 """The ``ctinit`` command line.
 
-    ctinit finetune --init DIR|ORG/NAME[@REV]|scratch:DIR|scratch:ARCH --data SPEC --steps N [--seed S] [--json]
+    ctinit finetune --init zoo:NAME|DIR|ORG/NAME[@REV]|scratch:... --data SPEC --steps N [--seed S] [--json]
                     [--out DIR [--overwrite]] [--push-to-hub ORG/NAME [--private] [--create-pr] [--overwrite-card]]
     ctinit predict --model DIR|ORG/NAME[@REV] IMAGE_OR_FOLDER... [--top-k K] [--batch-size N] [--json]
     ctinit evaluate --init A --init scratch:A --data SPEC [--data SPEC ...] --seeds 3 --steps N --out DIR
-    ctinit list [--author ORG] [--search TEXT]
+    ctinit pick --data SPEC [--inits zoo:A zoo:B ...] [--steps N] [--seeds K] [--json]
+    ctinit list [--json]                 # offline: the zoo, backbones, bundled tasks, recipes
+    ctinit list --hub [--author ORG] [--search TEXT]
 
 Logs and progress go to stderr; results go to stdout. Bad input gets one line on stderr and a non-zero exit
 (``--debug`` shows the traceback).
@@ -64,12 +66,15 @@ def _recipe(args, seed: int = 0):
         raise ConfigError(message) from None
     check_option("--max-train-per-class", args.max_train_per_class, NonNegInt)
     check_option("--max-train-samples", args.max_train_samples, NonNegInt)
+    from .evaluate import check_validation
+
+    check_validation(args.val_fraction, "test")
     args.device = check_device(args.device)
     return config
 
 
 def cmd_finetune(args) -> int:
-    from .evaluate import limit_task
+    from .evaluate import prepare_task
     from .finetune import finetune
     from .finetuned import check_out_dir, save_finetuned
     from .loading import init_info, load_init, resolve_init
@@ -88,14 +93,17 @@ def cmd_finetune(args) -> int:
     source = resolve_init(args.init, args.revision)
     backbone = load_init(source, seed=args.seed)
     task = load_task(args.data, image_size=image_size_of(backbone), seed=args.seed)
-    task = limit_task(task, args.seed, args.max_train_per_class, args.max_train_samples)
+    # A curve is measured on a validation split held out of training (as `ctinit evaluate` does), never on test.
+    task, validation = prepare_task(task, args.seed, args.val_fraction if args.eval_every else 0, "test",
+                                    args.max_train_per_class, args.max_train_samples)
     _log(f"ctinit finetune: init {source.describe()} ({type(backbone).__name__}), task {task.name}: "
          f"{task.num_classes} classes, {len(task.y_train)} train / {len(task.y_test)} test, {args.steps} steps, seed {args.seed}")
     classifier = ImageClassifier(backbone)
-    result = finetune(classifier, task, config, device=args.device, log=_log)
+    result = finetune(classifier, task, config, device=args.device, log=_log, validation=validation)
     report = {
         "init": args.init, "data": args.data, "task": task.name, "num_classes": task.num_classes,
         "train_size": len(task.y_train), "test_size": len(task.y_test), "seed": args.seed,
+        "validation_size": len(validation.y_train) if validation is not None else 0,
         "algorithm": init_info(source).get("algorithm", "scratch" if source.scratch else None),
         "repo_id": source.repo_id, "commit": source.commit,
         **result.to_dict(),
@@ -130,6 +138,13 @@ def provenance(source, task, spec: str, config, result) -> dict:
         base = {"repo_id": source.repo_id, "commit": source.commit}
     elif source.arch:
         base = {"scratch": source.arch}
+    elif source.zoo:
+        from . import zoo
+
+        base = {"name": zoo.PREFIX + source.zoo}
+        entry = zoo.get(source.zoo)
+        if entry.get("revision") and not source.scratch:  # published: the card's base_model is its Hub repo
+            base.update(repo_id=entry["hub_id"], commit=entry["revision"])
     else:
         base = {"name": source.path.resolve().name if source.path else None}
     if source.scratch and not source.arch:
@@ -207,7 +222,7 @@ def cmd_evaluate(args) -> int:
         args.init, args.data, args.seeds, config, revision=args.revision,
         max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
         device=args.device, progress=not args.no_progress, log=_log if args.no_progress else None,
-        command=args.command_line, out=args.out,
+        command=args.command_line, out=args.out, validation_fraction=args.val_fraction,
     )
     paths = write_results(results, args.out)
     _log(f"ctinit evaluate: wrote {paths['json']}, {paths['md']}, {paths['png']}")
@@ -219,9 +234,34 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .loading import print_inits
+    if args.hub or args.author or args.search or args.limit is not None:
+        from .loading import print_inits
 
-    return print_inits(args.author, args.search, args.limit, args.json, "ctinit list")
+        return print_inits(args.author, args.search, 50 if args.limit is None else args.limit, args.json, "ctinit list")
+    from .catalog import catalog, catalog_text
+
+    data = catalog()
+    print(json.dumps(data) if args.json else catalog_text(data))
+    return 0
+
+
+def cmd_pick(args) -> int:
+    from .evaluate import parse_seeds
+    from .pick import pick, ranking_table
+    from .tasks import parse_spec
+
+    config = _recipe(args)
+    parse_seeds(args.seeds)
+    parse_spec(args.data)
+    picked = pick(args.data, args.inits, seeds=args.seeds, config=config, validation_fraction=args.val_fraction,
+                  max_train_per_class=args.max_train_per_class or None,
+                  max_train_samples=args.max_train_samples or None, device=args.device,
+                  progress=not args.no_progress, log=_log if args.no_progress else None, command=args.command_line)
+    if args.json:
+        print(json.dumps({k: v for k, v in picked.items() if k != "results"}))
+    else:
+        print(ranking_table(picked))
+    return 0
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
@@ -234,8 +274,11 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
     g.add_argument("--milestones", type=float, nargs="+", default=None, metavar="FRACTION",
                    help="lr decay points as fractions of the steps (default 0.4 0.7 0.9)")
     g.add_argument("--gamma", type=float, default=None, help="lr factor at each milestone (default 0.3)")
-    g.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (finetune: 0 = at the end only; "
+    g.add_argument("--eval-every", type=int, default=0, help="a curve point every N steps, on the validation split (finetune: 0 = no curve; "
                                                              "evaluate: 0 = every steps/10)")
+    g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="share of each class's training examples held out (seeded) as the validation split that "
+                        "curves are measured on (finetune: with --eval-every only; 0: curves on the test split)")
     g.add_argument("--max-train-per-class", type=int, default=0, help="limited data: N training examples per class")
     g.add_argument("--max-train-samples", type=int, default=0, help="limited data: at most N training examples in all")
     g.add_argument("--no-augment", action="store_true")
@@ -246,8 +289,9 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="ctinit", description="Meta-learned initializations (CTS): fine-tune and evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
-    init_help = ("an initialization directory, a Hub id ORG/NAME[@REVISION], scratch:DIR, scratch:ORG/NAME or "
-                 "scratch:ARCH (e.g. scratch:resnet20)")
+    init_help = ("zoo:NAME (shipped with ctinit: `ctinit list`), an initialization directory, a Hub id "
+                 "ORG/NAME[@REVISION], scratch:zoo:NAME, scratch:DIR, scratch:ORG/NAME or scratch:ARCH "
+                 "(e.g. scratch:resnet20)")
 
     ft = sub.add_parser("finetune", help="fine-tune an initialization on a task and report test accuracy")
     ft.add_argument("--init", required=True, help=init_help)
@@ -293,11 +337,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     ev.set_defaults(func=cmd_evaluate)
 
-    ls = sub.add_parser("list", help="initializations published on the Hub with ctinit")
-    ls.add_argument("--author", default=None, help="only this user or organization")
-    ls.add_argument("--search", default=None, help="only ids containing this text")
-    ls.add_argument("--limit", type=int, default=50)
-    ls.add_argument("--json", action="store_true")
+    from .pick import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_VAL_FRACTION
+
+    pk = sub.add_parser("pick", help="which initialization to fine-tune for your data: rank every compatible zoo "
+                                     "entry and scratch on a validation split carved from the training split")
+    pk.add_argument("--data", required=True, help="task spec: npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME")
+    pk.add_argument("--inits", nargs="+", default=None, metavar="INIT",
+                    help="initializations to compare (default: every zoo entry that can take the task's images); "
+                         "scratch of each architecture is added")
+    pk.add_argument("--seeds", default=str(DEFAULT_SEEDS),
+                    help=f"a number of seeds or a comma-separated list (default {DEFAULT_SEEDS})")
+    _add_recipe_args(pk, steps=DEFAULT_STEPS)
+    pk.set_defaults(batch_size=DEFAULT_BATCH_SIZE, val_fraction=DEFAULT_VAL_FRACTION)
+    pk.add_argument("--json", action="store_true",
+                    help='print {"ranking": [...], "recommendation": INIT or "scratch", ...} on stdout')
+    pk.add_argument("--no-progress", action="store_true")
+    pk.add_argument("--debug", action="store_true", help="show tracebacks")
+    pk.set_defaults(func=cmd_pick)
+
+    ls = sub.add_parser("list", help="offline: the zoo's initializations, the backbones, the bundled tasks and the "
+                                     "recipes; --hub: initializations published on the Hub")
+    ls.add_argument("--hub", action="store_true", help="list the initializations published on the Hub with ctinit")
+    ls.add_argument("--author", default=None, help="(Hub) only this user or organization; implies --hub")
+    ls.add_argument("--search", default=None, help="(Hub) only ids containing this text; implies --hub")
+    ls.add_argument("--limit", type=int, default=None, help="(Hub) at most this many (default 50); implies --hub")
+    ls.add_argument("--json", action="store_true", help='one JSON object: {"zoo": [...], "backbones": [...], '
+                                                        '"tasks": [...], "recipes": [...]} (--hub: a list)')
     ls.add_argument("--debug", action="store_true", help="show tracebacks")
     ls.set_defaults(func=cmd_list)
     return parser

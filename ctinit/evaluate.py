@@ -4,11 +4,16 @@
                              seeds=[0, 1, 2], config=FinetuneConfig(steps=300))
     write_results(results, "runs/eval")          # results.json, results.md, curves.png
 
-Every (init, task, seed) run is exactly ``ctinit finetune --init INIT --data TASK --seed SEED`` with the same
-recipe: the seed drives the head's initialization, the batch order and augmentation, the limited-data subset, the
-fresh weights of ``scratch:`` inits and the hold-out split of sources without a test split. The table reports the
-test accuracy after the last step as mean ± sample standard deviation over seeds; the average row takes, for each
-seed, the mean over tasks, then mean ± std of those over seeds.
+Every (init, task, seed) run is ``ctinit finetune --init INIT --data TASK --seed SEED`` with the same recipe, on
+the task's training split less a validation split (``validation_fraction`` of each class, seeded, carved before any
+limited-data subset is drawn, so that a limited subset keeps its size): the accuracy curves (and so any choice of
+steps) are measured on that validation split, never on the test split. The seed drives the validation split, the
+head's initialization, the batch order and augmentation, the limited-data subset, the fresh weights of ``scratch:``
+inits and the hold-out split of sources without a test split. The table reports the test accuracy after the last
+step as mean ± sample standard deviation over seeds; the average row takes, for each seed, the mean over tasks, then
+mean ± std of those over seeds. A cell is bold only when its init beats every other column by a paired 95% interval
+(over seeds) that excludes 0. ``score="validation"`` (``ctinit pick``) reports the validation accuracy instead and
+never reads the test split.
 
 Putting results into a model card is ``ctinit-hub``'s job (``ctinit-hub export RUN OUT --results EVAL_DIR``).
 """
@@ -33,6 +38,7 @@ from .finetune import FinetuneConfig, finetune
 from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
+from .zoo import file_sha256  # noqa: F401 - re-exported (hub cards identify weights by it)
 
 
 
@@ -91,15 +97,6 @@ def limit_task(task, seed: int, max_train_per_class: int | None = None, max_trai
     return task
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes (read in 1 MiB chunks): identifies an initialization's weights in results."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _environment(device: str | None) -> dict:
     cuda = torch.cuda.is_available() and str(device or "cuda").startswith("cuda")
     import os
@@ -118,7 +115,7 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
                    config: FinetuneConfig | None = None, *, revision: str | None = None,
                    max_train_per_class: int | None = None, max_train_samples: int | None = None,
                    device: str | None = None, progress: bool = True, log=None, command: str | None = None,
-                   out: str | Path | None = None) -> dict:
+                   out: str | Path | None = None, validation_fraction: float = 0.1, score: str = "test") -> dict:
     """Fine-tune every init on every task for every seed (see module doc). Returns the results as plain data.
 
     All inits are resolved (Hub ids downloaded) and every task spec is read before the first fine-tuning step,
@@ -134,6 +131,7 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     from .tasks import load_task, parse_spec
 
     seeds = parse_seeds(seeds)
+    check_validation(validation_fraction, score)
     inits = [str(i) for i in inits]
     data = [str(d) for d in data]
     if not inits:
@@ -171,9 +169,12 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     tasks_meta = []
     for spec in data:
         task = preloaded[(spec, sizes[0], seeds[0])] = load_task(spec, image_size=sizes[0], seed=seeds[0])
-        limited = limit_task(task, seeds[0], max_train_per_class, max_train_samples)
+        limited, validation = prepare_task(task, seeds[0], validation_fraction, score, max_train_per_class,
+                                           max_train_samples)
         tasks_meta.append({"spec": spec, "name": task.name, "num_classes": task.num_classes,
-                           "train_size": len(limited.y_train), "test_size": len(task.y_test)})
+                           "train_size": len(limited.y_train), "test_size": len(limited.y_test),
+                           "validation_size": len(limited.y_test) if score == "validation" else
+                           len(validation.y_train) if validation is not None else 0})
     preloaded = {k: v for k, v in preloaded.items() if k[0] == data[0]}  # the others are read again when due
     names = [t["name"] for t in tasks_meta]
     for t in tasks_meta:  # two npz files with one stem: tell them apart by spec
@@ -184,6 +185,7 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
         runs_file = check_out_dir(out, create=True) / RUNS_NAME
         done = _finished_runs(runs_file)
     finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress")}
+    finetune_key["validation"] = [validation_fraction, score]
 
     total = len(inits) * len(data) * len(seeds)
     bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,
@@ -197,8 +199,9 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
                 for entry, source, size in zip(entries, sources, sizes):
                     if size not in tasks:
                         raw = preloaded.pop((spec, size, seed), None) or load_task(spec, image_size=size, seed=seed)
-                        tasks[size] = limit_task(raw, seed, max_train_per_class, max_train_samples)
-                    task = tasks[size]
+                        tasks[size] = prepare_task(raw, seed, validation_fraction, score, max_train_per_class,
+                                                   max_train_samples)
+                    task, validation = tasks[size]
                     bar.set_postfix_str(f"{meta['display']} | seed {seed} | {entry['label']}")
                     key = _run_key(entry, spec, seed, finetune_key, max_train_per_class, max_train_samples)
                     if key in done:  # finished by an earlier, interrupted evaluation with the same options
@@ -207,7 +210,7 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
                         continue
                     backbone = load_init(source, seed=seed)
                     result = finetune(backbone, task, dataclasses.replace(cfg, seed=seed), device=device,
-                                      on_step=lambda _s: bar.update(1))
+                                      on_step=lambda _s: bar.update(1), validation=validation)
                     runs.append({"init": entry["label"], "task": spec, "seed": seed,
                                  "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
                                  "train_loss": result.train_loss, "train_size": len(task.y_train),
@@ -228,6 +231,8 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
         "finetune": finetune_cfg,
         "max_train_per_class": max_train_per_class,
         "max_train_samples": max_train_samples,
+        "validation_fraction": validation_fraction,
+        "score": score,
         "inits": entries,
         "tasks": tasks_meta,
         "runs": runs,
@@ -237,6 +242,29 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
 
 
 RUNS_NAME = "runs.jsonl"
+
+
+def check_validation(fraction: float, score: str) -> None:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"--val-fraction must be at least 0 and below 1, got {fraction!r}")
+    if score not in ("test", "validation"):
+        raise ConfigError(f"score must be 'test' or 'validation', got {score!r}")
+    if score == "validation" and not fraction:
+        raise ConfigError("scoring on the validation split needs a validation fraction above 0")
+
+
+def prepare_task(task, seed: int, validation_fraction: float, score: str = "test", max_train_per_class=None,
+                 max_train_samples=None):
+    """``(task to fine-tune, validation part or None)``: the validation split carved from the full training split
+    (seeded, per class), then the limited-data subset drawn from the rest. ``score="validation"``: the returned
+    task's test split IS the validation split (its real test split is dropped, never read)."""
+    validation = None
+    if validation_fraction:
+        task, validation = task.split_train(validation_fraction, seed)
+    task = limit_task(task, seed, max_train_per_class, max_train_samples)
+    if score == "validation":
+        return dataclasses.replace(task, x_test=validation.x_train, y_test=validation.y_train), None
+    return task, validation
 
 
 def check_out_dir(out: str | Path, create: bool = False) -> Path:
@@ -333,19 +361,45 @@ def _cell(stats: dict, best: bool) -> str:
     return f"**{text}**" if best else text
 
 
+def seed_values(results: dict, label: str, spec: str | None = None) -> dict[int, float]:
+    """``{seed: accuracy}`` of one init on task ``spec``, or (``spec=None``) its mean over the tasks for every seed
+    that ran them all: the values that paired comparisons over seeds take."""
+    runs = [r for r in results["runs"] if r["init"] == label and (spec is None or r["task"] == spec)]
+    if spec is not None:
+        return {r["seed"]: r["test_accuracy"] for r in runs}
+    by_seed: dict[int, list[float]] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], []).append(r["test_accuracy"])
+    return {s: float(np.mean(v)) for s, v in by_seed.items() if len(v) == len(results["tasks"])}
+
+
+def clear_winner(results: dict, inits: list[str], spec: str | None = None) -> str | None:
+    """The init with the best mean whose paired 95% interval (over seeds) against every other init excludes 0;
+    None when no init wins that clearly."""
+    from .stats import BETTER, paired_difference
+
+    values = {label: seed_values(results, label, spec) for label in inits}
+    ran = [label for label in inits if values[label]]
+    if len(ran) < 2:
+        return None
+    best = max(ran, key=lambda label: float(np.mean(list(values[label].values()))))
+    clear = all(paired_difference(values[best], values[o])["verdict"] == BETTER for o in ran if o != best)
+    return best if clear else None
+
+
 def results_table(results: dict, labels: dict[str, str] | None = None) -> str:
-    """The Markdown table: one row per task plus the average, one column per init (best mean in bold)."""
+    """The Markdown table: one row per task plus the average, one column per init (bold: a clear winner, see
+    :func:`clear_winner`)."""
     inits = [e["label"] for e in results["inits"]]
     summary = results["summary"]
     heads = [(labels or {}).get(label, f"`{label}`") for label in inits]
     lines = ["| task | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(inits)]
-    rows = [(f"{t['display']} ({t['num_classes']} classes, {t['train_size']} train)",
+    rows = [(f"{t['display']} ({t['num_classes']} classes, {t['train_size']} train)", t["spec"],
              [summary[label]["tasks"][t["spec"]] for label in inits]) for t in results["tasks"]]
-    rows.append(("**mean**", [summary[label]["mean"] for label in inits]))
-    for name, cells in rows:
-        means = [c["mean"] for c in cells if c["n"]]
-        top = max(means) if means and len(inits) > 1 else None
-        lines.append(f"| {name} | " + " | ".join(_cell(c, top is not None and c["n"] and c["mean"] == top) for c in cells) + " |")
+    rows.append(("**mean**", None, [summary[label]["mean"] for label in inits]))
+    for name, spec, cells in rows:
+        winner = clear_winner(results, inits, spec)
+        lines.append(f"| {name} | " + " | ".join(_cell(c, label == winner) for c, label in zip(cells, inits)) + " |")
     return "\n".join(lines)
 
 
@@ -366,7 +420,14 @@ def recipe_line(results: dict) -> str:
             f"{'augmentation' if ft['augment'] else 'no augmentation'}, mixed precision {ft['mixed_precision']}")
     if limited:
         text += "; limited data: " + ", ".join(limited)
-    return text + "."
+    fraction = results.get("validation_fraction")
+    if results.get("score") == "validation":
+        text = text.replace("Test accuracy", "Validation accuracy", 1)
+        text += f"; validation split: {fraction:.0%} of each class's training examples (seeded), test split unused"
+    elif fraction:
+        text += (f"; the curves are measured on a validation split of {fraction:.0%} of each class's training "
+                 "examples (seeded), held out of training")
+    return text + ". Bold: beats every other column by a paired 95% interval over seeds that excludes 0."
 
 
 def machine_line(results: dict, command: bool = True) -> str:

@@ -34,7 +34,7 @@ class FinetuneResult:
     train_loss: float  # mean over the last 10% of steps
     steps: int
     seconds: float
-    curve: list = field(default_factory=list)  # [(step, test_accuracy)]
+    curve: list = field(default_factory=list)  # [(step, accuracy)] on the validation split if given, else test
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,7 +90,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, device: str | torch.device | None = None,
-             log=None, on_step=None, **overrides) -> FinetuneResult:
+             log=None, on_step=None, validation=None, **overrides) -> FinetuneResult:
     """Fine-tune ``model`` (modified in place) on ``task`` and evaluate it on the task's test split.
 
     ``model`` is a backbone (a fresh head sized to the task goes on top) or an
@@ -98,6 +98,8 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     feature-only classifier gets a fresh head, kept as ``model.head``). ``task`` is a ``TaskData`` or a task spec
     (``npz:PATH``, ``builtin:NAME``...), loaded at the backbone's input size. Keyword overrides set
     :class:`FinetuneConfig` fields (``steps=300, lr=1e-3``...). ``on_step(step)`` is called after every step.
+    ``validation``: a part held out of the training split (a ``TaskData`` whose train split is the validation set,
+    :meth:`~ctinit.tasks.TaskData.split_train`): the curve is measured on it instead of the test split.
     """
     from tqdm.auto import tqdm
 
@@ -122,6 +124,8 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
         if classifier is not None:
             classifier.head = head
     task = task.to(device)
+    curve_name, curve_x, curve_y = ("test_accuracy", task.x_test, task.y_test) if validation is None else \
+        ("validation_accuracy", validation.x_train.to(device), validation.y_train.to(device))
     sampler = BatchSampler(task.x_train, task.y_train, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
                            hflip=task.hflip, channels=channels)
     model = nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
@@ -161,15 +165,16 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
             raise NonFiniteError(f"fine-tuning on {task.name}: the loss became non-finite by step {step}: lower the "
                                  "learning rate or check the initialization's weights (nothing was written)")
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            acc, _ = evaluate(backbone, head, task.x_test, task.y_test, channels=channels)
+            acc, _ = evaluate(backbone, head, curve_x, curve_y, channels=channels)
             curve.append((step, acc))
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
             if log:
-                log(f"step {step}/{cfg.steps} loss {loss.item():.4f} test_accuracy {acc:.4f}")
+                log(f"step {step}/{cfg.steps} loss {loss.item():.4f} {curve_name} {acc:.4f}")
     seconds = time.perf_counter() - start
     bar.close()
     acc, test_loss = evaluate(backbone, head, task.x_test, task.y_test, channels=channels)
     if not curve or curve[-1][0] != cfg.steps:
-        curve.append((cfg.steps, acc))
+        curve.append((cfg.steps, acc if validation is None else evaluate(backbone, head, curve_x, curve_y,
+                                                                          channels=channels)[0]))
     train_loss = torch.stack(recent).mean().item() if recent else float("nan")
     return FinetuneResult(acc, test_loss, train_loss, cfg.steps, seconds, curve)

@@ -11,8 +11,9 @@ An initialization is named by
   with ``revision=``; ``hf-hub:ORG/NAME`` forces the Hub reading. Hub ids resolve through the normal Hugging Face
   cache (``HF_HUB_CACHE``), so ``HF_HUB_OFFLINE=1`` works once a copy is cached. The repo's file list is checked
   before any weights are downloaded, and only ``config.json`` and ``model.safetensors`` are fetched;
-* ``scratch:ARCH`` (a built-in backbone, fresh weights), ``scratch:DIR`` or ``scratch:ORG/NAME`` (the same
-  architecture, fresh weights).
+* ``zoo:NAME``: an initialization shipped in the package (:mod:`ctinit.zoo`, checked against its registered sha256);
+* ``scratch:ARCH`` (a built-in backbone, fresh weights), ``scratch:DIR``, ``scratch:ORG/NAME`` or ``scratch:zoo:NAME``
+  (the same architecture, fresh weights).
 
 A local path that exists always wins over a Hub id of the same spelling.
 """
@@ -29,6 +30,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
 from .errors import CheckpointError, ConfigError, CtinitError
+from . import zoo
 from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
 
 WEIGHTS_NAME = "model.safetensors"
@@ -362,6 +364,7 @@ class InitSource:
     repo_id: str | None = None     # a Hub id
     revision: str | None = None
     commit: str | None = None      # the commit hash a Hub id resolved to
+    zoo: str | None = None         # the zoo entry's name (zoo:NAME)
 
     def describe(self) -> str:
         if self.repo_id:
@@ -381,6 +384,8 @@ def resolve_init(init: "str | Path | InitSource", revision: str | None = None) -
         raise CheckpointError(f"'{spec}': name an initialization directory, a Hub id ORG/NAME or (scratch:) a built-in backbone")
     if scratch and target in ARCHITECTURES:
         return InitSource(spec, scratch=True, arch=target)
+    if target.startswith(zoo.PREFIX):
+        return _zoo_source(spec, target, scratch, revision)
     path = Path(target).expanduser()
     if not target.startswith(HUB_PREFIX) and path.exists():
         if not path.is_dir():
@@ -397,7 +402,7 @@ def resolve_init(init: "str | Path | InitSource", revision: str | None = None) -
                 f"'{spec}': not a built-in backbone ({', '.join(ARCHITECTURES)}) nor an initialization directory or Hub id"
             )
         raise CheckpointError(f"{path}: no such initialization directory; pass a directory with {CONFIG_NAME} and "
-                              f"{WEIGHTS_NAME}, a Hub id ORG/NAME[@REVISION], or scratch:ARCH")
+                              f"{WEIGHTS_NAME}, a Hub id ORG/NAME[@REVISION], zoo:NAME (`ctinit list`) or scratch:ARCH")
     repo_id, pinned = hub
     if pinned and revision and pinned != revision:
         raise ConfigError(f"'{target}' pins revision '{pinned}' but --revision says '{revision}': give one of them")
@@ -409,6 +414,15 @@ def resolve_init(init: "str | Path | InitSource", revision: str | None = None) -
             raise
         raise CheckpointError(f"no local directory '{target}', and as a Hub id: {e}") from e
     return InitSource(spec, path=folder, scratch=scratch, repo_id=repo_id, revision=revision, commit=commit)
+
+
+def _zoo_source(spec: str, target: str, scratch: bool, revision: str | None) -> InitSource:
+    """``zoo:NAME``: the shipped folder, its weights checked against the registry (fresh weights need no check)."""
+    if revision:
+        raise ConfigError(f"--revision {revision}: '{target}' is shipped in the package; a revision only applies to Hub ids")
+    entry = zoo.get(target)
+    path = zoo.folder(entry["name"]) if scratch else zoo.verify(entry)
+    return InitSource(spec, path=path, scratch=scratch, zoo=entry["name"])
 
 
 def load_init(init: "str | Path | InitSource", seed: int | None = None, revision: str | None = None) -> nn.Module:

@@ -5,6 +5,7 @@ push, pull and list.
     ctinit-hub push OUT_DIR --repo ORG/NAME [--private] [--revision BRANCH] [--create-pr] [--overwrite-card]
     ctinit-hub update-card OUT_DIR EVAL_DIR
     ctinit-hub pull ORG/NAME [--revision REV] [--out DIR]
+    ctinit-hub push-zoo --org ORG [--dry-run] [--private]
     ctinit-hub list [--author ORG]
 
 ``hub`` imports ``ctinit`` (public names only); ``ctinit`` never imports ``hub``. Pushing goes through

@@ -52,6 +52,19 @@ def cmd_update_card(args) -> int:
     return 0
 
 
+def cmd_push_zoo(args) -> int:
+    import json
+
+    from .zoo import push_zoo
+
+    pushed = push_zoo(args.org, dry_run=args.dry_run, private=args.private, record=args.record, log=_log)
+    for item in pushed:
+        _log(f"hub push-zoo: zoo:{item['name']} -> {item['repo_id']}"
+             + (f" ({', '.join(item['files'])}; dry run, nothing uploaded)" if args.dry_run else f": {item['url']}"))
+        print(json.dumps(item))
+    return 0
+
+
 def cmd_list(args) -> int:
     from ctinit.loading import print_inits
 
@@ -94,13 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="a folder to download into (default: the Hugging Face cache)")
     pl.set_defaults(func=cmd_pull)
 
-    ls = sub.add_parser("list", help="initializations published with ctinit (same as `ctinit list`)")
+    pz = sub.add_parser("push-zoo", help="push every zoo entry (ctinit list) as the Hub model repo ORG/NAME: weights, "
+                                         "config, card (rendered from the registry, replacing the Hub's), recipe")
+    pz.add_argument("--org", required=True, help="the Hub organization or user to push to")
+    pz.add_argument("--dry-run", action="store_true", help="stage and check every repo folder; upload nothing")
+    pz.add_argument("--private", action="store_true", help="create the repos private")
+    pz.add_argument("--record", action="store_true",
+                    help="write each repo id and pushed commit into the registry (maintainers, in a checkout)")
+    pz.set_defaults(func=cmd_push_zoo)
+
+    ls = sub.add_parser("list", help="initializations published with ctinit (same as `ctinit list --hub`)")
     ls.add_argument("--author", default=None)
     ls.add_argument("--search", default=None)
     ls.add_argument("--limit", type=int, default=50)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
-    for p in (ex, pu, uc, pl, ls):
+    for p in (ex, pu, uc, pl, pz, ls):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 

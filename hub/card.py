@@ -72,6 +72,8 @@ def settings_rows(info: dict, config) -> list[tuple[str, str]]:
             if value is None:
                 value = "the algorithm's default" if key in ("meta_interval", "shift") else "all"
             rows.append((label, _optimizer(value) if key.endswith("optimizer") else str(value)))
+    if info.get("init_from"):
+        rows.append(("started from", f"`{info['init_from'].get('spec')}`"))
     rows.append(("seed", str(info.get("seed", recipe.get("seed", "?")))))
     if info.get("world_size"):
         rows.append(("processes", str(info["world_size"])))
@@ -99,6 +101,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
         license=check_license(license), tags=tags, datasets=card_datasets(tasks) or None,
         model_name=model_name if results else None,
         eval_results=card_eval_results(results, results_label) if results else None,
+        base_model=(info.get("init_from") or {}).get("repo_id"),  # meta-training started from it (init_from)
     )
     image_size = getattr(config, "image_size", 28)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size

@@ -74,12 +74,20 @@ def _public(value):
     """``value`` (config data) with every local task spec by file name only (see :func:`~.card.public_spec`):
     the meta-training tasks, the validation tasks, wherever they are."""
     if isinstance(value, dict):
-        return {k: _public(v) for k, v in value.items()}
+        return {k: _public_init_from(v) if k == "init_from" else _public(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_public(v) for v in value]
     if isinstance(value, str) and value.startswith(("npz:", "folder:")):
         return public_spec(value)
     return value
+
+
+def _public_init_from(value):
+    """A recipe's ``init_from``: a zoo name or Hub id as written, a local folder by its name only."""
+    if isinstance(value, str) and not value.startswith("zoo:") and (parse_hub_id(value) is None
+                                                                    or Path(value).expanduser().exists()):
+        return Path(value).name
+    return _public(value)
 
 
 def _public_recipe(text: str) -> str:

@@ -1,4 +1,5 @@
 """The wheel built from the repository: no generic top-level modules, the recipes and the card template inside."""
+import json
 import shutil
 import subprocess
 import sys
@@ -30,8 +31,27 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
                    "ctinit/publish.py", "ctinit/predict.py"):
         assert needed in names, needed
     assert any(n.startswith("ctinit/data/builtin/") and n.endswith(".npz") for n in names)
+    assert "ctinit/zoo/registry.json" in names and "ctinit/zoo/__init__.py" in names
+    for entry in json.loads((ROOT / "ctinit" / "zoo" / "registry.json").read_text()):  # every entry works offline
+        for file in ("config.json", "model.safetensors", "README.md"):
+            assert f"ctinit/zoo/weights/{entry['name']}/{file}" in names, (entry["name"], file)
+        assert f"ctinit_training/recipes/{entry['recipe'].removeprefix('training/recipes/')}" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Project-URL: Paper, https://arxiv.org/abs/2102.07215" in text  # [project.urls] reaches the metadata
     entry_points = zipfile.ZipFile(wheel).read(metadata.replace("METADATA", "entry_points.txt")).decode()
     assert "ctinit-train = ctinit_training.meta_train:main" in entry_points and "ctinit-hub" in entry_points
+
+    # From the wheel's files alone (outside the checkout, offline): the zoo, the bundled tasks and the recipes list.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    listed = subprocess.run([sys.executable, "-c", "import sys; from ctinit.cli import main; sys.exit(main(['list', '--json']))"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    data = json.loads(listed.stdout)
+    registry = json.loads((ROOT / "ctinit" / "zoo" / "registry.json").read_text())
+    assert [z["name"] for z in data["zoo"]] == [e["name"] for e in registry]
+    assert "quickstart" in [r["name"] for r in data["recipes"]] and data["tasks"]

@@ -97,6 +97,8 @@ class TrainConfig:
     checkpoint_every: NonNegInt = 0  # steps between checkpoints in OUT/checkpoints/ (0: only on SIGTERM/SIGINT)
     keep_checkpoints: PositiveInt = 3  # how many of the newest checkpoints to keep
     validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
+    # zoo:NAME | ORG/NAME[@REV] | DIR: phi starts from this initialization (same backbone and image_size, checked)
+    init_from: Optional[Str] = None
 
 
 #: Every key with its default, as plain data (read from the schema: defaults live in one place).
@@ -253,6 +255,60 @@ def changed_keys(saved: dict, current: dict) -> list[str]:
     if current.get("meta_lr_schedule", "constant") != "constant":
         keys.add("steps")  # a decaying meta rate is a function of the total number of steps
     return sorted(k for k in keys if to_dict(saved.get(k)) != to_dict(current.get(k)))
+
+
+def initial_backbone(config: dict):
+    """The backbone phi starts from: fresh weights of ``backbone`` at ``image_size`` (seeded by the caller), or the
+    weights of ``init_from`` once they are checked to be that architecture at that size (one line when not)."""
+    from ctinit.loading import load_init, resolve_init
+    from ctinit.models import build_backbone
+
+    backbone = build_backbone(config["backbone"], config["image_size"])
+    spec = config.get("init_from")
+    if not spec:
+        return backbone
+    source = resolve_init(spec)
+    if source.scratch:
+        raise ConfigError(f"init_from {spec}: fresh weights are what training starts from without init_from; remove it")
+    loaded = load_init(source)
+    ours, theirs = backbone.state_dict(), loaded.state_dict()
+    differences = [f"{key} {getattr(loaded.config, key, None)} (the config says {getattr(backbone.config, key, None)})"
+                   for key in ("model_type", "image_size", "num_channels")
+                   if getattr(loaded.config, key, None) != getattr(backbone.config, key, None)]
+    if not differences and set(ours) != set(theirs):
+        differences = [f"other tensors ({len(set(ours) ^ set(theirs))} differ)"]
+    if not differences:
+        differences = [f"tensor '{k}' {tuple(theirs[k].shape)} (the config's is {tuple(v.shape)})"
+                       for k, v in ours.items() if tuple(theirs[k].shape) != tuple(v.shape)][:1]
+    if differences:
+        made = dict(getattr(loaded.config, "ctinit", None) or {}).get("config", {}).get("backbone", loaded.config.model_type)
+        raise ConfigError(f"init_from {spec}: a {made} backbone whose {differences[0]} does not fit backbone "
+                          f"{config['backbone']} at image_size {config['image_size']}: set backbone and image_size to "
+                          "the initialization's (`ctinit list` shows the zoo's) or choose another init_from")
+    backbone.load_state_dict(theirs)
+    return backbone
+
+
+def record_init_from(made_with: dict, config: dict) -> None:
+    """Name ``init_from`` in an initialization's ``ctinit`` entry the way a published card may: a zoo name or Hub id
+    with its Hub repo (the card's ``base_model``), a local folder by its name only (never a path)."""
+    spec = config.get("init_from")
+    if not spec:
+        return
+    from ctinit import zoo
+    from ctinit.loading import WEIGHTS_NAME, resolve_init
+
+    source = resolve_init(spec)
+    if source.zoo:
+        entry = zoo.get(source.zoo)
+        record = {"spec": zoo.PREFIX + source.zoo, "repo_id": entry.get("hub_id"), "revision": entry.get("revision"),
+                  "sha256": entry.get("sha256")}
+    elif source.repo_id:
+        record = {"spec": spec, "repo_id": source.repo_id, "commit": source.commit}
+    else:
+        record = {"spec": source.path.resolve().name, "sha256": zoo.file_sha256(source.path / WEIGHTS_NAME)}
+    made_with["init_from"] = record
+    made_with.setdefault("config", {})["init_from"] = record["spec"]
 
 
 def dump_config(config: dict, path: str | Path) -> None:

@@ -37,12 +37,12 @@ from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteEr
 from ctinit.jsonl import read_jsonl
 from ctinit.loading import save_init
 from ctinit.meta import RULES, TrajectoryEngine
-from ctinit.models import TaskHead, build_backbone
+from ctinit.models import TaskHead
 from ctinit.tasks import BatchSampler, DeviceBatchSampler, load_task, task_name
 
 from . import checkpoint as ckpt
 from . import rundir
-from .config import changed_keys, dump_config, load_config
+from .config import changed_keys, dump_config, initial_backbone, load_config, record_init_from
 from .pool import TaskPool, pool_share
 
 log = logging.getLogger("ctinit.meta_train")
@@ -108,20 +108,7 @@ def set_meta_lr(engine, config: dict, step: int) -> None:
 def heldout_split(task, fraction: float, seed: int):
     """``(train, heldout)``: per class, ``round(fraction * n)`` (at least 1, at most n - 1) seeded examples of
     the task's train split go to ``heldout`` (as its train split); the rest stay. The test split is untouched."""
-    labels = task.y_train.detach().cpu().numpy()
-    rng = np.random.default_rng(seed)
-    held = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if idx.size > 1:
-            held.append(rng.choice(idx, size=min(idx.size - 1, max(1, round(fraction * idx.size))), replace=False))
-    mask = np.zeros(labels.size, dtype=bool)
-    if held:
-        mask[np.concatenate(held)] = True
-    keep, out = (torch.from_numpy(np.flatnonzero(m)).to(task.x_train.device) for m in (~mask, mask))
-    part = lambda index: dataclasses.replace(task, x_train=task.x_train.index_select(0, index),
-                                             y_train=task.y_train.index_select(0, index.to(task.y_train.device)))
-    return part(keep), part(out)
+    return task.split_train(fraction, seed)  # one routine, shared with validation splits (ctinit pick)
 
 
 def make_head(feature_dim: int, num_classes: int, seed: int) -> TaskHead:
@@ -276,7 +263,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     if rank_state is not None:
         check_head_sizes(rank_state, dict(zip(mine, tasks)), names, resume_from)
     torch.manual_seed(config["seed"])
-    backbone = build_backbone(config["backbone"], config["image_size"]).to(device)
+    backbone = initial_backbone(config).to(device)  # fresh weights, or init_from's (architecture checked)
     # compile graphs/inductor: batches drawn on the device (counter-based augmentation, other draws than BatchSampler's)
     sampler_class = DeviceBatchSampler if config["compile"] in ("graphs", "inductor") else BatchSampler
     samplers = [sampler_class(t.x_train, t.y_train, config["batch_size"], seed=task_seed(config["seed"], i),
@@ -476,6 +463,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         "steps": steps, "seed": config["seed"], "world_size": world,
         "skipped_steps": int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0),
     }
+    record_init_from(made_with, config)
     if world == 1:
         for entry, t in zip(made_with["tasks"], tasks):
             entry.update(num_classes=t.num_classes, train_size=len(t.y_train), test_size=len(t.y_test))

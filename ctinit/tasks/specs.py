@@ -136,6 +136,26 @@ class TaskData:
             classes=list(self.classes),
         )
 
+    def split_train(self, fraction: float, seed: int) -> "tuple[TaskData, TaskData]":
+        """``(train, held_out)``: per class, ``round(fraction * n)`` (at least 1, at most n - 1) seeded examples of
+        the train split go to ``held_out`` (as its train split); the rest stay. The test split is untouched: a
+        validation split carved this way never sees the test split. Same seed -> same split."""
+        labels = self.y_train.detach().cpu().numpy()
+        rng = np.random.default_rng(seed)
+        held = []
+        for c in np.unique(labels):
+            idx = np.flatnonzero(labels == c)
+            if idx.size > 1:
+                held.append(rng.choice(idx, size=min(idx.size - 1, max(1, round(fraction * idx.size))), replace=False))
+        mask = np.zeros(labels.size, dtype=bool)
+        if held:
+            mask[np.concatenate(held)] = True
+        keep, out = (torch.from_numpy(np.flatnonzero(m)).to(self.x_train.device) for m in (~mask, mask))
+        part = lambda index: dataclasses.replace(self, x_train=self.x_train.index_select(0, index),
+                                                 y_train=self.y_train.index_select(0, index.to(self.y_train.device)),
+                                                 classes=list(self.classes))
+        return part(keep), part(out)
+
     def _class_name(self, c: int) -> str:
         return self.classes[c] if 0 <= c < len(self.classes) else str(c)
 

@@ -1,0 +1,142 @@
+"""``ctinit pick``: which initialization to fine-tune for your data, measured on your data.
+
+Every compatible initialization (default: every zoo entry) and scratch of each architecture among them are
+fine-tuned briefly on the task's training split less a validation split (seeded, per class; the test split is never
+read), for several seeds, through :func:`ctinit.evaluate.run_evaluation` (the same fine-tuning as ``ctinit
+evaluate``). Each initialization is compared with scratch of its own architecture by the paired difference of
+validation accuracy over seeds with a 95% t-interval; the recommendation is the most accurate initialization whose
+interval lies above 0, else ``scratch``.
+"""
+from __future__ import annotations
+
+import json
+
+from .errors import ConfigError
+from .stats import BETTER, format_difference, paired_difference
+
+#: Sized so that a new task of 20 images per class with 4 zoo entries (and 3 scratch architectures) is ranked in
+#: minutes on 2 CPU cores (benchmarks/pick.py times it).
+DEFAULT_STEPS = 60
+DEFAULT_SEEDS = 3
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_VAL_FRACTION = 0.25
+NO_WINNER = "no initialization beats scratch here"
+#: Config keys that name or describe a file rather than shape the architecture.
+_NOT_ARCHITECTURE = {"ctinit", "architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype"}
+
+
+def architecture_key(config) -> str:
+    """Two initializations with the same key have the same architecture (the same scratch baseline)."""
+    data = {k: v for k, v in config.to_dict().items() if k not in _NOT_ARCHITECTURE}
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _channels(config) -> int:
+    return int(getattr(config, "num_channels", 3) or 3)
+
+
+def candidates(inits: list[str] | None, task_channels: int, log=None) -> tuple[list[str], dict[str, str]]:
+    """``(initializations to try, {init: its scratch baseline})``. Default: every zoo entry whose input channels can
+    take the task's; an incompatible init named explicitly is one line."""
+    from . import zoo
+    from .loading import init_config
+
+    explicit = inits is not None
+    if not explicit:
+        inits = [zoo.PREFIX + name for name in zoo.names()]
+        if not inits:
+            raise ConfigError("the zoo has no initializations in this version; name some with --inits")
+    chosen, scratch_of, first_of = [], {}, {}
+    for init in dict.fromkeys(inits):
+        if init.startswith("scratch:"):
+            raise ConfigError(f"--inits {init}: pick adds scratch of every architecture itself; name initializations")
+        config = init_config(init)
+        if task_channels not in (1, _channels(config)):
+            if explicit:
+                raise ConfigError(f"--inits {init}: takes {_channels(config)}-channel images, the task has "
+                                  f"{task_channels} channels")
+            if log:
+                log(f"ctinit pick: skipping {init} ({_channels(config)}-channel inputs, the task has {task_channels})")
+            continue
+        key = architecture_key(config)
+        first_of.setdefault(key, init)
+        chosen.append(init)
+        scratch_of[init] = "scratch:" + first_of[key]
+    if not chosen:
+        raise ConfigError("no initialization can take this task's images; name some with --inits")
+    return chosen, scratch_of
+
+
+def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, config=None,
+         validation_fraction: float = DEFAULT_VAL_FRACTION, max_train_per_class: int | None = None,
+         max_train_samples: int | None = None, device: str | None = None, progress: bool = True, log=None,
+         command: str | None = None) -> dict:
+    """Rank the initializations on task ``data`` (see module doc); returns ``{"ranking": [...],
+    "recommendation": INIT or "scratch", ...}`` with the evaluation's full results under ``"results"``."""
+    from .evaluate import check_validation, run_evaluation
+    from .finetune import make_config
+    from .tasks import load_task
+
+    check_validation(validation_fraction, "validation")
+    cfg = config or make_config(None, steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH_SIZE)
+    task = load_task(data)  # its channels decide which inits can take it (bad specs fail here, before training)
+    chosen, scratch_of = candidates(inits, task.image_shape[0], log)
+    baselines = list(dict.fromkeys(scratch_of.values()))
+    results = run_evaluation(chosen + baselines, [data], seeds, cfg, max_train_per_class=max_train_per_class,
+                             max_train_samples=max_train_samples, device=device, progress=progress, log=log,
+                             command=command, validation_fraction=validation_fraction, score="validation")
+    return {**rank(results, scratch_of), "results": results}
+
+
+def rank(results: dict, scratch_of: dict[str, str]) -> dict:
+    """The ranking (most accurate first) and the recommendation from an evaluation scored on validation."""
+    from .evaluate import seed_values
+
+    spec = results["tasks"][0]["spec"]
+    rows = []
+    for entry in results["inits"]:
+        label = entry["label"]
+        stats = results["summary"][label]["tasks"][spec]
+        row = {"init": label, "scratch": entry["scratch"], "validation_accuracy": stats["mean"],
+               "std": stats["std"], "seeds": stats["n"],
+               "values": {str(s): v for s, v in sorted(seed_values(results, label, spec).items())},
+               "baseline": None, "difference": None, "verdict": None}
+        if not entry["scratch"]:
+            baseline = scratch_of[label]
+            diff = paired_difference(seed_values(results, label, spec), seed_values(results, baseline, spec))
+            row.update(baseline=baseline, difference={k: diff[k] for k in ("mean", "ci95", "n")},
+                       verdict=diff["verdict"])
+        rows.append(row)
+    rows.sort(key=lambda r: -r["validation_accuracy"])
+    winners = [r for r in rows if r["verdict"] == BETTER]
+    task = results["tasks"][0]
+    return {"task": task["name"], "spec": spec, "train_size": task["train_size"],
+            "validation_size": task["validation_size"], "max_train_per_class": results.get("max_train_per_class"),
+            "steps": results["finetune"]["steps"], "seeds": results["seeds"], "seconds": results["seconds"],
+            "ranking": rows, "recommendation": winners[0]["init"] if winners else "scratch"}
+
+
+def ranking_table(picked: dict) -> str:
+    """The ranking as aligned text, then the recommendation (or :data:`NO_WINNER`)."""
+    header = ["rank", "init", "validation accuracy", "vs scratch (paired, 95% interval)", "verdict"]
+    table = []
+    for i, r in enumerate(picked["ranking"], 1):
+        acc = f"{r['validation_accuracy']:.3f} ± {r['std']:.3f}" if r["seeds"] > 1 else f"{r['validation_accuracy']:.3f}"
+        versus = "-" if r["scratch"] else format_difference(r["difference"])
+        table.append([str(i), r["init"], acc, versus, "-" if r["scratch"] else r["verdict"]])
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + table]
+    seeds = len(picked["seeds"])
+    lines.append("")
+    lines.append(f"{picked['task']}: {picked['train_size']} train / {picked['validation_size']} validation examples "
+                 f"(carved from the training split; the test split is not used), {picked['steps']} steps, "
+                 f"{seeds} seed{'s' if seeds != 1 else ''}, {picked['seconds']:.0f} s")
+    if picked["recommendation"] == "scratch":
+        lines.append(f"recommendation: scratch ({NO_WINNER})")
+    else:
+        lines.append(f"recommendation: {picked['recommendation']} (ctinit finetune --init {picked['recommendation']} ...)")
+    return "\n".join(lines)
+
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SEEDS", "DEFAULT_STEPS", "DEFAULT_VAL_FRACTION", "NO_WINNER",
+           "architecture_key", "candidates", "pick", "rank", "ranking_table"]

@@ -1,0 +1,147 @@
+"""The zoo's cards and publishing.
+
+An entry's card (``ctinit/zoo/weights/NAME/README.md``) is rendered from its registry entry with the same engine as
+every export's card (``model_cards/template.md``): how it was made, how to use it by name, and the measured table
+(paired difference against scratch of the same architecture, with its 95% interval and seeds), saying plainly where
+it does not beat scratch. ``ctinit-hub push-zoo --org ORG`` pushes every entry as a Hub model repo (weights, config,
+image processor config, card, recipe) through the one push path (:func:`ctinit.publish.push_folder`).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from ctinit import zoo
+from ctinit.catalog import recipes_dir
+from ctinit.errors import ConfigError
+from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, load_init, parse_hub_id, read_config
+from ctinit.models import is_ctinit_config
+from ctinit.stats import BETTER, WORSE, format_difference
+
+from .card import public_spec, render_card, replace_results_section
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def recipe_file(entry: dict) -> Path | None:
+    """The recipe that made the entry: ``training/recipes/zoo/NAME.yaml`` in a checkout, else the installed copy."""
+    recipe = entry.get("recipe")
+    if not recipe:
+        return None
+    candidates = [REPO / recipe]
+    folder = recipes_dir()
+    if folder is not None and recipe.startswith("training/recipes/"):
+        candidates.append(folder / recipe[len("training/recipes/"):])
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def results_section(entry: dict) -> str:
+    """The card's measured table, or "not measured yet"; a plain sentence wherever it does not beat scratch."""
+    results = entry.get("results") or []
+    if not results:
+        return ("Not measured yet: no evaluation of this initialization against scratch is recorded, so this card "
+                "claims no gain. Measure one on your data with `ctinit pick --data SPEC --inits zoo:"
+                f"{entry['name']}`.")
+    lines = ["Fine-tuned from this initialization and from scratch (the same architecture, fresh weights) with the "
+             "same recipe, tasks and seeds; the difference is this initialization minus scratch in accuracy points, "
+             "paired per (task, seed), with its 95% t-interval.", "",
+             "| evaluation | tasks | train examples per class | steps | seeds | this initialization | scratch | "
+             "difference (95% interval) | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    notes = []
+    for r in results:
+        tasks = ", ".join(f"`{public_spec(t)}`" for t in r.get("tasks", []))
+        per_class = r.get("max_train_per_class") or "all"
+        lines.append(f"| {r['name']} | {tasks} | {per_class} | {r.get('steps', '?')} | {r.get('seeds', '?')} | "
+                     f"{r['init_accuracy']:.3f} | {r['scratch_accuracy']:.3f} | {format_difference(r['difference'])} | "
+                     f"{r['verdict']} |")
+        if r["verdict"] != BETTER:
+            how = "it is worse than scratch" if r["verdict"] == WORSE else "its interval includes 0"
+            notes.append(f"**It does not beat scratch on {r['name']}**: {how}.")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
+    """The entry's card as text (``repo_id``: the Hub id its snippets name; default the entry's ``hub_id``)."""
+    folder = zoo.folder(entry["name"])
+    config = read_config(folder)
+    info = dict(getattr(config, "ctinit", None) or {})
+    backbone = load_init(folder)
+    recipe = recipe_file(entry)
+    from .export import _public_recipe
+
+    card = render_card(config, info, repo_id=repo_id or entry["hub_id"],
+                       num_parameters=sum(p.numel() for p in backbone.parameters()),
+                       recipe_yaml=_public_recipe(recipe.read_text()) if recipe else None,
+                       plain_transformers=not is_ctinit_config(config))
+    minutes = f"{entry['seconds'] / 60:.0f} minutes" if entry.get("seconds") else "an unrecorded time"
+    by_name = (f"Shipped inside ctinit as **`zoo:{entry['name']}`** (works offline): `ctinit finetune --init "
+               f"zoo:{entry['name']} --data npz:my_task.npz`, `ctinit.from_pretrained(\"zoo:{entry['name']}\", "
+               f"num_classes=N)`, `scratch:zoo:{entry['name']}` for the same architecture with fresh weights. "
+               f"Made with `{entry.get('command')}` in {minutes} on {entry.get('machine') or 'an unrecorded machine'}.")
+    text = card.text
+    title_end = text.index("\n", text.index("# ")) + 1
+    card.text = replace_results_section(text[:title_end] + "\n" + by_name + "\n" + text[title_end:],
+                                        results_section(entry))
+    return str(card).rstrip("\n") + "\n"
+
+
+def stage_entry(entry: dict, out: Path, repo_id: str) -> Path:
+    """The Hub model repo folder of an entry (its weights checked against the registry first)."""
+    from ctinit.finetuned import image_processor
+
+    from .export import RECIPE_NAME, _public_recipe
+
+    folder = zoo.verify(entry)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copyfile(folder / name, out / name)
+    image_processor(read_config(folder)).save_pretrained(str(out))
+    recipe = recipe_file(entry)
+    if recipe is not None:
+        (out / RECIPE_NAME).write_text(_public_recipe(recipe.read_text()))
+    (out / "README.md").write_text(render_zoo_card(entry, repo_id))
+    return out
+
+
+def push_zoo(org: str, *, dry_run: bool = False, private: bool = False, record: bool = False, log=None) -> list[dict]:
+    """Push every zoo entry to ``ORG/NAME``; returns ``[{"name", "repo_id", "commit", "url", "files"}]``. ``dry_run``
+    stages and checks every folder and uploads nothing; ``record`` writes each repo id and commit into the registry."""
+    from ctinit import publish
+
+    from .remote import check_export, push
+
+    items = zoo.entries()
+    if not items:
+        raise ConfigError("the zoo is empty: nothing to push (add entries with scripts/zoo.py add)")
+    repos = {e["name"]: f"{org}/{e['name']}" for e in items}
+    for repo in repos.values():
+        parsed = parse_hub_id(repo)
+        if parsed is None or parsed[1] is not None:
+            raise ConfigError(f"--org {org}: '{repo}' is not a Hub id; pass an organization or user name")
+    if not dry_run:
+        publish.check_push(next(iter(repos.values())))  # offline or no token: refused before anything is staged
+    pushed = []
+    with tempfile.TemporaryDirectory(prefix="ctinit-zoo-") as tmp:
+        for entry in items:
+            repo = repos[entry["name"]]
+            stage = stage_entry(entry, Path(tmp) / entry["name"], repo)
+            files = sorted(p.name for p in stage.iterdir())
+            if dry_run:
+                check_export(stage)
+                pushed.append({"name": entry["name"], "repo_id": repo, "commit": None, "url": None, "files": files})
+                continue
+            info = push(stage, repo, private=private, log=log, overwrite_card=True,
+                        commit_message=f"Upload ctinit zoo entry {entry['name']}")
+            pushed.append({"name": entry["name"], "repo_id": repo, "commit": getattr(info, "oid", None),
+                           "url": str(getattr(info, "commit_url", info)), "files": files})
+    if record and not dry_run:
+        by_name = {p["name"]: p for p in pushed}
+        for entry in items:
+            entry["hub_id"], entry["revision"] = by_name[entry["name"]]["repo_id"], by_name[entry["name"]]["commit"]
+        zoo.write_entries(items)
+    return pushed
+
+
+__all__ = ["push_zoo", "recipe_file", "render_zoo_card", "results_section", "stage_entry"]
