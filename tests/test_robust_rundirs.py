@@ -11,7 +11,7 @@ import ctinit_training.meta_train as meta_train
 from ctinit.config import yaml_load
 
 from helpers import make_npz
-from robust_support import ENV, one_error_line, train
+from robust_support import ENV, FAST, TINY, one_error_line, train
 
 
 # ----------------------------------------------------------------------------------------------- run directories
