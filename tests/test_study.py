@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the study runs from a checkout (python -m benchmarks.study), not from an install
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.study import cli, config as study_config, ratio, stats as st  # noqa: E402
+from benchmarks.study import cli, config as study_config, ratio, report, stats as st  # noqa: E402
 from benchmarks.study.config import BASE, PRESETS, RATIO_PRESETS, SUITES, build_config  # noqa: E402
 from benchmarks.study.runs import Workspace  # noqa: E402
 from benchmarks.study.search import search_meta_lr  # noqa: E402
@@ -240,3 +240,139 @@ def test_a_run_name_shared_by_two_configs_never_overwrites_a_finished_run(tmp_pa
     assert ws.meta_train("mtl-lr1", "mtl", 1.0, tasks, 2, 2)["init"] == first["init"]
     assert ws.meta_train("mtl-lr1", "mtl", 0.1 * 10 ** 0.5 * 10 ** 0.5, tasks, 2, 2)["init"] == second["init"]
     assert recorded_specs == []  # both reused
+
+
+def test_t_distribution_by_hand():
+    # df 1 (Cauchy): P(T <= t) = 1/2 + atan(t) / pi; df 2: 1/2 + t / (2 sqrt(2 + t^2))
+    assert st.t_cdf(2.0, 1) == pytest.approx(0.5 + math.atan(2.0) / math.pi, abs=1e-12)
+    assert st.t_cdf(-1.5, 2) == pytest.approx(0.5 - 1.5 / (2 * math.sqrt(4.25)), abs=1e-12)
+    assert st.t_quantile(0.975, 2) == pytest.approx(4.303, abs=1e-3)  # the table's value
+    assert st.t_quantile(0.95, 9) == pytest.approx(1.833, abs=1e-3)
+
+
+def test_paired_claim_p_value_by_hand():
+    # per-meta-seed differences 0.1, 0.3 (df 1): mean 0.2, se 0.1, t = 2 -> p = 2 (1 - P(T <= 2)) = 1 - 2 atan(2)/pi
+    a = {(0, "t", 0): 0.6, (1, "t", 100): 0.8}
+    b = {(0, "t", 0): 0.5, (1, "t", 100): 0.5}
+    assert st.paired_claim(a, b)["p"] == pytest.approx(1 - 2 * math.atan(2.0) / math.pi, abs=1e-9)
+
+
+def test_holm_by_hand():
+    # sorted p .01, .02, .04 x 3, 2, 1 -> .03, .04, .04 (monotone); None is not tested
+    assert st.holm({"a": 0.04, "b": 0.01, "c": 0.02, "d": None}) == pytest.approx(
+        {"a": 0.04, "b": 0.03, "c": 0.04, "d": None})
+    # step-down keeps the order: .03 x 2 = .06 would be below .5 x 1 -> .5
+    assert st.holm({"a": 0.03, "b": 0.5}) == pytest.approx({"a": 0.06, "b": 0.5})
+
+
+def test_holm_verdicts_of_differences_equivalences_and_composites():
+    claims = {"x_beats_y": {"diff": 0.1, "p": 0.01}, "x_beats_z": {"diff": -0.1, "p": 0.02},
+              "x_beats_w": {"diff": 0.1, "p": 0.04},
+              "x_same_as_y": {"diff": 0.0, "p": 0.001, "margin": 0.02},
+              "x_ahead_of_every": {"diff": 0.1, "parts": ["x_beats_y", "x_beats_w"]}}
+    st.holm_verdicts(claims)
+    # family of 4: .001 x 4 = .004, .01 x 3 = .03, .02 x 2 = .04, .04 x 1 -> .04
+    assert [claims[k]["p_holm"] for k in ("x_same_as_y", "x_beats_y", "x_beats_z", "x_beats_w")] == \
+        pytest.approx([0.004, 0.03, 0.04, 0.04])
+    assert [claims[k]["verdict_holm"] for k in ("x_beats_y", "x_beats_z", "x_beats_w", "x_same_as_y")] == \
+        ["holds", "fails", "holds", "equivalent"]
+    assert claims["x_ahead_of_every"]["verdict_holm"] == "holds" and "p_holm" not in claims["x_ahead_of_every"]
+    claims["x_beats_w"]["p"] = 0.2  # now .2 x 1: inconclusive, and the composite with it
+    st.holm_verdicts(claims)
+    assert claims["x_beats_w"]["verdict_holm"] == "inconclusive"
+    assert claims["x_ahead_of_every"]["verdict_holm"] == "inconclusive"
+
+
+def test_equivalence_by_two_one_sided_tests_by_hand():
+    # per-meta-seed differences 0.00, 0.01, 0.02 (n 3): mean .01, sd .01, se .0057735, t(.95, 2) = 2.919986
+    # 90% interval .01 -+ .016859 = [-.006859, .026859]: not inside +-.02 -> inconclusive; inside +-.03 -> equivalent
+    a = {(m, "t", 0): 0.5 + d for m, d in enumerate((0.0, 0.01, 0.02))}
+    b = {(m, "t", 0): 0.5 for m in range(3)}
+    c = st.equivalence_claim(a, b, 0.02)
+    assert c["ci90"] == pytest.approx([0.01 - 0.016859, 0.01 + 0.016859], abs=1e-5)
+    assert c["verdict"] == "inconclusive"
+    # TOST p: the larger of P(T >= (.01 + .02) / se) and P(T <= (.01 - .02) / se) = P(T <= -1.732051), df 2
+    assert c["p"] == pytest.approx(0.5 - 1.732051 / (2 * math.sqrt(2 + 3.0)), abs=1e-6)
+    assert st.equivalence_claim(a, b, 0.03)["verdict"] == "equivalent"
+    far = {k: v + 0.1 for k, v in a.items()}
+    assert st.equivalence_claim(far, b, 0.02)["verdict"] == "different"
+
+
+def test_each_meta_seed_draws_its_own_recorded_split():
+    glyph = SUITES["glyph"]
+    every = set(glyph["meta_train"] + glyph["meta_test"])
+    for seed in range(10):
+        split = ratio.split_tasks(glyph, seed)
+        assert split == ratio.split_tasks(glyph, seed)  # seeded: the same split again
+        parts = [set(split[k]) for k in ("meta_train", "validation", "meta_test")]
+        assert set.union(*parts) == every and sum(map(len, parts)) == len(every)  # disjoint, complete
+        assert len(split["meta_test"]) == 3 and len(split["validation"]) == 2 and len(split["meta_train"]) >= 6
+        assert "builtin:fashion-mnist" in split["meta_train"]
+    assert len({tuple(ratio.split_tasks(glyph, s)["meta_test"]) for s in range(10)}) == 10
+    # 11 drawable tasks, 3 a meta-seed, in rotation: 4 meta-seeds draw every one as a meta-test task
+    assert len({t for s in range(4) for t in ratio.split_tasks(glyph, s)["meta_test"]}) == 11
+
+
+def test_the_ratio_preset_answers_the_issue():
+    preset = RATIO_PRESETS["ratio"]
+    assert preset["steps"] / preset["reset_period"] >= 100
+    assert len(preset["meta_seeds"]) >= 10 and preset["finetune_seeds_per_meta_seed"] >= 2
+    assert {"cts", "reptile", "mtl"} <= set(preset["algorithms"])
+    assert {"fomaml", "fomaml-cts", "leap"} <= set(preset["optional_algorithms"])
+    assert set(preset["algorithms"] + preset["optional_algorithms"]) <= set(preset["rate_grid"])
+    for suite in SUITES.values():  # a claim averages over >= 8 distinct unseen tasks across meta-seeds
+        assert len({t for m in preset["meta_seeds"] for t in ratio.split_tasks(suite, m)["meta_test"]}) >= 8
+    full = build_config("ratio", "glyph", [], optional_algorithms=True)
+    assert full.algorithms[0] == "cts" and "leap" in full.algorithms and full.baselines[-1] == "scratch"
+    assert build_config("ratio", "glyph", []).baselines == ("reptile", "mtl", "scratch")
+
+
+def test_a_tiny_ratio_study_chooses_inside_each_meta_seed_writes_partial_results_and_resumes(
+        tmp_path, recorded_specs, monkeypatch):
+    sets = ["steps=2", "reset_period=1", "meta_seeds=[0, 1]", "finetune_seeds_per_meta_seed=2",
+            "selection_finetune_steps=1", "finetune_steps=1", "limited_per_class=2", "limited_finetune_steps=1",
+            'rate_grid={"cts": [0.1, 1.0], "reptile": [0.5, 1.0], "mtl": [0.1, 0.3]}']
+    config, _ = cli.config_from_argv(["--preset", "ratio", "--out", str(tmp_path), "--image-size", "16",
+                                      *[f"--set={s}" for s in sets]])
+    config = dataclasses.replace(config, base={**config.base, "log_every": 1000})
+    written = []
+    original = cli.write_results
+
+    def recording(out, result):
+        written.append(json.loads((json.dumps(result))))
+        return original(out, result)
+
+    monkeypatch.setattr(cli, "write_results", recording)
+    result = json.loads(json.dumps(cli.run(config, echo=False)))
+    # partial after the first meta-seed (with its counts), complete after the second
+    assert [r["partial"] for r in written] == [True, False]
+    assert written[0]["progress"]["meta_seeds_done"] == 1 and written[0]["progress"]["meta_seeds_planned"] == 2
+    assert written[0]["algorithms"]["cts"]["meta_seeds"] == 1
+    assert "PARTIAL" in report.markdown(written[0]) and (tmp_path / "beta.png").is_file()
+    splits = {int(m): s for m, s in result["config"]["splits"].items()}
+    assert splits == {m: ratio.split_tasks(SUITES["glyph"], m) for m in (0, 1)}
+    assert result["config"]["meta_test_tasks"] == sorted({t for s in splits.values() for t in s["meta_test"]})
+    # every run meta-trained on its meta-seed's meta-train tasks only: never a validation or meta-test task
+    for record in (tmp_path / "runs").glob("*/study.json"):
+        run = json.loads(record.read_text())["config"]
+        assert run["tasks"] == splits[run["seed"]]["meta_train"]
+    for a in ("cts", "reptile", "mtl"):
+        for m in ("0", "1"):
+            chosen = result["selection"][a][m]
+            assert chosen["chosen_lr"] == max(chosen["scores"], key=lambda s: (s[1], -s[0]))[0]
+        assert result["main"][a]["chosen_lr"] == {m: result["selection"][a][m]["chosen_lr"] for m in ("0", "1")}
+    # per-meta-seed means over 2 fine-tuning seeds x 3 tasks, then over meta-seeds; per-task numbers too
+    runs = result["main"]["cts"]["runs_full"]
+    assert len(runs) == 2 * 3 * 2 and result["main"]["cts"]["full"]["meta_seeds"] == 2
+    assert set(result["main"]["cts"]["per_task"]) == {t.split(":")[-1] for t in result["config"]["meta_test_tasks"]}
+    assert all("verdict_holm" in c for c in result["claims"].values())
+    assert {"cts_beats_reptile_full", "cts_beats_scratch_limited", "cts_same_as_mtl_full",
+            "cts_ahead_of_every_baseline_full"} <= set(result["claims"])
+    assert result["beta_curves_on_meta_test"]["note"] == "measured on meta-test tasks, not used for selection"
+    assert "/" not in json.dumps(result["config"])  # no local path is recorded
+    # a rerun reuses every meta-training run and fine-tuning result: no task is loaded again
+    recorded_specs.clear()
+    again = json.loads(json.dumps(cli.run(config, echo=False)))
+    assert recorded_specs == [] and again["claims"] == result["claims"]
+    lines = (tmp_path / "finetune.jsonl").read_text().splitlines()
+    assert len(lines) == len({json.loads(line)["key"] for line in lines})  # one line per finished result

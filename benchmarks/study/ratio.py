@@ -18,14 +18,20 @@ CURVES_NOTE = "measured on meta-test tasks, not used for selection"
 
 
 def split_tasks(suite: dict, seed: int) -> dict:
-    """One meta-seed's split of the suite: ``ratio_split`` tasks drawn (seeded by the meta-seed) as meta-test and
-    as validation tasks, the rest (and ``pinned_meta_train``) meta-train. The same seed gives the same split."""
+    """One meta-seed's split of the suite. The drawable tasks (all but ``pinned_meta_train``) are put in one
+    seeded random order; meta-seed m takes the next ``ratio_split["meta_test"]`` of them in that order (wrapping
+    round) as its meta-test tasks, so that every task is a meta-test task about equally often and a few meta-seeds
+    already cover them all; its validation tasks are drawn at random (seeded by m) from the rest; what is left,
+    with the pinned tasks, is its meta-train set. The same seed gives the same split."""
     pinned = list(suite.get("pinned_meta_train", []))
     pool = sorted(t for t in suite["meta_train"] + suite["meta_test"] if t not in pinned)
-    random.Random(f"ctinit-study-split-{seed}").shuffle(pool)
+    random.Random("ctinit-study-split").shuffle(pool)
     n_test, n_val = suite["ratio_split"]["meta_test"], suite["ratio_split"]["validation"]
-    return {"meta_test": sorted(pool[:n_test]), "validation": sorted(pool[n_test:n_test + n_val]),
-            "meta_train": pinned + sorted(pool[n_test + n_val:])}
+    meta_test = [pool[(seed * n_test + i) % len(pool)] for i in range(n_test)]
+    rest = sorted(t for t in pool if t not in meta_test)
+    validation = random.Random(f"ctinit-study-validation-{seed}").sample(rest, n_val)
+    return {"meta_test": sorted(meta_test), "validation": sorted(validation),
+            "meta_train": pinned + [t for t in rest if t not in validation]}
 
 
 def run_ratio(config: StudyConfig, ws: Workspace, clock: Clock, publish: Callable[[dict], None]) -> dict:
