@@ -86,13 +86,27 @@ def test_fomaml_cts_by_hand():
     assert w_of_thetas(e) == pytest.approx([0.34, 1.84, 3.34])
 
 
-def test_fomaml_heldout_gradient_by_hand():
+def test_fomaml_k_heldout_gradient_by_hand():
     # K = 2: theta = (.25, 1.75, 3.25); held-out grads (.25, -.25, -.75), mean -.25 -> phi = 1.025.
-    e = quadratic_engine("fomaml", reset_period=2)
+    e = quadratic_engine("fomaml-k", reset_period=2)
     e.step()
     e.step()
     assert e.phi[0].item() == pytest.approx(1.025)
     assert w_of_thetas(e) == pytest.approx([1.025] * 3)
+
+
+def test_fomaml_applies_a_heldout_gradient_after_every_inner_step_by_hand():
+    # The official code's FOMAML: no held-out sources here, so the held-out batch is a fresh one (c_t again).
+    # step 1: theta = (.5, 1.5, 2.5); grads theta - c = (.5, -.5, -1.5), mean -.5 -> phi = 1.05; no shift
+    # step 2: theta = (.25, 1.75, 3.25); grads (.25, -.25, -.75), mean -.25 -> phi = 1.075; reset (K = 2)
+    e = quadratic_engine("fomaml", reset_period=2)
+    assert e.meta_interval == 1 and not e.shift
+    r = e.step()
+    assert r.meta_step and e.phi[0].item() == pytest.approx(1.05)
+    assert w_of_thetas(e) == pytest.approx([0.5, 1.5, 2.5])
+    e.step()
+    assert e.phi[0].item() == pytest.approx(1.075)
+    assert w_of_thetas(e) == pytest.approx([1.075] * 3)
 
 
 def test_mtl_is_gradient_descent_on_the_mean_loss():
@@ -339,7 +353,7 @@ def test_a_skipped_step_leaves_the_tasks_bn_statistics_as_they_were():
     assert all(torch.isfinite(v.double()).all() for m in e.backbones for v in m.buffers())
 
 
-@pytest.mark.parametrize("rule", ["fomaml", "leap"])
+@pytest.mark.parametrize("rule", ["fomaml-k", "leap"])
 def test_a_nonfinite_meta_step_forward_reaches_neither_phi_nor_bn_statistics(rule):
     # FOMAML's held-out batch and Leap's end-of-trajectory loss come from one more forward at the meta-step.
     from ctinit.meta.engine import classification_loss
@@ -360,7 +374,7 @@ def test_a_nonfinite_meta_step_forward_reaches_neither_phi_nor_bn_statistics(rul
     assert r.meta_step and calls["n"] == 3
     assert torch.isfinite(e.phi).all() and torch.isfinite(e.thetas).all()
     assert all(torch.isfinite(v.double()).all() for m in e.backbones for v in m.buffers())
-    if rule == "fomaml":
+    if rule == "fomaml-k":
         assert e.skipped_steps == [0, 1, 0]  # its held-out gradient was left out of g
     for _ in range(2):
         e.step()

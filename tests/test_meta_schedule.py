@@ -55,17 +55,32 @@ def test_config_keys_are_validated_and_a_cosine_run_cannot_change_steps_on_resum
     assert changed_keys(cosine, {**cosine, "steps": 5}) == ["steps"]
 
 
-def test_fomaml_takes_its_heldout_gradient_from_the_heldout_sources():
+def test_fomaml_k_takes_its_heldout_gradient_from_the_heldout_sources():
     # K = 2: theta = (.25, 1.75, 3.25) after two inner steps towards c = (0, 2, 4); the held-out batches are
     # centred at 1 for every task: grads theta - 1 = (-.75, .75, 2.25), mean .75 -> phi = 1 - .1 * .75 = .925.
     e = TrajectoryEngine(Point(), [Scalar() for _ in CENTERS], [(lambda c=c: torch.tensor(c)) for c in CENTERS],
-                         rule="fomaml", reset_period=2, loss_fn=backbone_only_loss,
+                         rule="fomaml-k", reset_period=2, loss_fn=backbone_only_loss,
                          inner_optimizer={"name": "sgd", "lr": 0.5}, meta_optimizer={"name": "sgd", "lr": 0.1},
                          heldout_batches=[lambda: torch.tensor(1.0)] * 3)
     e.step()
     e.step()
     assert e.phi[0].item() == pytest.approx(0.925)
     assert w_of_thetas(e) == pytest.approx([0.925] * 3)
+
+
+def test_fomaml_takes_its_heldout_gradient_after_every_inner_step_from_the_heldout_sources():
+    # The held-out batches are centred at 1 for every task. step 1: theta = (.5, 1.5, 2.5), grads theta - 1 =
+    # (-.5, .5, 1.5), mean .5 -> phi = .95; step 2: theta = (.25, 1.75, 3.25), grads (-.75, .75, 2.25), mean .75
+    # -> phi = .95 - .075 = .875, then the reset (K = 2).
+    e = TrajectoryEngine(Point(), [Scalar() for _ in CENTERS], [(lambda c=c: torch.tensor(c)) for c in CENTERS],
+                         rule="fomaml", reset_period=2, loss_fn=backbone_only_loss,
+                         inner_optimizer={"name": "sgd", "lr": 0.5}, meta_optimizer={"name": "sgd", "lr": 0.1},
+                         heldout_batches=[lambda: torch.tensor(1.0)] * 3)
+    e.step()
+    assert e.phi[0].item() == pytest.approx(0.95)
+    e.step()
+    assert e.phi[0].item() == pytest.approx(0.875)
+    assert w_of_thetas(e) == pytest.approx([0.875] * 3)
     with pytest.raises(ConfigError, match="held-out"):
         TrajectoryEngine(Point(), [Scalar()], [lambda: torch.tensor(0.0)], rule="fomaml",
                          loss_fn=backbone_only_loss, heldout_batches=[])

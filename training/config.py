@@ -64,7 +64,7 @@ class ValidationConfig:
 class TrainConfig:
     """Every key a recipe may set, with its type and default. The defaults are the paper's where it has one."""
 
-    algorithm: Literal[tuple(RULES)] = "cts"  # cts | reptile | fomaml-cts | fomaml | leap | mtl | scratch
+    algorithm: Literal[tuple(RULES)] = "cts"  # cts | reptile | fomaml-cts | fomaml | fomaml-k | leap | mtl | scratch
     backbone: Literal[tuple(ARCHITECTURES)] = "resnet20"  # a built-in backbone (ctinit.models.ARCHITECTURES)
     image_size: Annotated[StrictInt, Field(ge=8, le=1024)] = 28
     tasks: list[Str] = dataclasses.field(default_factory=list)  # builtin:NAME, npz:PATH, folder:DIR, hf:NAME[:CONFIG]

@@ -135,7 +135,7 @@ class TrajectoryEngine:
         backbone: the initialization; its parameters become phi (the module itself becomes ``phi_module``).
         heads: one task head per local task (never part of phi).
         batches: one callable per local task returning the next training batch.
-        rule: ``cts``, ``reptile``, ``fomaml-cts``, ``fomaml``, ``leap``, ``mtl`` or ``scratch`` (or a MetaRule).
+        rule: ``cts``, ``reptile``, ``fomaml-cts``, ``fomaml``, ``fomaml-k``, ``leap``, ``mtl`` or ``scratch`` (or a MetaRule).
         reset_period: K, the trajectory length between resets to phi.
         meta_interval: steps between meta-updates (default: the rule's; None means K).
         shift: whether meta-updates shift the trajectories (default: the rule's).

@@ -17,7 +17,9 @@ rule           direction g (averaged over all tasks t)                meta_inter
 cts            phi - theta_t                                          1              yes
 reptile        phi - theta_t                                          K              no
 fomaml-cts     grad L_t(theta_t)                                      1              yes
-fomaml         grad L_t(theta_t^K) on a held-out batch                K              no
+fomaml         grad L_t(theta_t) on a held-out batch, after each      1              no
+               inner step (the official code's FOMAML)
+fomaml-k       grad L_t(theta_t^K) on a held-out batch                K              no
 leap           sum_i -(dtheta_i + dL_i grad L_t(theta_i)) / d_i       K              no
 mtl            grad L_t(phi)  (theta_t == phi: K = 1)                 1              no
 scratch        none: tasks train independently, phi stays at init     never          no
@@ -56,8 +58,14 @@ RULES: dict[str, MetaRule] = {
                         "phi <- phi - beta mean_t(phi - theta_t^K) every K steps, then reset"),
     "fomaml-cts": MetaRule("fomaml-cts", "gradient", True, 1, None,
                            "phi <- phi - beta mean_t grad L_t(theta_t) every step; theta_t += delta phi"),
-    "fomaml": MetaRule("fomaml", "heldout_gradient", False, None, None,
-                       "phi <- phi - beta mean_t grad L_t(theta_t^K; held-out batch) every K steps"),
+    # The official code's FOMAML (meta_train_fomaml.py, aggregate_period 1): after every inner step, phi moves
+    # along the held-out-batch gradient at the tasks' current thetas; the thetas are not shifted.
+    "fomaml": MetaRule("fomaml", "heldout_gradient", False, 1, None,
+                       "phi <- phi - beta mean_t grad L_t(theta_t; held-out batch) after every inner step"),
+    # The once-per-trajectory variant (this repository's FOMAML before issue 20): one held-out gradient at the end
+    # of each K-step trajectory, as in few-shot first-order MAML.
+    "fomaml-k": MetaRule("fomaml-k", "heldout_gradient", False, None, None,
+                         "phi <- phi - beta mean_t grad L_t(theta_t^K; held-out batch) every K steps"),
     "leap": MetaRule("leap", "path_length", False, None, None,
                      "phi <- phi - beta mean_t grad_phi(length of the loss-augmented path of theta_t)"),
     "mtl": MetaRule("mtl", "gradient", False, 1, 1,

@@ -1,0 +1,120 @@
+"""The ratio protocol (issue 20): the paper's steps / K >= 100, every meta-seed with its own seeded split of the
+suite into meta-train, validation and meta-test tasks, and its own rate choice per algorithm on its validation
+tasks; meta-seed after meta-seed, so that an interrupted run leaves complete meta-seeds (``partial`` results)."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Callable
+
+from .claims import ahead_of_every, equivalence_claims, finish_claims
+from .clock import Clock
+from .config import StudyConfig
+from .runs import Workspace, finetune_seeds, jsonable, recipe_of, say
+from .search import choose_rate
+from .stats import paired_claim, per_task_summaries, summary
+
+CURVES_NOTE = "measured on meta-test tasks, not used for selection"
+
+
+def split_tasks(suite: dict, seed: int) -> dict:
+    """One meta-seed's split of the suite. The drawable tasks (all but ``pinned_meta_train``) are put in one
+    seeded random order; meta-seed m takes the next ``ratio_split["meta_test"]`` of them in that order (wrapping
+    round) as its meta-test tasks, so that every task is a meta-test task about equally often and a few meta-seeds
+    already cover them all; its validation tasks are drawn at random (seeded by m) from the rest; what is left,
+    with the pinned tasks, is its meta-train set. The same seed gives the same split."""
+    pinned = list(suite.get("pinned_meta_train", []))
+    pool = sorted(t for t in suite["meta_train"] + suite["meta_test"] if t not in pinned)
+    random.Random("ctinit-study-split").shuffle(pool)
+    n_test, n_val = suite["ratio_split"]["meta_test"], suite["ratio_split"]["validation"]
+    meta_test = [pool[(seed * n_test + i) % len(pool)] for i in range(n_test)]
+    rest = sorted(t for t in pool if t not in meta_test)
+    validation = random.Random(f"ctinit-study-validation-{seed}").sample(rest, n_val)
+    return {"meta_test": sorted(meta_test), "validation": sorted(validation),
+            "meta_train": pinned + [t for t in rest if t not in validation]}
+
+
+def run_ratio(config: StudyConfig, ws: Workspace, clock: Clock, publish: Callable[[dict], None]) -> dict:
+    """Every meta-seed in turn: choose each algorithm's rate on the validation tasks, fine-tune the chosen inits
+    (and scratch) on the meta-test tasks, fine-tune every other candidate too (the beta curves: reporting only);
+    after each meta-seed ``publish`` gets the result so far (``partial`` until the last)."""
+    preset, seeds = config.preset, config.preset["meta_seeds"]
+    n_ft = preset["finetune_seeds_per_meta_seed"]
+    ft_full = recipe_of(preset, preset["finetune_steps"])
+    ft_limited = recipe_of(preset, preset["limited_finetune_steps"])
+    splits = {m: split_tasks(config.suite, m) for m in seeds}
+    choices: dict = {}
+    full: dict = {}
+    limited: dict = {}
+    curves: dict = {}
+    result = {}
+    for i, m in enumerate(seeds):
+        split = splits[m]
+        say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] meta-test {', '.join(split['meta_test'])}; validation "
+            f"{', '.join(split['validation'])}; {len(split['meta_train'])} meta-train tasks x {preset['steps']} steps, "
+            f"K {preset['reset_period']}")
+        clock.start("selection")
+        choices[m] = {a: choose_rate(ws, config, a, m, split) for a in config.algorithms}
+        clock.stop()
+        clock.start("finetune")
+        chosen = {m: {**{a: choices[m][a]["init"] for a in config.algorithms},
+                      "scratch": f"scratch:{choices[m]['cts']['init']}"}}
+        tasks = {m: split["meta_test"]}
+        for label, values in ws.evaluate_by_meta_seed(chosen, tasks, n_ft, ft_full).items():
+            full.setdefault(label, {}).update(values)
+        for label, values in ws.evaluate_by_meta_seed(chosen, tasks, n_ft, ft_limited, preset["limited_per_class"]).items():
+            limited.setdefault(label, {}).update(values)
+        candidates = {m: {f"{a}@{lr:g}": init for a in config.algorithms for lr, init in choices[m][a]["inits"].items()}}
+        for label, values in ws.evaluate_by_meta_seed(candidates, tasks, n_ft, ft_full).items():
+            curves.setdefault(label, {}).update(values)
+        clock.stop()
+        result = ratio_result(config, {s: splits[s] for s in seeds[:i + 1]}, choices, full, limited, curves)
+        result["progress"] = {"meta_seeds_done": i + 1, "meta_seeds_planned": len(seeds), **ws.counts}
+        publish(result)
+    return result
+
+
+def ratio_result(config: StudyConfig, splits: dict, choices: dict, full: dict, limited: dict, curves: dict) -> dict:
+    """The statistics of the meta-seeds done so far (``splits``' keys): ``partial`` until every planned one is."""
+    preset = config.preset
+    done, planned = sorted(splits), preset["meta_seeds"]
+    names = (*config.algorithms, "scratch")
+    main = {}
+    for name in names:
+        main[name] = {"full": summary(full[name]), "limited": summary(limited[name]),
+                      "per_task": per_task_summaries(full[name]), "meta_seeds": len(done),
+                      "finetune_seeds_per_meta_seed": preset["finetune_seeds_per_meta_seed"],
+                      "runs_full": jsonable(full[name]), "runs_limited": jsonable(limited[name])}
+        if name != "scratch":
+            main[name]["chosen_lr"] = {str(m): choices[m][name]["chosen_lr"] for m in done}
+    claims = {}
+    for setting, acc in (("full", full), ("limited", limited)):
+        for b in config.baselines:
+            claims[f"cts_beats_{b}_{setting}"] = paired_claim(acc["cts"], acc[b])
+    claims["cts_ahead_of_every_baseline_full"] = ahead_of_every(claims, full, config.baselines, "cts_beats_{}_full")
+    claims.update(equivalence_claims(full, config.baselines, "full", preset["equivalence_margin"]))
+    selection = {a: {str(m): {k: choices[m][a][k] for k in ("scores", "chosen_lr", "at_edge")} for m in done}
+                 for a in config.algorithms}
+    recommendation = {"basis": "the rate each meta-seed chose on its validation tasks (held-out meta-train tasks)"}
+    for a in config.algorithms:
+        counts = Counter(choices[m][a]["chosen_lr"] for m in done)
+        recommendation[a] = {"chosen_lr_counts": {f"{lr:g}": n for lr, n in sorted(counts.items())},
+                             "most_chosen_lr": max(counts, key=lambda lr: (counts[lr], -lr))}
+    beta_curves = {"note": CURVES_NOTE}
+    for a in config.algorithms:
+        grid = preset["rate_grid"][a]
+        beta_curves[a] = {"betas": grid, "stats": [summary(curves[f"{a}@{lr:g}"]) for lr in grid]}
+    meta_test = sorted({t for s in splits.values() for t in s["meta_test"]})
+    n_ft = preset["finetune_seeds_per_meta_seed"]
+    return {
+        "suite": config.suite_name, "protocol": "ratio", "partial": done != list(planned),
+        "main": main, "claims": finish_claims(claims), "selection": selection, "recommendation": recommendation,
+        "beta_curves_on_meta_test": beta_curves,
+        "algorithms": {n: {"meta_seeds": len(done), "mean_accuracy": main[n]["full"]["mean"],
+                           "ci95": main[n]["full"]["ci95"]} for n in names},
+        "config": {"meta_test_tasks": meta_test, "splits": {str(m): s for m, s in splits.items()},
+                   "steps_per_K": preset["steps"] / preset["reset_period"],
+                   "finetune_seeds": {str(m): finetune_seeds(m, n_ft) for m in done},
+                   "finetune_recipe": recipe_of(preset, preset["finetune_steps"]),
+                   "selection_recipe": recipe_of(preset, preset["selection_finetune_steps"])},
+    }

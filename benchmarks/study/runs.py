@@ -1,0 +1,176 @@
+"""The study's units of work, reused from the output folder: meta-training runs (OUT/runs/NAME, each with a
+``study.json`` record written when it finishes) and fine-tuning results (one JSON line per finished result in
+OUT/finetune.jsonl, keyed by the init's weights, the task, the seed and the recipe). A restarted study redoes only
+what no record covers."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from .config import FOMAML_HELDOUT_FRACTION
+
+
+def say(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run_name(prefix: str, algorithm: str, K: int, schedule: str, lr: float, seed: int) -> str:
+    return f"{prefix}{algorithm}-K{K}-{schedule}-lr{lr:.4g}-s{seed}"
+
+
+def finetune_seeds(meta_seed: int, n: int) -> list[int]:
+    """Each meta-seed's own fine-tuning seeds (distinct across meta-seeds)."""
+    return [100 * meta_seed + j for j in range(n)]
+
+
+def recipe_of(preset: dict, steps: int) -> dict:
+    return {"steps": steps, "batch_size": preset["finetune_batch_size"], "optimizer": {"name": "adam", "lr": 1e-3}}
+
+
+def paper_recipe(preset: dict) -> dict:
+    """The official fine-tuning recipe (FinetuneConfig's milestones 40/70/90% and gamma 0.3 are the paper's)."""
+    return {"steps": preset["paper_finetune_steps"], "batch_size": 128,
+            "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 5e-4}}
+
+
+class Workspace:
+    """The output folder of one study and the shared setup (``base``) of its meta-training runs."""
+
+    def __init__(self, out: Path, base: dict):
+        self.out = Path(out)
+        self.base = copy.deepcopy(base)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ledger = self.out / "finetune.jsonl"
+        self._finetuned: dict[str, float] | None = None
+        self.counts = {"meta_train_runs": 0, "meta_train_reused": 0, "finetune_runs": 0, "finetune_reused": 0}
+
+    # ------------------------------------------------------------------------------------------ meta-training
+    def meta_train(self, name: str, algorithm: str, lr: float, tasks: list[str], steps: int, reset_period: int,
+                   seed: int = 0, schedule: str = "constant", validation: dict | None = None) -> dict:
+        """One meta-training run with the shared setup. Reused if OUT/runs/NAME holds a finished run of the same
+        config (a run that recorded the validation curve also serves a request without one)."""
+        from ctinit_training.config import DEFAULTS, validate
+        from ctinit_training.meta_train import run
+
+        config = copy.deepcopy(DEFAULTS)
+        config.update(copy.deepcopy(self.base))
+        config.update(algorithm=algorithm, tasks=list(tasks), steps=steps, reset_period=reset_period, seed=seed,
+                      meta_lr_schedule=schedule)
+        if algorithm.startswith("fomaml") and algorithm != "fomaml-cts":
+            config["heldout_fraction"] = FOMAML_HELDOUT_FRACTION
+        config["meta_optimizer"]["lr"] = lr
+        if validation:
+            config["validation"].update(validation)
+        validate(config)
+        # Two configs can share a name (rates 1.0 and 1.0000000000000002 both print as lr1): the second one goes
+        # to NAME-DIGEST, so that no finished run is ever overwritten by another config.
+        without_validation = {k: v for k, v in config.items() if k != "validation"}
+        digest = hashlib.sha256(json.dumps(without_validation, sort_keys=True).encode()).hexdigest()[:8]
+        candidates = [self.out / "runs" / name, self.out / "runs" / f"{name}-{digest}"]
+        for run_dir in candidates:
+            record = run_dir / "study.json"
+            if not record.is_file():
+                continue
+            saved = json.loads(record.read_text())
+            same = {k: v for k, v in saved["config"].items() if k != "validation"} == without_validation
+            if same and (not validation or saved["config"]["validation"] == config["validation"]) \
+                    and (run_dir / "init" / "model.safetensors").is_file():
+                say(f"  {name}: reusing {run_dir}")
+                self.counts["meta_train_reused"] += 1
+                return saved
+        run_dir = candidates[0] if not (candidates[0] / "study.json").is_file() else candidates[1]
+        say(f"  {name}: meta-training {algorithm}, meta lr {lr:g} {schedule}, {len(tasks)} tasks x {steps} steps, "
+            f"K {reset_period}, seed {seed}")
+        result = run(config, run_dir, progress=False, overwrite=True)  # a stale or partial run of another config
+        curve = []
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            for line in metrics.read_text().splitlines():
+                entry = json.loads(line) if line.strip() else {}
+                if "validation_accuracy" in entry:
+                    curve.append([entry["step"], entry["validation_accuracy"]])
+        saved = {"config": config, "init": result["init"], "seconds": result["seconds"], "validation_curve": curve}
+        (run_dir / "study.json").write_text(json.dumps(saved, indent=1))
+        self.counts["meta_train_runs"] += 1
+        say(f"  {name}: {result['seconds']:.0f} s")
+        return saved
+
+    # ------------------------------------------------------------------------------------------ fine-tuning
+    def _init_key(self, init: str) -> str:
+        """What a fine-tuning result depends on of its init: the weights (scratch: only the architecture)."""
+        if init.startswith("scratch:"):
+            return f"scratch:{self.base['backbone']}:{self.base['image_size']}"
+        return hashlib.sha256((Path(init) / "model.safetensors").read_bytes()).hexdigest()[:20]
+
+    def _records(self) -> dict[str, float]:
+        if self._finetuned is None:
+            self._finetuned = {}
+            if self.ledger.is_file():
+                for line in self.ledger.read_text().splitlines():
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut short by a kill: that result is simply redone
+                        continue
+                    self._finetuned[entry["key"]] = entry["accuracy"]
+        return self._finetuned
+
+    def finetune_grid(self, inits: dict[str, str], tasks: list[str], seeds: list[int], recipe: dict,
+                      per_class: int | None = None) -> dict:
+        """Test accuracy of every init on every task and seed: ``{label: {(task, seed): accuracy}}``. ``recipe``:
+        steps, batch_size, optimizer. Each init's results are appended to OUT/finetune.jsonl as it finishes."""
+        from ctinit.evaluate import run_evaluation
+        from ctinit.finetune import FinetuneConfig
+
+        records = self._records()
+
+        def key(init, task, seed):
+            return json.dumps([self._init_key(init), task, seed, recipe, per_class], sort_keys=True)
+
+        config = FinetuneConfig(steps=recipe["steps"], batch_size=recipe["batch_size"],
+                                optimizer=dict(recipe["optimizer"]), eval_every=recipe["steps"], progress=False)
+        for label, init in inits.items():
+            missing = sorted({t for t in tasks for s in seeds if key(init, t, s) not in records})
+            if not missing:
+                self.counts["finetune_reused"] += len(tasks) * len(seeds)
+                continue
+            results = run_evaluation([init], missing, seeds=seeds, config=config, max_train_per_class=per_class,
+                                     progress=False)
+            with self.ledger.open("a") as f:
+                for r in results["runs"]:
+                    records[key(init, r["task"], r["seed"])] = r["test_accuracy"]
+                    f.write(json.dumps({"key": key(init, r["task"], r["seed"]), "accuracy": r["test_accuracy"]}) + "\n")
+            self.counts["finetune_runs"] += len(results["runs"])
+        return {label: {(t, s): records[key(init, t, s)] for t in tasks for s in seeds} for label, init in inits.items()}
+
+    def evaluate_by_meta_seed(self, inits: dict[int, dict[str, str]], tasks: list[str] | dict[int, list[str]],
+                              n_seeds: int, recipe: dict, per_class: int | None = None) -> dict:
+        """``{meta_seed: {label: init}}`` -> ``{label: {(meta_seed, task, finetune_seed): accuracy}}``; ``tasks``
+        is one list for every meta-seed or ``{meta_seed: its tasks}``."""
+        acc: dict = {}
+        for m, by_label in sorted(inits.items()):
+            mine = tasks[m] if isinstance(tasks, dict) else tasks
+            grid = self.finetune_grid(by_label, mine, finetune_seeds(m, n_seeds), recipe, per_class)
+            for label, values in grid.items():
+                for (t, s), v in values.items():
+                    acc.setdefault(label, {})[(m, t, s)] = v
+        return acc
+
+    def initial_accuracy(self, tasks: list[str], steps: int, seed: int) -> float:
+        """Held-out accuracy of a meta-training run's starting point (step 0 of its convergence curve)."""
+        import torch
+
+        from ctinit.models import build_backbone
+        from ctinit.tasks import load_task
+        from ctinit_training.meta_train import meta_validate
+
+        torch.manual_seed(seed)  # what training.meta_train.run does before it builds the backbone
+        backbone = build_backbone(self.base["backbone"], self.base["image_size"])
+        loaded = [load_task(spec, image_size=self.base["image_size"], seed=0) for spec in tasks]
+        return meta_validate(backbone, loaded, {"steps": steps, "batch_size": 64, "lr": 1e-3, "seed": 0})
+
+
+def jsonable(acc: dict) -> list:
+    return [[m, t, s, v] for (m, t, s), v in sorted(acc.items())]
