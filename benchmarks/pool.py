@@ -3,10 +3,10 @@
     python benchmarks/pool.py [--data DIR] [--backbones convnet4-32,resnet20] [--steps 300] [--reset-period 50]
                               [--rounds 2] [--active 8] [--add SPEC,...] [--concurrent] [--json]
 
-The pool: the 12 bundled tasks (``builtin:``: Fashion-MNIST and 11 Noto scripts), the three tasks of
-``scripts/make_new_task.py`` (gujarati, kannada, digits) and the further Noto scripts of ``EXTRA_SCRIPTS`` below,
-rendered into ``--data`` (default: a temporary folder) the same way (``scripts/build_builtin_suite.py``'s renderer;
-needs Debian's fonts-noto-core). The fixed set: the 8 bundled meta-train tasks of training/recipes/quickstart.yaml.
+The pool: the 12 bundled tasks (``builtin:``: Fashion-MNIST and 11 Noto scripts) and the glyph scripts of
+``scripts/make_new_task.py`` (``GLYPH_SCRIPTS``: gujarati, kannada, digits and 30 more Noto scripts), rendered into
+``--data`` (default: a temporary folder) by that script (``scripts/build_builtin_suite.py``'s renderer; needs
+Debian's fonts-noto-core). The fixed set: the 8 bundled meta-train tasks of training/recipes/quickstart.yaml.
 
 Both run the quickstart recipe's settings (CTS, batch 32, inner SGD lr .05, meta SGD lr .1) for the same steps and
 reset period K, one ``ctinit-train`` process each with one thread, interleaved (fixed, pool, fixed, pool, ...) for
@@ -40,52 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ["fashion-mnist", "latin", "greek", "cyrillic", "armenian", "hebrew", "devanagari", "arabic",
            "georgian", "thai", "ethiopic", "bengali"]
 FIXED = BUNDLED[:8]  # the quickstart recipe's meta-train tasks
-NEW_TASKS = ["gujarati", "kannada", "digits"]  # scripts/make_new_task.py
-
-
-def _r(lo, hi, step=1):
-    return list(range(lo, hi + 1, step))
-
-
-# name -> (Noto families, code points): letters (mostly consonants or lowercase) of scripts that Noto covers with at
-# least one face; characters no installed face has are dropped when rendering.
-EXTRA_SCRIPTS = {
-    "gurmukhi": (("NotoSansGurmukhi", "NotoSerifGurmukhi"), _r(0xA15, 0xA28) + _r(0xA2A, 0xA30)),
-    "oriya": (("NotoSansOriya",), _r(0xB15, 0xB28) + _r(0xB2A, 0xB30)),
-    "tamil": (("NotoSansTamil", "NotoSerifTamil"), _r(0xB85, 0xB8A) + _r(0xB8E, 0xB90) + _r(0xB92, 0xB95)
-              + [0xB99, 0xB9A, 0xB9C, 0xB9E, 0xB9F, 0xBA3, 0xBA4, 0xBA8, 0xBA9, 0xBAA] + _r(0xBAE, 0xBB9)),
-    "telugu": (("NotoSansTelugu", "NotoSerifTelugu"), _r(0xC15, 0xC28) + _r(0xC2A, 0xC39)),
-    "malayalam": (("NotoSansMalayalam", "NotoSerifMalayalam"), _r(0xD15, 0xD28) + _r(0xD2A, 0xD39)),
-    "sinhala": (("NotoSansSinhala", "NotoSerifSinhala"), _r(0xD9A, 0xDB1) + _r(0xDB3, 0xDBB)),
-    "khmer": (("NotoSansKhmer", "NotoSerifKhmer"), _r(0x1780, 0x17A2)),
-    "lao": (("NotoSansLao", "NotoSerifLao", "NotoLoopedLao"),
-            [0xE81, 0xE82, 0xE84, 0xE87, 0xE88, 0xE8A, 0xE8D] + _r(0xE94, 0xE97) + _r(0xE99, 0xE9F)
-            + [0xEA1, 0xEA2, 0xEA3, 0xEA5, 0xEA7, 0xEAA, 0xEAB, 0xEAD, 0xEAE]),
-    "myanmar": (("NotoSansMyanmar", "NotoSerifMyanmar"), _r(0x1000, 0x1020)),
-    "tibetan": (("NotoSerifTibetan",), _r(0xF40, 0xF47) + _r(0xF49, 0xF6A)),
-    "cherokee": (("NotoSansCherokee",), _r(0x13A0, 0x13C5)),
-    "canadian-syllabics": (("NotoSansCanadianAboriginal",), _r(0x1401, 0x1430)),
-    "runic": (("NotoSansRunic",), _r(0x16A0, 0x16C5)),
-    "tifinagh": (("NotoSansTifinagh",), _r(0x2D30, 0x2D55)),
-    "nko": (("NotoSansNKo",), _r(0x7CA, 0x7EA)),
-    "thaana": (("NotoSansThaana",), _r(0x780, 0x7A5)),
-    "syriac": (("NotoSansSyriac",), _r(0x710, 0x72C)),
-    "vai": (("NotoSansVai",), _r(0xA500, 0xA52B)),
-    "yi": (("NotoSansYi",), _r(0xA000, 0xA02F)),
-    "javanese": (("NotoSansJavanese",), _r(0xA984, 0xA9B2)),
-    "balinese": (("NotoSansBalinese", "NotoSerifBalinese"), _r(0x1B05, 0x1B33)),
-    "sundanese": (("NotoSansSundanese",), _r(0x1B83, 0x1BA0)),
-    "coptic": (("NotoSansCoptic",), _r(0x2C81, 0x2CB1, 2)),
-    "glagolitic": (("NotoSansGlagolitic",), _r(0x2C30, 0x2C5E)),
-    "gothic": (("NotoSansGothic",), _r(0x10330, 0x1034A)),
-    "old-italic": (("NotoSansOldItalic",), _r(0x10300, 0x1031F)),
-    "mongolian": (("NotoSansMongolian",), _r(0x1820, 0x1842)),
-    "ol-chiki": (("NotoSansOlChiki",), _r(0x1C5A, 0x1C77)),
-    "lisu": (("NotoSansLisu",), _r(0xA4D0, 0xA4F7)),
-    "cham": (("NotoSansCham",), _r(0xAA06, 0xAA28)),
-}
-
-
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -94,32 +48,16 @@ def render(data: Path) -> list[str]:
     """Render the tasks outside the bundled suite into ``data`` (kept if already there); returns npz specs."""
     data.mkdir(parents=True, exist_ok=True)
     specs = []
-    for name in NEW_TASKS:
-        path = data / f"{name}.npz"
-        if not path.exists():
-            subprocess.run([sys.executable, str(ROOT / "scripts" / "make_new_task.py"), name, str(path)], check=True,
-                           stdout=subprocess.DEVNULL)
-        specs.append(f"npz:{path}")
     sys.path.insert(0, str(ROOT / "scripts"))
-    import numpy as np
-    from fontTools.ttLib import TTFont
+    from make_new_task import GLYPH_SCRIPTS
 
-    import build_builtin_suite as suite
-
-    for name, (families, points) in EXTRA_SCRIPTS.items():
+    for name in GLYPH_SCRIPTS:
         path = data / f"{name}.npz"
         if not path.exists():
             t0 = time.time()
-            cmaps = [set(TTFont(str(f), lazy=True).getBestCmap()) for fam in families for f in suite.family_fonts(fam)]
-            chars = tuple(chr(c) for c in points if any(c in cmap for cmap in cmaps))
-            if len(chars) < 10:
-                log(f"{name}: only {len(chars)} covered letters, skipped")
-                continue
-            suite.GLYPH_TASKS[name] = (families, chars)
-            d = suite.build_glyphs(name, seed=7)
-            np.savez(path, x=np.concatenate([d["x_train"], d["x_test"]]), y=np.concatenate([d["y_train"], d["y_test"]]),
-                     hflip=np.array(False))  # glyphs: no flips, as in the bundled suite
-            log(f"rendered {name}: {len(chars)} classes, {len(d['_fonts'])} faces ({time.time() - t0:.0f} s)")
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "make_new_task.py"), name, str(path)], check=True,
+                           stdout=subprocess.DEVNULL)
+            log(f"rendered {name} ({time.time() - t0:.0f} s)")
         specs.append(f"npz:{path}")
     return specs
 

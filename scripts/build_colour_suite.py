@@ -9,9 +9,9 @@ is used at run time. Install them once with
         gnome-icon-theme mate-icon-theme lxde-icon-theme oxygen-icon-theme gnome-icon-theme-gartoon \\
         gnome-icon-theme-nuovo gnome-icon-theme-yasis suru-icon-theme numix-icon-theme adwaita-icon-theme
 
-then run (from the repository root; about 2 minutes on one CPU core)
+then run (from the repository root; a few minutes on one idle CPU core, the 100-per-class meta-test tasks most)
 
-    python scripts/build_colour_suite.py [--out ctinit/data/colour]
+    python scripts/build_colour_suite.py [--out ctinit/data/colour] [--tasks cards mahjong textures]
 
 Python needs numpy and Pillow (with FreeType; the emoji font is a colour bitmap font). The Fashion-MNIST and
 Latin glyph tasks are re-coloured from the grayscale suite in ``ctinit/data/builtin/`` (built by
@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build_builtin_suite import write_npz  # noqa: E402  (fixed zip timestamps: a rebuild is byte-identical)
+
 SIZE = 32
 ROOT = Path(__file__).resolve().parent.parent
 GRAY_SUITE = ROOT / "ctinit" / "data" / "builtin"
@@ -49,7 +52,6 @@ EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"
 CARD_DIR = "/usr/share/carddecks"
 MAHJONGG_DIR = "/usr/share/kmahjongglib/tilesets"
 ICON_DIR = "/usr/share/icons"
-PATTERN_DIR = "/usr/share/gimp/2.0/patterns"
 
 # Which task belongs to which domain, and which domains are held out of meta-training (see ctinit/tasks/builtin.py).
 DOMAINS = {
@@ -82,11 +84,15 @@ EMOJI_GROUPS = {
     "emoji-faces": ["Smileys & Emotion", "People & Body"],
     "emoji-objects": ["Animals & Nature", "Food & Drink", "Travel & Places", "Activities", "Objects"],
 }
-# Samples per class (train, test) and per task overrides.
-# (Sized so that the whole suite stays under 25 MB compressed.)
+# Samples per class (train, test) of each task. The meta-train tasks are sized so that together they stay under
+# 25 MB compressed; the meta-test tasks have 100 training samples per class (many-shot fine-tuning: more renders of
+# the same training sources) and keep their test size.
 PER_CLASS = {"emoji-faces": (24, 8), "emoji-objects": (16, 6), "icons-actions": (32, 10),
-             "icons-places": (32, 10), "fashion": (80, 20), "latin": (28, 10), "cards": (20, 8),
-             "mahjong": (20, 8), "textures": (16, 8)}
+             "icons-places": (32, 10), "fashion": (80, 20), "latin": (28, 10), "cards": (100, 8),
+             "mahjong": (100, 8), "textures": (100, 8)}
+# The Debian package whose GIMP patterns the textures task uses (gimp-data-extras installs more patterns into the
+# same folder; they are not part of the suite).
+TEXTURE_PACKAGE = "gimp-data"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,6 +135,12 @@ def read_gimp_pattern(data: bytes) -> np.ndarray:
     if depth in (1, 2):
         return np.repeat(pixels[:, :, :1], 3, axis=2)
     return pixels[:, :, :3].copy()
+
+
+def package_files(package: str, suffix: str) -> list[str]:
+    """The installed files of a Debian package whose names end with ``suffix``, sorted."""
+    listing = subprocess.run(["dpkg-query", "-L", package], check=True, capture_output=True, text=True).stdout
+    return sorted(line for line in listing.splitlines() if line.endswith(suffix) and os.path.isfile(line))
 
 
 def split_items(items: list, test_fraction: float, rng: np.random.Generator, min_test: int = 1) -> tuple[list, list]:
@@ -244,14 +256,15 @@ def tinted(gray: np.ndarray, rng: np.random.Generator) -> "Image.Image":
 # anything ``draw`` can turn into one sample.
 
 
-def emoji_items(task: str, rng: np.random.Generator):
+def emoji_items(groups: list[str], rng: np.random.Generator):
+    """A class per Unicode subgroup (of at least 6 emoji) of the emoji ``groups``; test items are other emoji."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.truetype(EMOJI_FONT, 109)
     font_bytes = Path(EMOJI_FONT).read_bytes()
     by_subgroup: dict[str, list[str]] = {}
     for group, subgroup, char in parse_emoji_test(Path(EMOJI_TEST).read_text(encoding="utf-8")):
-        if group in EMOJI_GROUPS[task]:
+        if group in groups:
             by_subgroup.setdefault(subgroup, []).append(char)
     classes = {}
     for subgroup, chars in sorted(by_subgroup.items()):
@@ -287,11 +300,12 @@ def icon_file(theme: str, name: str) -> str | None:
     return pngs[-1] if pngs else None
 
 
-def icon_items(task: str, rng: np.random.Generator):
+def icon_items(names: list[str], rng: np.random.Generator):
+    """A class per icon name; training items come from the training themes, test items from the test themes."""
     from PIL import Image
 
     classes = {}
-    for name in ICON_CLASSES[task]:
+    for name in names:
         classes[name] = {"train": [], "test": []}
         for split, themes in (("train", ICON_TRAIN_THEMES), ("test", ICON_TEST_THEMES)):
             for theme in themes:
@@ -355,11 +369,11 @@ def mahjong_items(rng: np.random.Generator):
     return classes
 
 
-def texture_items(rng: np.random.Generator):
-    """Each GIMP pattern of at least 48x48 px is a class; training crops come from its top 65% rows, test crops
-    from the rest, so no test pixel was seen in training."""
+def texture_items(rng: np.random.Generator, package: str = TEXTURE_PACKAGE):
+    """Each GIMP pattern of the Debian ``package`` of at least 48x48 px is a class; training crops come from its
+    top 65% rows, test crops from the rest, so no test pixel was seen in training."""
     classes = {}
-    for path in sorted(glob.glob(f"{PATTERN_DIR}/**/*.pat", recursive=True)):
+    for path in package_files(package, ".pat"):
         data = Path(path).read_bytes()
         pixels = read_gimp_pattern(data)
         h, w = pixels.shape[:2]
@@ -385,6 +399,8 @@ def gray_items(name: str, rng: np.random.Generator):
 
 
 def draw(task: str, item, rng: np.random.Generator) -> np.ndarray:
+    """One augmented sample of ``item`` as the suite's task ``task`` draws its items (a crop for textures, the
+    item composed on a background otherwise)."""
     from PIL import Image
 
     if task == "textures":
@@ -407,9 +423,9 @@ def draw(task: str, item, rng: np.random.Generator) -> np.ndarray:
 def build_task(task: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     if task.startswith("emoji"):
-        classes = emoji_items(task, rng)
+        classes = emoji_items(EMOJI_GROUPS[task], rng)
     elif task.startswith("icons"):
-        classes = icon_items(task, rng)
+        classes = icon_items(ICON_CLASSES[task], rng)
     elif task == "cards":
         classes = card_items(rng)
     elif task == "mahjong":
@@ -420,9 +436,17 @@ def build_task(task: str, seed: int) -> dict:
         classes = gray_items("fashion-mnist", rng)
     else:
         classes = gray_items(task, rng)
+    arrays = render_task(task, classes, *PER_CLASS[task], rng)
+    arrays["hflip"] = np.asarray(task in ("fashion", "textures"))
+    arrays["domain"] = np.asarray(DOMAINS[task])
+    return arrays
+
+
+def render_task(task: str, classes: dict, n_train: int, n_test: int, rng: np.random.Generator) -> dict:
+    """``x_train, y_train, source_train, x_test, y_test, source_test, classes`` of the classes that have both
+    training and test items: ``n_train`` / ``n_test`` samples per class drawn as the suite's task ``task`` draws."""
     classes = {c: v for c, v in classes.items() if v["train"] and v["test"]}
     names = sorted(classes)
-    n_train, n_test = PER_CLASS[task]
     arrays = {}
     for split, n in (("train", n_train), ("test", n_test)):
         xs, ys, srcs = [], [], []
@@ -441,8 +465,6 @@ def build_task(task: str, seed: int) -> dict:
     shared = set(arrays["source_train"]) & set(arrays["source_test"])
     assert not shared, f"{task}: {len(shared)} source items in both splits"
     arrays["classes"] = np.asarray(names)
-    arrays["hflip"] = np.asarray(task in ("fashion", "textures"))
-    arrays["domain"] = np.asarray(DOMAINS[task])
     return arrays
 
 
@@ -455,22 +477,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for i, task in enumerate(args.tasks):
+    for task in args.tasks:
         arrays = build_task(task, seed=args.seed * 1000 + list(DOMAINS).index(task))
-        np.savez_compressed(out / f"{task}.npz", **arrays)
-        size = (out / f"{task}.npz").stat().st_size
-        print(f"{task}: {len(arrays['classes'])} classes, {len(arrays['x_train'])} train / {len(arrays['x_test'])} "
-              f"test, {len(set(arrays['source_train']))}/{len(set(arrays['source_test']))} source items, "
-              f"{size / 1e6:.2f} MB", flush=True)
+        write_npz(out / f"{task}.npz", arrays)
+        print(summary(task, arrays, out / f"{task}.npz"), flush=True)
         if args.preview:
-            from PIL import Image
-
-            x = arrays["x_train"]
-            pick = np.random.default_rng(0).choice(len(x), 64, replace=False)
-            grid = x[pick].reshape(8, 8, SIZE, SIZE, 3).transpose(0, 2, 1, 3, 4).reshape(8 * SIZE, 8 * SIZE, 3)
-            Path(args.preview).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(grid).resize((16 * SIZE, 16 * SIZE), Image.NEAREST).save(Path(args.preview) / f"{task}.png")
+            write_preview(arrays, Path(args.preview) / f"{task}.png")
     return 0
+
+
+def summary(name: str, arrays: dict, path: Path) -> str:
+    """One line: classes, train / test samples and source items, file size."""
+    line = (f"{name}: {len(arrays['classes'])} classes, {len(arrays['x_train'])} train / {len(arrays['x_test'])} "
+            f"test")
+    if "source_train" in arrays:
+        line += f", {len(set(arrays['source_train']))}/{len(set(arrays['source_test']))} source items"
+    return line + f", {path.stat().st_size / 1e6:.2f} MB"
+
+
+def write_preview(arrays: dict, path: Path, rows: int = 8) -> None:
+    """A PNG grid of ``rows`` x ``rows`` random training images (gray or RGB) at 4x, in label order so that
+    samples of one class sit side by side."""
+    from PIL import Image
+
+    x, y = arrays["x_train"], arrays["y_train"]
+    pick = np.random.default_rng(0).choice(len(x), rows * rows, replace=False)
+    pick = pick[np.argsort(y[pick], kind="stable")]
+    side = x.shape[1]
+    grid = x[pick].reshape(rows, rows, side, side, -1).transpose(0, 2, 1, 3, 4).reshape(rows * side, rows * side, -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).resize(
+        (4 * rows * side, 4 * rows * side), Image.NEAREST).save(path)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,13 @@ def test_task_file(name):
     assert np.abs(x[..., 0] - x[..., 1]).mean() > 5
 
 
+@pytest.mark.parametrize("name", COLOUR_META_TEST)
+def test_meta_test_tasks_are_many_shot(name):
+    """The meta-test tasks can be fine-tuned many-shot: at least 100 training samples in every class."""
+    a = _arrays(name)
+    assert np.bincount(a["y_train"], minlength=len(a["classes"])).min() >= 100
+
+
 def test_source_items_per_task_are_many():
     """Generalization needs several source items per class in training (several themes, decks, emoji ...)."""
     for name in ("colour-cards", "colour-mahjong", "colour-icons-actions", "colour-emoji-objects"):
@@ -57,8 +64,9 @@ def test_domain_split():
 
 
 def test_suite_size_within_budget():
-    total = sum(builtin_path(n).stat().st_size for n in COLOUR)
-    assert total <= 25e6
+    """The meta-train tasks together stay under 25 MB, the many-shot meta-test tasks under 40 MB."""
+    assert sum(builtin_path(n).stat().st_size for n in COLOUR_META_TRAIN) <= 25e6
+    assert sum(builtin_path(n).stat().st_size for n in COLOUR_META_TEST) <= 40e6
     assert (builtin_path("colour-cards").parent / "LICENSES.md").is_file()
 
 
