@@ -60,7 +60,8 @@ SUITES = {
         "meta_test": ["builtin:colour-cards", "builtin:colour-mahjong", "builtin:colour-textures"],
         "search_validation": ["builtin:colour-emoji-objects", "builtin:colour-icons-places"],
         "image_size": 32,
-        # The textures task has 16 training images per class; limited-data fine-tuning takes 10 of them.
+        # The ratio preset's splits can draw colour-emoji-objects (16 training images in its smallest class) as a
+        # meta-test task; limited-data fine-tuning takes 10 per class.
         "limited_per_class": 10,
         "pinned_meta_train": [],
         "ratio_split": {"meta_test": 2, "validation": 1},
