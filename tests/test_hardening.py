@@ -4,7 +4,6 @@ import errno
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from helpers import make_npz, weights
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "training" / "recipes" / "tiny.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 FAST = ["max_train_per_class=4", "batch_size=8", "tasks=[builtin:latin, builtin:greek]"]
 
 
@@ -118,7 +117,7 @@ TRAIN_CASES = [
 def test_train_bad_config_is_one_line_exit_2_before_any_work(tmp_path, capsys, overrides, needle):
     out = tmp_path / "run"
     assert meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *overrides]) == 2
-    assert needle in one_error_line(capsys, "meta_train: error: ")
+    assert needle in one_error_line(capsys, "ctinit-train: error: ")
     assert not out.exists()  # checked before the run directory is touched
 
 
@@ -131,9 +130,9 @@ def exit_code(main, argv):
 
 
 @pytest.mark.parametrize("argv,prefix,needle", [
-    (["--config", TINY, "--out", "{files}/a_file"], "meta_train: error:", "is a file, not a folder"),
-    (["--config", "no-such-recipe", "--out", "{tmp}/r"], "meta_train: error:", "no such recipe file"),
-    (["--config", TINY, "--out", "{tmp}/r", "--resume", "--overwrite"], "meta_train: error:", "pass one of them"),
+    (["--config", TINY, "--out", "{files}/a_file"], "ctinit-train: error:", "is a file, not a folder"),
+    (["--config", "no-such-recipe", "--out", "{tmp}/r"], "ctinit-train: error:", "no such recipe file"),
+    (["--config", TINY, "--out", "{tmp}/r", "--resume", "--overwrite"], "ctinit-train: error:", "pass one of them"),
     (["--config", TINY], "ctinit-train: error:", "the following arguments are required: --out"),
     (["--config", TINY, "--out", "{tmp}/r", "--bogus"], "ctinit-train: error:", "unrecognized arguments: --bogus"),
 ])
@@ -205,11 +204,11 @@ def test_internal_errors_say_so_and_show_a_traceback_only_with_debug(monkeypatch
 
 
 @pytest.mark.parametrize("argv,prefix,needle", [
-    (["export", "/nonexistent", "{tmp}/x"], "hub: error:", "/nonexistent: no such run directory"),
-    (["export", "{files}/nan_run", "{files}/a_file"], "hub: error:", "holds non-finite values"),
-    (["pull", "a_b_c"], "hub: error:", "repo id 'a_b_c': write a Hub id as ORG/NAME"),
-    (["push", "/nonexistent", "--repo", "a/b"], "hub: error:", "/nonexistent: no such export folder"),
-    (["list", "--limit", "0"], "hub: error:", "--limit = 0"),
+    (["export", "/nonexistent", "{tmp}/x"], "ctinit-hub: error:", "/nonexistent: no such run directory"),
+    (["export", "{files}/nan_run", "{files}/a_file"], "ctinit-hub: error:", "holds non-finite values"),
+    (["pull", "a_b_c"], "ctinit-hub: error:", "repo id 'a_b_c': write a Hub id as ORG/NAME"),
+    (["push", "/nonexistent", "--repo", "a/b"], "ctinit-hub: error:", "/nonexistent: no such export folder"),
+    (["list", "--limit", "0"], "ctinit-hub: error:", "--limit = 0"),
     (["export"], "ctinit-hub export: error:", "the following arguments are required: run_dir, out_dir"),
 ])
 def test_hub_bad_input_is_one_line_exit_2(tmp_path, files, capsys, argv, prefix, needle):
@@ -219,7 +218,7 @@ def test_hub_bad_input_is_one_line_exit_2(tmp_path, files, capsys, argv, prefix,
 
 def test_hub_export_refuses_non_finite_weights(tmp_path, files, capsys):
     assert hub_main(["export", str(files / "nan_run"), str(tmp_path / "export")]) == 2
-    assert "holds non-finite values" in one_error_line(capsys, "hub: error:")
+    assert "holds non-finite values" in one_error_line(capsys, "ctinit-hub: error:")
     assert not (tmp_path / "export").exists()
 
 
@@ -258,7 +257,7 @@ def test_a_non_finite_phi_stops_the_run_and_nothing_is_exported(tmp_path, capsys
     code = meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *FAST, "steps=8",
                             f"log_every={log_every}", "checkpoint_every=2"])
     assert code == 2
-    line = last_error_line(capsys, "meta_train: error: phi became non-finite by step")
+    line = last_error_line(capsys, "ctinit-train: error: phi became non-finite by step")
     # caught at the first log record after the overflow, else at the next checkpoint
     assert f"by step {5 if log_every == 1 else 6}" in line and "the last finite checkpoint is" in line
     assert str(out / "checkpoints" / "step-4") in line
@@ -287,31 +286,13 @@ def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path,
     assert train(out, "steps=4", "checkpoint_every=2") == 0
     capsys.readouterr()
     assert train(out, "steps=4", "seed=1") == 2
-    assert "holds another run (config.yaml, init, checkpoints)" in one_error_line(capsys, "meta_train: error:")
+    assert "holds another run (config.yaml, init, checkpoints)" in one_error_line(capsys, "ctinit-train: error:")
     assert train(out, "steps=6", "seed=1", resume=True) == 2
-    assert "config keys ['seed'] differ from the run's config.yaml" in one_error_line(capsys, "meta_train: error:")
+    assert "config keys ['seed'] differ from the run's config.yaml" in one_error_line(capsys, "ctinit-train: error:")
     assert train(out, "steps=2", resume=True) == 2
-    assert "steps = 2 is below the step of the checkpoint to resume" in one_error_line(capsys, "meta_train: error:")
+    assert "steps = 2 is below the step of the checkpoint to resume" in one_error_line(capsys, "ctinit-train: error:")
     assert train(out, "steps=4", "seed=1", overwrite=True) == 0
     assert yaml_load((out / "config.yaml").read_text())["seed"] == 1
-
-
-def test_a_second_run_on_a_locked_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
-    out = tmp_path / "run"
-    out.mkdir()
-    lock = out / ".lock"
-    # a live owner (this very process) on this host
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
-    assert train(out, "steps=2") == 2
-    line = one_error_line(capsys, "meta_train: error:")
-    assert f"is in use by process {os.getpid()} on host" in line and not (out / "config.yaml").exists()
-    # a dead owner on this host: reported and taken over
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"}))
-    assert train(out, "steps=2") == 0
-    assert f"stale lock of process {dead.pid} (no longer running on this host); taking it over" in capsys.readouterr().err
-    assert not lock.exists() and (out / "init").is_dir()  # released at the end
 
 
 def test_a_second_run_while_the_first_trains_is_refused(tmp_path, capsys):
@@ -326,7 +307,7 @@ def test_a_second_run_while_the_first_trains_is_refused(tmp_path, capsys):
         assert first.poll() is None, "the first run ended early"
         for flags in ([], ["--resume"], ["--overwrite"]):  # not even --overwrite takes a folder that is in use
             assert train(out, "steps=100000", *flags) == 2
-            assert f"is in use by process {first.pid} on host" in one_error_line(capsys, "meta_train: error:")
+            assert f"is in use by process {first.pid} on host" in one_error_line(capsys, "ctinit-train: error:")
         assert (out / "config.yaml").is_file() and (out / ".lock").is_file()  # the first run's files untouched
     finally:
         first.kill()
@@ -342,14 +323,14 @@ def test_resume_refuses_changed_task_classes_and_a_damaged_meta_json(tmp_path, c
     capsys.readouterr()
     assert meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *overrides, "steps=6",
                             "--resume"]) == 2
-    assert "task task has 4 classes but its head in the checkpoint has 3" in one_error_line(capsys, "meta_train: error:")
+    assert "task task has 4 classes but its head in the checkpoint has 3" in one_error_line(capsys, "ctinit-train: error:")
     make_npz(task, classes=3)
     meta_path = out / "checkpoints" / "step-4" / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "world_size"}))
     assert meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *overrides, "steps=6",
                             "--resume"]) == 2
-    assert "meta.json: missing world_size; delete this step folder" in one_error_line(capsys, "meta_train: error:")
+    assert "meta.json: missing world_size; delete this step folder" in one_error_line(capsys, "ctinit-train: error:")
 
 
 def test_a_failed_export_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch, capsys):

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "training" / "recipes" / "tiny.yaml")
 # CPU kernels round differently with different thread counts, and small-batch training amplifies last-bit
 # differences; torchrun gives each process one thread, so every reference run here uses one thread too.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def phi(run_dir):
@@ -160,7 +160,7 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch, capsys):
     code = main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "steps=10", "max_nonfinite_steps=3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1].startswith("meta_train: error: task latin had a non-finite inner loss 3 steps in a row")
+    assert err[-1].startswith("ctinit-train: error: task latin had a non-finite inner loss 3 steps in a row")
 
 
 @pytest.mark.parametrize("overrides,needle", [
