@@ -44,6 +44,8 @@ def os_error_of(error: BaseException) -> OSError | None:
     ``SafetensorError`` names in its message (``... No space left on device (os error 28)``); else None."""
     if isinstance(error, OSError) and error.errno is not None:
         return error
+    if isinstance(error, WriteError) and error.__cause__ is not None:  # an inner write of a staged folder
+        return os_error_of(error.__cause__)
     if type(error).__name__ == "SafetensorError":
         found = _OS_ERROR_IN_TEXT.search(str(error))
         if found:
@@ -266,6 +268,28 @@ class FolderLock:
         self.release()
 
 
+@contextmanager
+def owned_dir(folder: str | Path, check: Callable[[Path], object]) -> Iterator[Path]:
+    """``with owned_dir(out, check):`` holds the output folder ``out`` for a whole command: ``check(out)`` refuses a
+    folder that cannot be used before anything is made, then the :class:`FolderLock` (a second command on ``out``
+    is refused), then ``check`` again under the lock (another command may have written there in between). A folder
+    made here that is still empty on the way out is removed."""
+    folder = Path(folder)
+    check(folder)
+    made = not folder.exists()
+    lock = FolderLock(folder)
+    lock.acquire()
+    try:
+        check(folder)
+        yield folder
+    finally:
+        try:
+            if made and folder.is_dir() and not folder_content(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            lock.release()
+
+
 def folder_content(folder: str | Path) -> list[str]:
     """The names in ``folder`` other than its lock files, sorted (empty for a missing folder)."""
     folder = Path(folder)
@@ -273,4 +297,4 @@ def folder_content(folder: str | Path) -> list[str]:
 
 
 __all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "folder_content", "os_error_of", "os_error_reason",
-           "removed_on_failure", "replace_dir", "staged_dir", "write_failure", "write_file", "write_text"]
+           "owned_dir", "removed_on_failure", "replace_dir", "staged_dir", "write_failure", "write_file", "write_text"]

@@ -65,6 +65,27 @@ def check_license(license: str) -> str:
                       f"https://huggingface.co/docs/hub/repositories-licenses)")
 
 
+#: The data of the bundled glyph suite (ctinit/data/builtin/LICENSES.md): permissive licenses.
+GLYPH_SUITE_DATA = "Fashion-MNIST (MIT License) and renders of the Noto fonts (SIL Open Font License 1.1)"
+
+
+def card_license(license: str | None, specs: list[str]) -> tuple[str, str]:
+    """The ``license:`` of a card for a model made from the task ``specs``, and a sentence for the card saying where
+    it comes from (empty for a license given: the publisher's choice, checked). Without one, a model made only from the
+    bundled glyph suite (permissive data) gets ctinit's own apache-2.0; anything else gets ``other``: ctinit does
+    not know the terms of the user's data, and the colour suite's sources include GPL and CC-BY-SA files
+    (ctinit/data/colour/LICENSES.md)."""
+    if license is not None:
+        return check_license(license), ""
+    specs = [str(s) for s in specs]
+    if specs and all(s.startswith("builtin:") and not s.startswith("builtin:colour-") for s in specs):
+        return "apache-2.0", (f"The license is ctinit's default for models made only from its bundled glyph suite, "
+                              f"whose data are {GLYPH_SUITE_DATA}.")
+    return "other", ("No license was chosen: this model was trained on data whose terms ctinit does not know (the "
+                     "publisher's own data, a dataset, or ctinit's bundled colour suite, whose sources include GPL "
+                     "and CC-BY-SA files), so its license is `other` until the publisher sets one (`--license`).")
+
+
 def dataset_id(spec: str) -> str | None:
     """The Hub dataset behind a task spec, or None for local data (a path says nothing to a card's reader)."""
     spec = str(spec)
@@ -247,7 +268,8 @@ def _push_error(exc: BaseException, repo: str, revision: str | None, token: str)
 
 
 __all__ = [
-    "ARXIV_URL", "HUB_LICENSES", "KNOWN_DATASETS", "PLACEHOLDER", "PLACEHOLDER_ORG", "check_license", "check_links",
+    "ARXIV_URL", "HUB_LICENSES", "KNOWN_DATASETS", "PLACEHOLDER", "PLACEHOLDER_ORG", "card_license", "check_license",
+    "check_links",
     "check_no_secrets",
     "check_push", "dataset_id", "get_token", "install_line", "push_folder", "scrub",
 ]

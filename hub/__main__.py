@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir", help="a meta-training run directory (ctinit-train --out)")
     ex.add_argument("out_dir", help="the folder to write (new, or --overwrite)")
     ex.add_argument("--repo", default=None, help="the Hub id ORG/NAME the card's snippets use (default: filled in by push)")
-    ex.add_argument("--license", default="apache-2.0", help="the card's license (default apache-2.0)")
+    ex.add_argument("--license", default=None,
+                    help="the card's license, a Hub license id (default: apache-2.0 for a run on the bundled glyph "
+                         "suite only; otherwise 'other', saying that no license was chosen)")
     ex.add_argument("--results", default=None, help="a `ctinit evaluate --out` folder (or results.json) to report in the card")
     ex.add_argument("--template", default=None, help="a jinja2 card template (default: the one installed with ctinit)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export in OUT_DIR")

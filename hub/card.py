@@ -8,7 +8,7 @@ from pathlib import Path
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
 from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME
-from ctinit.publish import ARXIV_URL, PLACEHOLDER, PLACEHOLDER_ORG, check_license, dataset_id, install_line
+from ctinit.publish import ARXIV_URL, PLACEHOLDER, PLACEHOLDER_ORG, card_license, dataset_id, install_line
 
 RESULTS_START = "<!-- ctinit:results -->"
 RESULTS_END = "<!-- /ctinit:results -->"
@@ -79,15 +79,17 @@ def settings_rows(info: dict, config) -> list[tuple[str, str]]:
     return rows
 
 
-def render_card(config, info: dict, *, repo_id: str, num_parameters: int, license: str = "apache-2.0",
+def render_card(config, info: dict, *, repo_id: str, num_parameters: int, license: str | None = None,
                 recipe_yaml: str | None = None, results: dict | None = None, results_label: str | None = None,
                 curves: str | None = None, plain_transformers: bool = False, template: str | Path | None = None):
-    """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says."""
+    """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says; without
+    ``license`` the card's license follows the data (:func:`ctinit.publish.card_license`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     template = Path(template) if template else TEMPLATE
     if not template.is_file():
         raise ConfigError(f"{template}: no card template; pass --template PATH (see model_cards/template.md in ctinit's repo)")
+    license, license_note = card_license(license, [t.get("spec", "") for t in (info.get("tasks") or [])])
     tasks = [{**t, "spec": public_spec(t.get("spec", ""))} for t in (info.get("tasks") or [])]  # no local paths
     algorithm = str(info.get("algorithm", "unknown"))
     recipe = info.get("config") or {}
@@ -96,7 +98,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
     # A standard transformers backbone: the Hub shows transformers' snippet; the ctinit tag keeps it in `ctinit list`.
     data = ModelCardData(
         library_name="transformers" if plain_transformers else "ctinit", pipeline_tag="image-feature-extraction",
-        license=check_license(license), tags=tags, datasets=card_datasets(tasks) or None,
+        license=license, tags=tags, datasets=card_datasets(tasks) or None,
         model_name=model_name if results else None,
         eval_results=card_eval_results(results, results_label) if results else None,
     )
@@ -111,7 +113,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
         steps=info.get("steps", recipe.get("steps", "?")), tasks=tasks, settings=settings_rows(info, config),
         recipe_yaml=(recipe_yaml or "").strip(), plain_transformers=plain_transformers,
         results_section=results_section(results, results_label, curves),
-        install_line=install_line(), arxiv_url=ARXIV_URL,
+        install_line=install_line(), arxiv_url=ARXIV_URL, license_note=license_note,
     )
 
 

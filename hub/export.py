@@ -91,12 +91,13 @@ def _public_recipe(text: str) -> str:
     return text if public == data else yaml.safe_dump(public, sort_keys=False)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str = "apache-2.0",
+def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
                results: str | Path | None = None, template: str | Path | None = None, overwrite: bool = False) -> Path:
     """Turn ``run_dir`` into a Hub model repo folder ``out_dir`` (see module doc); returns ``out_dir``."""
     from ctinit.evaluate import load_results
 
-    check_license(license)
+    if license is not None:
+        check_license(license)
     run = Path(run_dir)
     out = Path(out_dir)
     init, recipe = find_init(run)

@@ -123,7 +123,7 @@ def kept(out: Path, run_id: str | None) -> str:
     last = latest(out, run_id)
     if last is None:
         return "no checkpoint of this run is kept (checkpoint_every=0 writes one only at the end)"
-    return f"the last complete checkpoint {last} is kept: free some space and continue with --resume"
+    return f"the last complete checkpoint {last} is kept (continue from it with --resume)"
 
 
 @contextmanager
