@@ -165,6 +165,15 @@ def carry(src: Path, dst: Path) -> None:
         _link_or_copy(str(src), str(dst))
 
 
+def check_replaceable(folder: str | Path, what: str = "--out") -> None:
+    """Refuse to swap out ``folder`` when it is the current folder or holds it (the command, and the shell it runs in,
+    would be left in the old folder, which is deleted)."""
+    folder, here = Path(folder).resolve(), Path.cwd().resolve()
+    if folder == here or folder in here.parents:
+        raise ConfigError(f"{what} {folder}: is the current folder or holds it; the new content is written beside the "
+                          "folder and then moved into its place: name a folder outside the current one")
+
+
 @contextmanager
 def staged_dir(final: str | Path, *, kept: str, tmp: str | Path | None = None, old: str | Path | None = None,
                carry_over: Iterable[str] = ()) -> Iterator[Path]:
@@ -177,6 +186,7 @@ def staged_dir(final: str | Path, *, kept: str, tmp: str | Path | None = None, o
     final = Path(final)
     if final.is_symlink():  # swap the folder the link points to; the link stays
         final = final.resolve()
+    check_replaceable(final, "folder")
     tmp = Path(tmp) if tmp is not None else final.with_name(f".{final.name}.tmp")
     _remove(tmp)
     with removed_on_failure(tmp, final, kept):
@@ -296,5 +306,6 @@ def folder_content(folder: str | Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in LOCK_FILES) if folder.is_dir() else []
 
 
-__all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "folder_content", "os_error_of", "os_error_reason",
+__all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "check_replaceable", "folder_content", "os_error_of",
+           "os_error_reason",
            "owned_dir", "removed_on_failure", "replace_dir", "staged_dir", "write_failure", "write_file", "write_text"]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .atomic import folder_content, owned_dir, staged_dir
+from .atomic import check_replaceable, folder_content, owned_dir, staged_dir
 from .errors import CheckpointError, ConfigError
 from .loading import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME
 
@@ -232,7 +232,7 @@ def _saved_by_ctinit(folder: Path) -> bool:
 
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
     """Refuse an ``--out`` that is a file, cannot be written, is a non-empty folder (unless ``overwrite``), holds
-    files of a model's names that ctinit did not save (even with ``overwrite``: they are the user's) or is the
+    files of a model's names that ctinit did not save (even with ``overwrite``: they are the user's) or holds the
     current folder (a new model replaces the folder whole); called before any training so that nothing is lost."""
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -244,9 +244,8 @@ def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
     if theirs and not _saved_by_ctinit(out):
         raise ConfigError(f"--out {out}: holds {', '.join(theirs)} that ctinit did not save (no 'ctinit' entry in "
                           f"{CONFIG_NAME}); --overwrite replaces only a model saved by ctinit: choose another folder")
-    if out.is_dir() and (out.resolve() == Path.cwd().resolve() or out.resolve() in Path.cwd().resolve().parents):
-        raise ConfigError(f"--out {out}: is the current folder or holds it; the model is written beside the folder "
-                          f"and then moved into its place: name a folder outside the current one")
+    if out.is_dir():
+        check_replaceable(out)  # a model replaces the folder whole
     # The model is written into a new folder beside OUT, then renamed: OUT's folder must be writable.
     parent = next((p for p in out.resolve().parents if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):

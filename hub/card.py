@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from ctinit.atomic import write_text
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
 from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME
@@ -243,7 +244,7 @@ def update_card(export_dir: str | Path, results: dict, init: str | None = None) 
     except Exception as e:  # noqa: BLE001 - a card that does not parse is bad input
         raise ConfigError(f"{readme}: not a model card with YAML front matter ({type(e).__name__}: {e})") from e
     public = public_results(results, this)
-    (export / "results.json").write_text(json.dumps(public, indent=1) + "\n")
+    write_text(export / "results.json", json.dumps(public, indent=1) + "\n")
     plot_curves(public, export / "curves.png")  # drawn again: the evaluation's own legend may name local paths
     curves = "curves.png"
     results, this = public, "this initialization"
@@ -251,7 +252,7 @@ def update_card(export_dir: str | Path, results: dict, init: str | None = None) 
     card.data.model_name = card.data.model_name or title or export.resolve().name
     card.data.eval_results = card_eval_results(results, this)
     card.text = replace_results_section(card.text, results_section(results, this, curves))
-    readme.write_text(str(card).rstrip("\n") + "\n")
+    write_text(readme, str(card).rstrip("\n") + "\n")  # the card whole or as it was, never half of it
     return readme
 
 

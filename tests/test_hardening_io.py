@@ -195,6 +195,34 @@ def test_a_failed_write_in_a_staged_folder_removes_it_and_keeps_the_old_one(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["init"]
 
 
+def test_an_export_overwrite_that_fails_keeps_the_old_export_and_the_users_files(tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    import ctinit_hub.export as export
+    from ctinit.loading import save_init
+
+    init = tmp_path / "init"
+    save_init(ctinit.build_backbone("convnet4-32"), init,
+              {"algorithm": "cts", "tasks": [{"spec": "builtin:latin", "name": "latin"}]})
+    out = tmp_path / "export"
+    assert hub_main(["export", str(init), str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(export, "_write_weights", full)
+    capsys.readouterr()
+    assert hub_main(["export", str(init), str(out), "--overwrite", "--license", "mit"]) == 2
+    assert error_lines(capsys, "ctinit-hub: error: ") == [
+        f"ctinit-hub: error: cannot write {out}: no space left on the device; the export in {out} is unchanged"]
+    assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["export", "init"]
+    monkeypatch.undo()
+    assert hub_main(["export", str(init), str(out), "--overwrite", "--license", "mit"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and "license: mit" in (out / "README.md").read_text()
+
+
 def test_evaluate_results_that_do_not_fit_name_the_finished_runs(tmp_path, monkeypatch, capsys):
     task = make_npz(tmp_path / "task.npz")
     out = tmp_path / "eval"

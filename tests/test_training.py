@@ -199,7 +199,7 @@ def test_more_processes_than_tasks_is_refused_before_training(tmp_path):
                                     launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m")),
                           env=ENV, capture_output=True, text=True)
     assert proc.returncode != 0
-    ours = [l for l in proc.stderr.splitlines() if l.startswith("meta_train:")]
+    ours = [l for l in proc.stderr.splitlines() if l.startswith("ctinit-train:")]
     assert ours and all("2 processes but only 1 tasks: launch at most 1 processes" in l for l in ours)
     assert "training/meta_train.py" not in proc.stderr  # torchrun reports the exit code, our processes no traceback
 

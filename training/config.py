@@ -15,6 +15,7 @@ from typing import Annotated, Literal, Optional, Union
 
 import yaml
 
+from ctinit.atomic import write_text
 from ctinit.config import (
     INNER_OPTIMIZER,
     META_OPTIMIZER,
@@ -265,4 +266,4 @@ def changed_keys(saved: dict, current: dict) -> list[str]:
 
 
 def dump_config(config: dict, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))  # never half a config.yaml to resume against
