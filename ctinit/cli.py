@@ -14,6 +14,7 @@ Logs and progress go to stderr; results go to stdout. Bad input gets one line on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import sys
@@ -74,22 +75,31 @@ def _recipe(args, seed: int = 0):
 
 
 def cmd_finetune(args) -> int:
-    from .evaluate import prepare_task
-    from .finetune import finetune
-    from .finetuned import check_out_dir, save_finetuned
-    from .loading import init_info, load_init, resolve_init
-    from .models import ImageClassifier, image_size_of
-    from .publish import check_license, check_push
-    from .tasks import load_task, parse_spec
+    from .finetuned import own_out_dir
+    from .tasks import parse_spec
 
     config = _recipe(args, seed=args.seed)
     parse_spec(args.data)  # an unknown spec fails before anything is downloaded
+    # --out is checked and held from before the first step until the model is saved: a second command on it is
+    # refused before it trains.
+    with own_out_dir(args.out, args.overwrite) if args.out else contextlib.nullcontext():
+        return _finetune(args, config)
+
+
+def _finetune(args, config) -> int:
+    from .evaluate import prepare_task
+    from .finetune import finetune
+    from .finetuned import save_finetuned
+    from .loading import init_info, load_init, resolve_init
+    from .models import ImageClassifier, image_size_of
+    from .publish import check_license, check_push
+    from .tasks import load_task
+
     # Everything that would make the end fail is checked before the first step, so that no training is lost.
-    if args.out:
-        check_out_dir(args.out, args.overwrite)
     if args.push_to_hub:
         check_push(args.push_to_hub)
-    check_license(args.license)
+    if args.license is not None:
+        check_license(args.license)
     source = resolve_init(args.init, args.revision)
     backbone = load_init(source, seed=args.seed)
     task = load_task(args.data, image_size=image_size_of(backbone), seed=args.seed)
@@ -213,18 +223,20 @@ def cmd_predict(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import run_evaluation, results_table, write_results
 
-    from .evaluate import check_out_dir, parse_seeds
+    from .evaluate import own_out_dir, parse_seeds
 
     config = _recipe(args)
     parse_seeds(args.seeds)
-    check_out_dir(args.out)  # a file, or a folder we cannot write: fail before an hour of fine-tuning
-    results = run_evaluation(
-        args.init, args.data, args.seeds, config, revision=args.revision,
-        max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
-        device=args.device, progress=not args.no_progress, log=_log if args.no_progress else None,
-        command=args.command_line, out=args.out, validation_fraction=args.val_fraction,
-    )
-    paths = write_results(results, args.out)
+    # --out is checked (a file, a folder we cannot write, another program's results) and held, before an hour of
+    # fine-tuning: a second evaluation on it is refused.
+    with own_out_dir(args.out):
+        results = run_evaluation(
+            args.init, args.data, args.seeds, config, revision=args.revision,
+            max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
+            device=args.device, progress=not args.no_progress, log=_log if args.no_progress else None,
+            command=args.command_line, out=args.out, validation_fraction=args.val_fraction,
+        )
+        paths = write_results(results, args.out)
     _log(f"ctinit evaluate: wrote {paths['json']}, {paths['md']}, {paths['png']}")
     if args.json:
         print(json.dumps({"summary": results["summary"], "out": str(args.out)}))
@@ -266,11 +278,11 @@ def cmd_pick(args) -> int:
 
 def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
     g = p.add_argument_group("fine-tuning recipe (defaults: the paper's meta-test protocol)")
-    g.add_argument("--steps", type=int, default=steps)
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--steps", type=int, default=steps, help="fine-tuning steps (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
+    g.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"], help="(default: %(default)s)")
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="(default: %(default)s)")
     g.add_argument("--milestones", type=float, nargs="+", default=None, metavar="FRACTION",
                    help="lr decay points as fractions of the steps (default 0.4 0.7 0.9)")
     g.add_argument("--gamma", type=float, default=None, help="lr factor at each milestone (default 0.3)")
@@ -278,11 +290,14 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
                                                              "evaluate: 0 = every steps/10)")
     g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="share of each class's training examples held out (seeded) as the validation split that "
-                        "curves are measured on (finetune: with --eval-every only; 0: curves on the test split)")
-    g.add_argument("--max-train-per-class", type=int, default=0, help="limited data: N training examples per class")
-    g.add_argument("--max-train-samples", type=int, default=0, help="limited data: at most N training examples in all")
+                        "curves are measured on (finetune: with --eval-every only; 0: curves on the test split; "
+                        "default: %(default)s)")
+    g.add_argument("--max-train-per-class", type=int, default=0,
+                   help="limited data: N training examples per class (default: 0, all)")
+    g.add_argument("--max-train-samples", type=int, default=0,
+                   help="limited data: at most N training examples in all (default: 0, all)")
     g.add_argument("--no-augment", action="store_true")
-    g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="(default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
 
 
@@ -297,18 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--init", required=True, help=init_help)
     ft.add_argument("--revision", default=None, help="Hub branch, tag or commit hash of --init (default: main)")
     ft.add_argument("--data", required=True, help="task spec: npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME")
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--seed", type=int, default=0, help="seeds the head, the batches and the augmentation "
+                                                         "(default: %(default)s)")
     _add_recipe_args(ft, steps=1000)
     ft.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ft.add_argument("--out", default=None, metavar="DIR",
                     help="save the fine-tuned classifier as a transformers model folder (config, weights, "
                          "preprocessor, card)")
-    ft.add_argument("--overwrite", action="store_true", help="replace the model files of a non-empty --out")
+    ft.add_argument("--overwrite", action="store_true",
+                    help="replace a model saved by ctinit in --out (the new one is written beside it and swapped in "
+                         "once complete; other files in the folder stay)")
     ft.add_argument("--push-to-hub", default=None, metavar="ORG/NAME", help="upload the fine-tuned model to this Hub repo")
     ft.add_argument("--private", action="store_true", help="create the Hub repo private")
     ft.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to main")
     ft.add_argument("--overwrite-card", action="store_true", help="replace the card already on the Hub")
-    ft.add_argument("--license", default="apache-2.0", help="the card's license (a Hub license id; default apache-2.0)")
+    ft.add_argument("--license", default=None,
+                    help="the card's license, a Hub license id (default: apache-2.0 for a model made from the bundled "
+                         "glyph suite; otherwise 'other', saying that no license was chosen)")
     ft.add_argument("--no-progress", action="store_true")
     ft.add_argument("--debug", action="store_true", help="show tracebacks")
     ft.set_defaults(func=cmd_finetune)
@@ -318,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--revision", default=None, help="Hub branch, tag or commit hash of --model")
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files (PNG, JPEG...) or folders of them")
     pr.add_argument("--top-k", type=int, default=5, help="labels per image (default 5)")
-    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
     pr.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
     pr.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     pr.add_argument("--debug", action="store_true", help="show tracebacks")

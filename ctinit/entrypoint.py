@@ -1,14 +1,14 @@
 """What every command line (``ctinit``, ``ctinit-train``, ``ctinit-hub``, the quickstart) does with errors.
 
 Any exception becomes one line on stderr: bad input (a :class:`~ctinit.errors.CtinitError`, an unusable path, a
-full disk, an out-of-memory request) exits 2 with what is wrong and what to do; anything else is a bug in ctinit and
-exits 1 with "internal error, rerun with --debug". A traceback is shown only with ``--debug``. Argument parsing
-errors are one line too (exit 2).
+full disk or a file-size limit, also as safetensors reports them, an out-of-memory request) exits 2 with what is
+wrong and what to do; anything else is a bug in ctinit and exits 1 with "internal error, rerun with --debug". A
+traceback is shown only with ``--debug``. Argument parsing errors are one line too (exit 2). Every line has the
+Hugging Face token and anything shaped like one blanked out (:func:`ctinit.tokens.scrub`).
 """
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from typing import Callable
 
@@ -25,22 +25,24 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, with a usage error as one line (``PROG: error: ... (see PROG --help)``) and exit 2."""
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+        from .tokens import scrub
+
+        self.exit(EXIT_BAD_INPUT, scrub(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n"))
 
 
 def describe(error: BaseException) -> tuple[int, str]:
     """The exit code and the one-line message for an exception escaping a command."""
+    from .atomic import os_error_of, os_error_reason
     from .errors import CtinitError
 
     if isinstance(error, CtinitError):
         return EXIT_BAD_INPUT, f"error: {one_line(error)}"
-    if isinstance(error, OSError) and error.errno is not None:
-        where = f"{error.filename}: " if error.filename else ""
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return EXIT_BAD_INPUT, f"error: {where}no space left on the device; free some space and rerun"
-        if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
-                              FileExistsError)) or error.errno == errno.EROFS:
-            return EXIT_BAD_INPUT, f"error: {where}{one_line(error.strerror or error)}"
+    os_error = os_error_of(error)
+    reason = os_error_reason(os_error) if os_error is not None else None
+    if reason is not None:
+        where = f"{os_error.filename}: " if os_error.filename else ""
+        then = "; free some space and rerun" if reason.startswith("no space") else ""
+        return EXIT_BAD_INPUT, f"error: {where}{reason}{then}"
     if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and any(
             text in str(error) for text in ("can't allocate memory", "out of memory", "OutOfMemory"))):
         return EXIT_BAD_INPUT, ("error: out of memory: the input asks for more memory than this machine has "
@@ -50,9 +52,10 @@ def describe(error: BaseException) -> tuple[int, str]:
                            f"({type(error).__name__}{': ' + message[:300] if message else ''})")
 
 
-def run_command(prog: str, command: Callable[[], int | None], debug: bool = False,
-                scrub: Callable[[str], str] = lambda s: s) -> int:
+def run_command(prog: str, command: Callable[[], int | None], debug: bool = False) -> int:
     """Run ``command`` and turn any exception into one line on stderr and an exit code (see the module doc)."""
+    from .tokens import scrub
+
     try:
         return command() or EXIT_OK
     except KeyboardInterrupt:

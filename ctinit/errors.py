@@ -22,3 +22,8 @@ class CheckpointError(CtinitError):
 
 class NonFiniteError(CtinitError):
     """Training produced non-finite values (a loss or weights); nothing non-finite is written or published."""
+
+
+class WriteError(CtinitError):
+    """An output could not be written (a full disk, a file-size limit, a read-only folder); the message says what
+    is kept. What was being written is removed, and nothing written before is lost (see ctinit/atomic.py)."""

@@ -19,6 +19,7 @@ Putting results into a model card is ``ctinit-hub``'s job (``ctinit-hub export R
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -33,12 +34,15 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import owned_dir, write_file, write_text
 from .errors import ConfigError
 from .finetune import FinetuneConfig, finetune
 from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
 from .zoo import file_sha256  # noqa: F401 - re-exported (hub cards identify weights by it)
+
+RUNS_NAME = "runs.jsonl"
 
 
 
@@ -124,8 +128,17 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
 
     With ``out``, each finished (init, task, seed) run is appended to ``out/runs.jsonl`` at once, and a re-run with
     the same options skips the runs found there (a run is identified by the init's label and weights, the task, the
-    seed and the whole recipe): an interrupted evaluation loses at most the run in progress.
+    seed and the whole recipe): an interrupted evaluation loses at most the run in progress. ``out`` is this
+    evaluation's while it runs (:func:`own_out_dir`): a second one on it is refused.
     """
+    with own_out_dir(out) if out is not None else contextlib.nullcontext():
+        return _evaluate(inits, data, seeds, config, revision=revision, max_train_per_class=max_train_per_class,
+                         max_train_samples=max_train_samples, device=device, progress=progress, log=log,
+                         command=command, out=out, validation_fraction=validation_fraction, score=score)
+
+
+def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_train_samples, device, progress, log,
+              command, out, validation_fraction, score) -> dict:
     from tqdm.auto import tqdm
 
     from .tasks import load_task, parse_spec
@@ -241,7 +254,23 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     return results
 
 
-RUNS_NAME = "runs.jsonl"
+#: What an evaluation writes into its --out folder.
+RESULT_FILES = (RUNS_NAME, "results.json", "results.md", "curves.png")
+
+
+def _written_by_evaluate(folder: Path) -> bool:
+    """Whether ``folder`` holds an evaluation's records: a results.json of ``ctinit evaluate`` or a runs.jsonl
+    whose records are its runs."""
+    if (folder / "results.json").is_file():
+        try:
+            load_results(folder)
+            return True
+        except ConfigError:
+            return False
+    if (folder / RUNS_NAME).is_file():
+        records = read_jsonl(folder / RUNS_NAME)[0]
+        return all(isinstance(r, dict) and isinstance(r.get("key"), str) for _, r in records)
+    return False
 
 
 def check_validation(fraction: float, score: str) -> None:
@@ -268,12 +297,18 @@ def prepare_task(task, seed: int, validation_fraction: float, score: str = "test
 
 
 def check_out_dir(out: str | Path, create: bool = False) -> Path:
-    """The results folder, checked (and with ``create``, made and probed) before the first fine-tuning step."""
+    """The results folder, checked (and with ``create``, made and probed) before the first fine-tuning step: a file,
+    an unwritable folder, or one holding files of an evaluation's names that ``ctinit evaluate`` did not write (they
+    are the user's) is refused. Other files in the folder are left alone."""
     import os
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, not a folder; pass a folder for the results")
+    theirs = [name for name in RESULT_FILES if (out / name).exists()]
+    if theirs and not _written_by_evaluate(out):
+        raise ConfigError(f"--out {out}: holds {', '.join(theirs)} that ctinit evaluate did not write; pass another "
+                          "folder for the results")
     parent = out
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -288,6 +323,12 @@ def check_out_dir(out: str | Path, create: bool = False) -> Path:
         except OSError as e:
             raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); pass a writable folder") from None
     return out
+
+
+def own_out_dir(out: str | Path):
+    """``with own_out_dir(out):`` holds the results folder for a whole evaluation
+    (:func:`ctinit.atomic.owned_dir` with :func:`check_out_dir`)."""
+    return owned_dir(out, check_out_dir)
 
 
 def _run_key(entry: dict, spec: str, seed: int, finetune_cfg: dict, max_train_per_class, max_train_samples) -> str:
@@ -310,12 +351,6 @@ def _append_line(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _revision_applies(init: str) -> bool:
@@ -446,7 +481,7 @@ def results_markdown(results: dict) -> str:
                         machine_line(results)]) + "\n"
 
 
-def plot_curves(results: dict, path: str | Path, labels: dict[str, str] | None = None) -> Path:
+def plot_curves(results: dict, path: str | Path, labels: dict[str, str] | None = None, kept: str | None = None) -> Path:
     """Test accuracy against fine-tuning step: one panel per task, per init a mean line and a ±std band over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -484,19 +519,20 @@ def plot_curves(results: dict, path: str | Path, labels: dict[str, str] | None =
     fig.suptitle(f"test accuracy while fine-tuning (mean{' ± std' if seeds > 1 else ''} over {seeds} seed"
                  f"{'s' if seeds != 1 else ''})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.06 + 0.02 * ((len(names) - 1) // 3), 1, 0.95))
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), kept=kept)  # never half a PNG
 
 
 def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.json``, ``results.md`` and ``curves.png`` into ``out_dir``."""
+    """Write ``results.json``, ``results.md`` and ``curves.png`` into ``out_dir`` (held while writing; each file
+    whole or not at all). A failed write is one line saying what is kept: the finished runs in ``runs.jsonl``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "curves.png"}
-    _write_atomic(paths["json"], json.dumps(results, indent=1) + "\n")
-    _write_atomic(paths["md"], results_markdown(results))
-    plot_curves(results, paths["png"])
+    with own_out_dir(out):
+        kept = (f"{out / RUNS_NAME} keeps the finished runs (rerun the same command to write the results; it does "
+                "not repeat them)" if (out / RUNS_NAME).is_file() else f"{out} has no earlier results of this evaluation")
+        write_text(paths["json"], json.dumps(results, indent=1) + "\n", kept=kept)
+        write_text(paths["md"], results_markdown(results), kept=kept)
+        plot_curves(results, paths["png"], kept=kept)
     return paths
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic import check_replaceable, folder_content, owned_dir, staged_dir
 from .errors import CheckpointError, ConfigError
 from .loading import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME
 
@@ -105,15 +106,16 @@ def to_transformers(classifier, labels=None, made_with: dict | None = None):
     return model.eval()
 
 
-def _card(config, info: dict, repo_id: str | None, license: str) -> str:
+def _card(config, info: dict, repo_id: str | None, license: str | None) -> str:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from .models import is_ctinit_config
-    from .publish import ARXIV_URL, check_license, dataset_id, install_line
+    from .publish import ARXIV_URL, card_license, dataset_id, install_line
 
     plain = not is_ctinit_config(config)
     task = info.get("task") or {}
     base = info.get("base_model") or {}
+    license, license_note = card_license(license, [task.get("spec", "")])
     tags = list(dict.fromkeys(["ctinit", "image-classification", "meta-learning", config.model_type]
                               + ([base["algorithm"]] if base.get("algorithm") else [])))
     dataset = dataset_id(task.get("spec", "")) if task.get("spec") else task.get("dataset")
@@ -127,7 +129,7 @@ def _card(config, info: dict, repo_id: str | None, license: str) -> str:
                                    metric_name=f"test accuracy after {info.get('steps')} fine-tuning steps")]
     data = ModelCardData(
         library_name="transformers" if plain else "ctinit", pipeline_tag="image-classification",
-        license=check_license(license), tags=tags, base_model=base.get("repo_id"),
+        license=license, tags=tags, base_model=base.get("repo_id"),
         datasets=[dataset] if dataset else None, model_name=name, eval_results=eval_results,
     )
     labels = list(config.id2label.values())
@@ -146,6 +148,7 @@ An image classifier for **{task.get('name', 'a task')}** ({len(labels)} classes:
 ctinit from {origin} for {info.get('steps')} steps (seed {info.get('seed')};
 {opt.get('name', '?')} lr {opt.get('lr', '?')}, batch {recipe.get('batch_size', '?')}). Test accuracy:
 **{accuracy if accuracy is None else f'{accuracy:.4f}'}** on {task.get('test_size', '?')} held-out images.
+{license_note}
 
 ## Use it
 
@@ -191,13 +194,15 @@ def _check_finite(model: nn.Module) -> None:
 
 
 def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict | None = None,
-                       license: str = "apache-2.0", repo_id: str | None = None) -> Path:
+                       license: str | None = None, repo_id: str | None = None) -> Path:
     """Write the folder (see module doc) for ``model``: an ImageClassifier with a head (converted by
-    :func:`to_transformers`) or a transformers image-classification model. ``out`` is created if needed; use
-    :func:`check_out_dir` first to refuse a non-empty folder."""
+    :func:`to_transformers`) or a transformers image-classification model. ``out`` is created if needed (this
+    writes into it: :func:`save_finetuned` writes a whole folder safely). Without ``license`` the card's license
+    follows the data (:func:`ctinit.publish.card_license`)."""
     from .publish import check_license
 
-    check_license(license)
+    if license is not None:
+        check_license(license)
     if isinstance(model, nn.Module) and hasattr(model, "backbone") and hasattr(model, "head"):
         model = to_transformers(model, labels, made_with)
     elif made_with is not None:
@@ -212,28 +217,59 @@ def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict |
     return out
 
 
+#: The files of a fine-tuned model folder: what ``--overwrite`` replaces (other files in the folder are kept).
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, CARD_NAME)
+
+
+def _saved_by_ctinit(folder: Path) -> bool:
+    """Whether ``folder/config.json`` is that of a model ctinit saved (it has a ``ctinit`` entry)."""
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("ctinit"), dict)
+
+
 def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Refuse an ``--out`` that is a file, cannot be written, or is a non-empty folder (unless ``overwrite``);
-    called before any training so that nothing is lost."""
+    """Refuse an ``--out`` that is a file, cannot be written, is a non-empty folder (unless ``overwrite``), holds
+    files of a model's names that ctinit did not save (even with ``overwrite``: they are the user's) or holds the
+    current folder (a new model replaces the folder whole); called before any training so that nothing is lost."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is a file; choose a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    content = folder_content(out)
+    if content and not overwrite:
         raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder or pass --overwrite")
-    parent = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
+    theirs = [name for name in content if name in MODEL_FILES]
+    if theirs and not _saved_by_ctinit(out):
+        raise ConfigError(f"--out {out}: holds {', '.join(theirs)} that ctinit did not save (no 'ctinit' entry in "
+                          f"{CONFIG_NAME}); --overwrite replaces only a model saved by ctinit: choose another folder")
+    if out.is_dir():
+        check_replaceable(out)  # a model replaces the folder whole
+    # The model is written into a new folder beside OUT, then renamed: OUT's folder must be writable.
+    parent = next((p for p in out.resolve().parents if p.exists()), Path("."))
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"--out {out}: {parent} is not writable; choose a folder you can write to")
     return out
 
 
+def own_out_dir(out: str | Path, overwrite: bool = False):
+    """``with own_out_dir(out, overwrite):`` holds ``--out`` for a whole command (:func:`ctinit.atomic.owned_dir`
+    with :func:`check_out_dir`): a second command on it is refused before it trains."""
+    return owned_dir(out, lambda folder: check_out_dir(folder, overwrite))
+
+
 def save_finetuned(classifier, out: str | Path, *, labels=None, made_with: dict | None = None,
-                   license: str = "apache-2.0", overwrite: bool = False, repo_id: str | None = None) -> Path:
-    """:func:`check_out_dir` then :func:`write_model_folder`; with ``overwrite`` the folder's old model files go first."""
-    out = check_out_dir(out, overwrite)
-    if overwrite and out.is_dir():
-        for name in (CONFIG_NAME, WEIGHTS_NAME, PREPROCESSOR_NAME, CARD_NAME):
-            (out / name).unlink(missing_ok=True)
-    return write_model_folder(classifier, out, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
+                   license: str | None = None, overwrite: bool = False, repo_id: str | None = None) -> Path:
+    """Save the model folder ``out`` (:func:`write_model_folder`) whole: held with :func:`own_out_dir`, written
+    beside it and swapped in once complete, so a failure (a full disk) leaves an earlier model there as it was. With
+    ``overwrite`` that earlier model is replaced; other files of the user's in the folder stay."""
+    with own_out_dir(out, overwrite) as out:
+        content = folder_content(out)
+        kept = f"the model in {out} is unchanged" if set(content) & set(MODEL_FILES) else f"nothing was saved in {out}"
+        with staged_dir(out, kept=kept, carry_over=[n for n in content if n not in MODEL_FILES]) as tmp:
+            write_model_folder(classifier, tmp, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -307,5 +343,5 @@ def read_processor_settings(folder: Path, config) -> dict:
     return settings
 
 
-__all__ = ["PREPROCESSOR_NAME", "check_out_dir", "image_processor", "load_classifier", "read_processor_settings",
-           "resolve_model", "save_finetuned", "to_transformers", "write_model_folder"]
+__all__ = ["MODEL_FILES", "PREPROCESSOR_NAME", "check_out_dir", "image_processor", "load_classifier", "own_out_dir",
+           "read_processor_settings", "resolve_model", "save_finetuned", "to_transformers", "write_model_folder"]

@@ -6,7 +6,8 @@ fresh head sized to its classes.
 
 An initialization is named by
 
-* a local directory (``runs/cts/init`` or the run ``runs/cts`` itself, an export, a Hub snapshot folder);
+* a local directory (``runs/cts/init``, an export, a Hub snapshot folder; the run ``runs/cts`` itself names its
+  ``init/``, with a note on stderr);
 * a Hub model repo id ``ORG/NAME``, optionally pinned as ``ORG/NAME@REVISION`` (a branch, tag or commit hash) or
   with ``revision=``; ``hf-hub:ORG/NAME`` forces the Hub reading. Hub ids resolve through the normal Hugging Face
   cache (``HF_HUB_CACHE``), so ``HF_HUB_OFFLINE=1`` works once a copy is cached. The repo's file list is checked
@@ -20,6 +21,7 @@ A local path that exists always wins over a Hub id of the same spelling.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
+from .atomic import write_file
 from .errors import CheckpointError, ConfigError, CtinitError
 from . import zoo
 from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
@@ -75,9 +78,8 @@ def save_init(backbone: nn.Module, out_dir: str | Path, made_with: dict | None =
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     metadata = {"format": "pt", "library": "ctinit", "ctinit_version": __version__,
                 "algorithm": str(info.get("algorithm", "unknown"))}
-    tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(out / WEIGHTS_NAME)  # never leave a half-written weights file under the real name
+    # never a half-written weights file under the real name
+    write_file(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     config.save_pretrained(str(out))
     return out
 
@@ -394,6 +396,8 @@ def resolve_init(init: "str | Path | InitSource", revision: str | None = None) -
             raise ConfigError(f"--revision {revision}: '{target}' is a local directory; a revision only applies to Hub ids")
         if not (path / CONFIG_NAME).is_file() and (path / "init" / CONFIG_NAME).is_file():
             path = path / "init"  # a meta-training run directory names its initialization
+            logging.getLogger(__name__).warning("note: %s is a meta-training run folder; using its initialization %s",
+                                                target, path)
         return InitSource(spec, path=path, scratch=scratch)
     hub = parse_hub_id(target)
     if hub is None:

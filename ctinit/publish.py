@@ -4,13 +4,16 @@ identifiers, the install line, the paper link, the task-to-dataset mapping).
 
 Pushing works like timm's ``push_to_hub``: the folder is copied into a temporary directory, the copy is prepared
 (the placeholder repo id in its card filled in) and uploaded, and the user's folder is never edited. An existing
-card on the Hub is kept unless ``overwrite_card``. Before anything is uploaded every file is scanned, streaming and
-whatever its size or type, and every file name too, for the token and for anything shaped like a Hugging Face token;
-a hit refuses the push and names the file, never the token.
+card on the Hub is kept unless ``overwrite_card``. Links are copied as the files they point to, so a link that
+leaves the folder, a broken link or a loop of links is refused first (one line). Before anything is uploaded every
+file of the copy (exactly what is uploaded) is scanned, streaming and whatever its size, and every file name too,
+for the token and for anything shaped like a Hugging Face token; a hit refuses the push and names the file, never
+the token.
 """
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import shutil
 import tempfile
@@ -19,6 +22,7 @@ from pathlib import Path
 from . import __version__
 from .errors import CheckpointError, ConfigError
 from .loading import PICKLE_SUFFIXES
+from .tokens import TOKEN_SHAPED, TOKEN_SHAPED_BYTES, get_token, scrub
 
 #: The paper, linked from every card.
 ARXIV_ID = "2102.07215"
@@ -61,6 +65,27 @@ def check_license(license: str) -> str:
                       f"https://huggingface.co/docs/hub/repositories-licenses)")
 
 
+#: The data of the bundled glyph suite (ctinit/data/builtin/LICENSES.md): permissive licenses.
+GLYPH_SUITE_DATA = "Fashion-MNIST (MIT License) and renders of the Noto fonts (SIL Open Font License 1.1)"
+
+
+def card_license(license: str | None, specs: list[str]) -> tuple[str, str]:
+    """The ``license:`` of a card for a model made from the task ``specs``, and a sentence for the card saying where
+    it comes from (empty for a license given: the publisher's choice, checked). Without one, a model made only from the
+    bundled glyph suite (permissive data) gets ctinit's own apache-2.0; anything else gets ``other``: ctinit does
+    not know the terms of the user's data, and the colour suite's sources include GPL and CC-BY-SA files
+    (ctinit/data/colour/LICENSES.md)."""
+    if license is not None:
+        return check_license(license), ""
+    specs = [str(s) for s in specs]
+    if specs and all(s.startswith("builtin:") and not s.startswith("builtin:colour-") for s in specs):
+        return "apache-2.0", (f"The license is ctinit's default for models made only from its bundled glyph suite, "
+                              f"whose data are {GLYPH_SUITE_DATA}.")
+    return "other", ("No license was chosen: this model was trained on data whose terms ctinit does not know (the "
+                     "publisher's own data, a dataset, or ctinit's bundled colour suite, whose sources include GPL "
+                     "and CC-BY-SA files), so its license is `other` until the publisher sets one (`--license`).")
+
+
 def dataset_id(spec: str) -> str | None:
     """The Hub dataset behind a task spec, or None for local data (a path says nothing to a card's reader)."""
     spec = str(spec)
@@ -88,27 +113,7 @@ def install_line() -> str:
 
 # ------------------------------------------------------------------------------------------------ secrets
 
-#: The characters of a Hugging Face token after its ``hf_`` prefix (current tokens: 34 of them).
-_TOKEN_SHAPED = re.compile(rb"hf_[A-Za-z0-9]{30,}")
-_TOKEN_SHAPED_TEXT = re.compile(r"hf_[A-Za-z0-9]{30,}")
 _CHUNK = 1 << 20
-
-
-def get_token() -> str | None:
-    """The token huggingface_hub would use (``HF_TOKEN``, else the saved login); never printed or written."""
-    try:
-        from huggingface_hub import get_token as _get_token
-    except ImportError:  # older huggingface_hub
-        from huggingface_hub.utils import get_token as _get_token
-    return _get_token()
-
-
-def scrub(text: str, token: str | None = None) -> str:
-    """``text`` with the token and anything token-shaped replaced by ``hf_***``."""
-    token = token if token is not None else get_token()
-    if token:
-        text = text.replace(token, "hf_***")
-    return _TOKEN_SHAPED_TEXT.sub("hf_***", text)
 
 
 def _file_holds_secret(path: Path, needles: list[bytes]) -> bool:
@@ -121,23 +126,63 @@ def _file_holds_secret(path: Path, needles: list[bytes]) -> bool:
             if not chunk:
                 return False
             window = tail + chunk
-            if any(n in window for n in needles) or _TOKEN_SHAPED.search(window):
+            if any(n in window for n in needles) or TOKEN_SHAPED_BYTES.search(window):
                 return True
             tail = window[-keep:]
 
 
-def check_no_secrets(folder: str | Path, token: str | None) -> None:
-    """Refuse a folder whose file names or contents hold the token or a token-shaped string (names the file)."""
+def check_no_secrets(folder: str | Path, token: str | None, shown_as: str | Path | None = None) -> None:
+    """Refuse a folder whose file names or contents hold the token or a token-shaped string (names the file, as
+    ``shown_as/...`` when the folder is a staged copy of ``shown_as``). Links are not followed: scan a copy."""
     folder = Path(folder)
+    shown = Path(shown_as) if shown_as is not None else folder
     needles = [token.encode()] if token else []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if (token and token in rel) or _TOKEN_SHAPED_TEXT.search(rel):
-            raise ConfigError(f"{folder}: a file name holds a Hugging Face token ({scrub(rel, token)}); rename or "
-                              f"remove it before pushing")
-        if path.is_file() and _file_holds_secret(path, needles):
-            raise ConfigError(f"{path}: contains a Hugging Face token (yours, or a string shaped like one: hf_...); "
-                              f"remove it before pushing")
+    for parent, dirs, files in os.walk(folder):  # followlinks=False: a link loop is never entered
+        dirs.sort()
+        for name in sorted(dirs + files):
+            path = Path(parent) / name
+            rel = path.relative_to(folder).as_posix()
+            if (token and token in rel) or TOKEN_SHAPED.search(rel):
+                raise ConfigError(f"{shown}: a file name holds a Hugging Face token ({scrub(rel, token)}); rename or "
+                                  f"remove it before pushing")
+            if path.is_file() and not path.is_symlink() and _file_holds_secret(path, needles):
+                raise ConfigError(f"{shown / rel}: contains a Hugging Face token (yours, or a string shaped like one: "
+                                  f"hf_...); remove it before pushing")
+
+
+#: What a push never uploads: pickle files and hidden files, in any folder (``shutil.copytree``'s ``ignore``).
+not_uploaded = shutil.ignore_patterns(".*", *(f"*{s}" for s in PICKLE_SUFFIXES))
+
+
+def check_links(folder: str | Path) -> None:
+    """Refuse what a push cannot copy faithfully: a link that leaves the folder (its target would be uploaded), a
+    broken link, a loop of links to folders (the copy would never end) and anything but files and folders (a FIFO
+    would block). Walks the folder as the copy does, following links to folders inside it; what is never uploaded
+    (hidden files, pickles) is skipped."""
+    root = Path(os.path.realpath(folder))
+
+    def visit(real_dir: Path, shown: Path, ancestors: frozenset) -> None:
+        names = sorted(os.listdir(real_dir))
+        skipped = not_uploaded(str(real_dir), names)
+        for name in names:
+            if name in skipped:
+                continue
+            path, where = real_dir / name, shown / name
+            target = Path(os.path.realpath(path))
+            if path.is_symlink():
+                if not target.exists():
+                    raise ConfigError(f"{where}: a broken link; remove it or restore what it points to before pushing")
+                if target != root and root not in target.parents:
+                    raise ConfigError(f"{where}: a link that leaves the folder (to {target}); a push uploads what "
+                                      f"links point to: copy what you mean to publish into the folder, or remove the link")
+            if target.is_dir():
+                if target in ancestors:
+                    raise ConfigError(f"{where}: a link to a folder that holds it (a loop); remove the link before pushing")
+                visit(target, where, ancestors | {target})
+            elif not target.is_file():
+                raise ConfigError(f"{where}: not a file or a folder (a FIFO, socket or device); remove it before pushing")
+
+    visit(root, Path(folder), frozenset({root}))
 
 
 # ------------------------------------------------------------------------------------------------ pushing
@@ -179,18 +224,19 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     repo, token = check_push(repo_id)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder to push")
+    check_links(folder)
     pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickles:
         raise CheckpointError(f"{folder}: holds pickle files ({', '.join(pickles[:3])}); ctinit publishes safetensors only: remove them")
-    check_no_secrets(folder, token)
-    api = HfApi(token=token, library_name="ctinit", library_version=__version__)
-    try:
-        with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
-            staged = Path(tmp) / "repo"
-            shutil.copytree(folder, staged, ignore=shutil.ignore_patterns(".*", *(f"*{s}" for s in PICKLE_SUFFIXES)))
-            readme = staged / "README.md"
-            if readme.is_file():
-                readme.write_text(PLACEHOLDER.sub(repo, readme.read_text()))
+    with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
+        staged = Path(tmp) / "repo"
+        shutil.copytree(folder, staged, ignore=not_uploaded)  # links become the files they point to
+        readme = staged / "README.md"
+        if readme.is_file():
+            readme.write_text(PLACEHOLDER.sub(repo, readme.read_text()))
+        check_no_secrets(staged, token, shown_as=folder)  # the copy: exactly what is uploaded
+        api = HfApi(token=token, library_name="ctinit", library_version=__version__)
+        try:
             api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
             if revision and revision != "main" and not create_pr:
                 api.create_branch(repo, branch=revision, exist_ok=True, repo_type="model")
@@ -202,8 +248,8 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
             return api.upload_folder(
                 repo_id=repo, folder_path=str(staged), repo_type="model", revision=revision, create_pr=create_pr,
                 commit_message=commit_message or "Upload with ctinit", ignore_patterns=IGNORE_PATTERNS)
-    except Exception as e:  # noqa: BLE001 - mapped to one line
-        raise _push_error(e, repo, revision, token) from e
+        except Exception as e:  # noqa: BLE001 - mapped to one line
+            raise _push_error(e, repo, revision, token) from e
 
 
 def _push_error(exc: BaseException, repo: str, revision: str | None, token: str) -> Exception:
@@ -222,6 +268,8 @@ def _push_error(exc: BaseException, repo: str, revision: str | None, token: str)
 
 
 __all__ = [
-    "ARXIV_URL", "HUB_LICENSES", "KNOWN_DATASETS", "PLACEHOLDER", "PLACEHOLDER_ORG", "check_license", "check_no_secrets",
+    "ARXIV_URL", "HUB_LICENSES", "KNOWN_DATASETS", "PLACEHOLDER", "PLACEHOLDER_ORG", "card_license", "check_license",
+    "check_links",
+    "check_no_secrets",
     "check_push", "dataset_id", "get_token", "install_line", "push_folder", "scrub",
 ]

@@ -1,7 +1,7 @@
 """Publish initializations on the Hugging Face Hub: export a run as a model repo folder, render its card,
 push, pull and list.
 
-    ctinit-hub export RUN_DIR OUT_DIR [--repo ORG/NAME] [--license apache-2.0] [--results EVAL_DIR]
+    ctinit-hub export RUN_DIR OUT_DIR [--repo ORG/NAME] [--license ID] [--results EVAL_DIR]
     ctinit-hub push OUT_DIR --repo ORG/NAME [--private] [--revision BRANCH] [--create-pr] [--overwrite-card]
     ctinit-hub update-card OUT_DIR EVAL_DIR
     ctinit-hub pull ORG/NAME [--revision REV] [--out DIR]

@@ -6,6 +6,9 @@ import sys
 
 from ctinit.entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser  # noqa: F401
 
+#: The command's name, as the user types it (errors and log lines start with it).
+PROG = "ctinit-hub"
+
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -16,7 +19,7 @@ def cmd_export(args) -> int:
 
     out = export_run(args.run_dir, args.out_dir, repo_id=args.repo, license=args.license, results=args.results,
                      template=args.template, overwrite=args.overwrite)
-    _log(f"hub export: wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+    _log(f"{PROG} export: wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
     print(out)
     return 0
 
@@ -27,7 +30,7 @@ def cmd_push(args) -> int:
     info = push(args.export_dir, args.repo, private=args.private, revision=args.revision,
                 commit_message=args.commit_message, create_pr=args.create_pr, overwrite_card=args.overwrite_card,
                 log=_log)
-    _log(f"hub push: {args.repo}" + (f" ({args.revision})" if args.revision else ""))
+    _log(f"{PROG} push: {args.repo}" + (f" ({args.revision})" if args.revision else ""))
     print(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
     return 0
 
@@ -36,7 +39,7 @@ def cmd_pull(args) -> int:
     from .remote import pull
 
     folder, commit = pull(args.repo, revision=args.revision, out=args.out)
-    _log(f"hub pull: {args.repo}@{args.revision or 'main'} -> {folder}")
+    _log(f"{PROG} pull: {args.repo}@{args.revision or 'main'} -> {folder}")
     print(commit or "unknown (cached copy without a commit hash)")
     print(folder)
     return 0
@@ -48,7 +51,7 @@ def cmd_update_card(args) -> int:
     from .card import update_card
 
     readme = update_card(args.export_dir, load_results(args.results), init=args.init)
-    _log(f"hub update-card: wrote the results into {readme} (model-index, results table, results.json, curves.png)")
+    _log(f"{PROG} update-card: wrote the results into {readme} (model-index, results table, results.json, curves.png)")
     return 0
 
 
@@ -68,20 +71,22 @@ def cmd_push_zoo(args) -> int:
 def cmd_list(args) -> int:
     from ctinit.loading import print_inits
 
-    return print_inits(args.author, args.search, args.limit, args.json, "hub list")
+    return print_inits(args.author, args.search, args.limit, args.json, f"{PROG} list")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="ctinit-hub", description="Publish ctinit initializations on the Hugging Face Hub.")
+    parser = ArgumentParser(prog=PROG, description="Publish ctinit initializations on the Hugging Face Hub.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ex = sub.add_parser("export", help="turn a meta-training run into a Hub model repo folder (weights, config, card, recipe)")
     ex.add_argument("run_dir", help="a meta-training run directory (ctinit-train --out)")
     ex.add_argument("out_dir", help="the folder to write (new, or --overwrite)")
     ex.add_argument("--repo", default=None, help="the Hub id ORG/NAME the card's snippets use (default: filled in by push)")
-    ex.add_argument("--license", default="apache-2.0", help="the card's license (default apache-2.0)")
+    ex.add_argument("--license", default=None,
+                    help="the card's license, a Hub license id (default: apache-2.0 for a run on the bundled glyph "
+                         "suite only; otherwise 'other', saying that no license was chosen)")
     ex.add_argument("--results", default=None, help="a `ctinit evaluate --out` folder (or results.json) to report in the card")
-    ex.add_argument("--template", default=None, help="a card template (default model_cards/template.md)")
+    ex.add_argument("--template", default=None, help="a jinja2 card template (default: the one installed with ctinit)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export in OUT_DIR")
     ex.set_defaults(func=cmd_export)
 
@@ -130,10 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from ctinit.entrypoint import run_command
 
-    from .remote import scrub
-
     args = build_parser().parse_args(argv)
-    return run_command("hub", lambda: args.func(args), debug=args.debug, scrub=scrub)
+    return run_command(PROG, lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from ctinit.atomic import write_text
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
 from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME
-from ctinit.publish import ARXIV_URL, PLACEHOLDER, PLACEHOLDER_ORG, check_license, dataset_id, install_line
+from ctinit.publish import ARXIV_URL, PLACEHOLDER, PLACEHOLDER_ORG, card_license, dataset_id, install_line
 
 RESULTS_START = "<!-- ctinit:results -->"
 RESULTS_END = "<!-- /ctinit:results -->"
@@ -82,15 +83,17 @@ def settings_rows(info: dict, config) -> list[tuple[str, str]]:
     return rows
 
 
-def render_card(config, info: dict, *, repo_id: str, num_parameters: int, license: str = "apache-2.0",
+def render_card(config, info: dict, *, repo_id: str, num_parameters: int, license: str | None = None,
                 recipe_yaml: str | None = None, results: dict | None = None, results_label: str | None = None,
                 curves: str | None = None, plain_transformers: bool = False, template: str | Path | None = None):
-    """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says."""
+    """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says; without
+    ``license`` the card's license follows the data (:func:`ctinit.publish.card_license`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     template = Path(template) if template else TEMPLATE
     if not template.is_file():
         raise ConfigError(f"{template}: no card template; pass --template PATH (see model_cards/template.md in ctinit's repo)")
+    license, license_note = card_license(license, [t.get("spec", "") for t in (info.get("tasks") or [])])
     tasks = [{**t, "spec": public_spec(t.get("spec", ""))} for t in (info.get("tasks") or [])]  # no local paths
     algorithm = str(info.get("algorithm", "unknown"))
     recipe = info.get("config") or {}
@@ -99,7 +102,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
     # A standard transformers backbone: the Hub shows transformers' snippet; the ctinit tag keeps it in `ctinit list`.
     data = ModelCardData(
         library_name="transformers" if plain_transformers else "ctinit", pipeline_tag="image-feature-extraction",
-        license=check_license(license), tags=tags, datasets=card_datasets(tasks) or None,
+        license=license, tags=tags, datasets=card_datasets(tasks) or None,
         model_name=model_name if results else None,
         eval_results=card_eval_results(results, results_label) if results else None,
         base_model=(info.get("init_from") or {}).get("repo_id"),  # meta-training started from it (init_from)
@@ -115,7 +118,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
         steps=info.get("steps", recipe.get("steps", "?")), tasks=tasks, settings=settings_rows(info, config),
         recipe_yaml=(recipe_yaml or "").strip(), plain_transformers=plain_transformers,
         results_section=results_section(results, results_label, curves),
-        install_line=install_line(), arxiv_url=ARXIV_URL,
+        install_line=install_line(), arxiv_url=ARXIV_URL, license_note=license_note,
     )
 
 
@@ -245,7 +248,7 @@ def update_card(export_dir: str | Path, results: dict, init: str | None = None) 
     except Exception as e:  # noqa: BLE001 - a card that does not parse is bad input
         raise ConfigError(f"{readme}: not a model card with YAML front matter ({type(e).__name__}: {e})") from e
     public = public_results(results, this)
-    (export / "results.json").write_text(json.dumps(public, indent=1) + "\n")
+    write_text(export / "results.json", json.dumps(public, indent=1) + "\n")
     plot_curves(public, export / "curves.png")  # drawn again: the evaluation's own legend may name local paths
     curves = "curves.png"
     results, this = public, "this initialization"
@@ -253,7 +256,7 @@ def update_card(export_dir: str | Path, results: dict, init: str | None = None) 
     card.data.model_name = card.data.model_name or title or export.resolve().name
     card.data.eval_results = card_eval_results(results, this)
     card.text = replace_results_section(card.text, results_section(results, this, curves))
-    readme.write_text(str(card).rstrip("\n") + "\n")
+    write_text(readme, str(card).rstrip("\n") + "\n")  # the card whole or as it was, never half of it
     return readme
 
 

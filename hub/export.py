@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ctinit.atomic import check_replaceable, folder_content, staged_dir
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.finetuned import image_processor
 from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, load_init, parse_hub_id, read_config
@@ -99,12 +100,13 @@ def _public_recipe(text: str) -> str:
     return text if public == data else yaml.safe_dump(public, sort_keys=False)
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str = "apache-2.0",
+def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
                results: str | Path | None = None, template: str | Path | None = None, overwrite: bool = False) -> Path:
     """Turn ``run_dir`` into a Hub model repo folder ``out_dir`` (see module doc); returns ``out_dir``."""
     from ctinit.evaluate import load_results
 
-    check_license(license)
+    if license is not None:
+        check_license(license)
     run = Path(run_dir)
     out = Path(out_dir)
     init, recipe = find_init(run)
@@ -117,11 +119,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         raise ConfigError(f"{out}: export into a new folder, not into the run itself")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is a file; choose a folder for the export")
-    if out.is_dir() and any(out.iterdir()):
+    content = folder_content(out)
+    if content:
         if not overwrite:
             raise ConfigError(f"{out}: exists and is not empty; choose a new folder or pass --overwrite")
-        for name in EXPORT_FILES:
-            (out / name).unlink(missing_ok=True)
+        check_replaceable(out, "export folder")
     results_data = load_results(results) if results is not None else None  # bad results fail before writing
 
     backbone = load_init(init)  # refuses pickle-only, truncated and mismatched initializations
@@ -131,24 +133,27 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         raise CheckpointError(f"{init / CONFIG_NAME}: no 'ctinit' entry (how it was made); export initializations "
                               f"written by ctinit (ctinit-train or ctinit.loading.save_init)")
 
-    out.mkdir(parents=True, exist_ok=True)
-    # Published files name local data by file name only (npz:/home/me/x.npz -> npz:x.npz), never by path.
-    raw = _public(json.loads((init / CONFIG_NAME).read_text()))
-    (out / CONFIG_NAME).write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
-    _write_weights(init / WEIGHTS_NAME, out / WEIGHTS_NAME, str(info.get("algorithm", "unknown")))
-    image_processor(config).save_pretrained(str(out))  # transformers' own ViTImageProcessor config
-    recipe_text = None
-    if recipe is not None:
-        recipe_text = _public_recipe(recipe.read_text())
-        (out / RECIPE_NAME).write_text(recipe_text)
-    card = render_card(
-        config, info, repo_id=repo_id or f"{PLACEHOLDER_ORG}/{out.resolve().name}",
-        num_parameters=sum(p.numel() for p in backbone.parameters()), license=license, recipe_yaml=recipe_text,
-        plain_transformers=not is_ctinit_config(config), template=template,
-    )
-    (out / "README.md").write_text(str(card).rstrip("\n") + "\n")
-    if results_data is not None:
-        update_card(out, results_data)  # the one way results enter a card (also `ctinit-hub update-card`)
+    # Written beside OUT and swapped in once complete (an earlier export stays as it was until then); other files
+    # of the user's in OUT stay.
+    kept = f"the export in {out} is unchanged" if set(content) & set(EXPORT_FILES) else f"nothing was written to {out}"
+    with staged_dir(out, kept=kept, carry_over=[name for name in content if name not in EXPORT_FILES]) as tmp:
+        # Published files name local data by file name only (npz:/home/me/x.npz -> npz:x.npz), never by path.
+        raw = _public(json.loads((init / CONFIG_NAME).read_text()))
+        (tmp / CONFIG_NAME).write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+        _write_weights(init / WEIGHTS_NAME, tmp / WEIGHTS_NAME, str(info.get("algorithm", "unknown")))
+        image_processor(config).save_pretrained(str(tmp))  # transformers' own ViTImageProcessor config
+        recipe_text = None
+        if recipe is not None:
+            recipe_text = _public_recipe(recipe.read_text())
+            (tmp / RECIPE_NAME).write_text(recipe_text)
+        card = render_card(
+            config, info, repo_id=repo_id or f"{PLACEHOLDER_ORG}/{out.resolve().name}",
+            num_parameters=sum(p.numel() for p in backbone.parameters()), license=license, recipe_yaml=recipe_text,
+            plain_transformers=not is_ctinit_config(config), template=template,
+        )
+        (tmp / "README.md").write_text(str(card).rstrip("\n") + "\n")
+        if results_data is not None:
+            update_card(tmp, results_data)  # the one way results enter a card (also `ctinit-hub update-card`)
     return out
 
 

@@ -14,7 +14,7 @@ from ctinit.loading import save_init
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "training" / "recipes" / "tiny.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 FAST = ["max_train_per_class=4", "batch_size=8", "tasks=[builtin:latin, builtin:greek]"]
 
 

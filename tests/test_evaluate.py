@@ -119,7 +119,9 @@ def test_cli_evaluate_writes_files_and_updates_the_card(setup, tmp_path, capsys)
     out = capsys.readouterr().out
     assert hub_main(["update-card", str(export), str(tmp_path / "eval")]) == 0
     assert out.startswith("| task |") and "**mean**" in out
-    assert {p.name for p in (tmp_path / "eval").iterdir()} == {"results.json", "results.md", "curves.png", "runs.jsonl"}
+    # the results, and the (released) OS lock's file, which stays so that every command locks the same file
+    assert {p.name for p in (tmp_path / "eval").iterdir()} == {"results.json", "results.md", "curves.png", "runs.jsonl",
+                                                              ".lock"}
     results = load_results(tmp_path / "eval")
     assert results["max_train_per_class"] == 6 and results["tasks"][0]["train_size"] == 18
     card = ModelCard.load(export / "README.md")

@@ -121,7 +121,7 @@ def test_export_bad_input_is_one_line(run, export, tmp_path, capsys):
         assert hub_main(args) == 2
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("hub: error:") and needle in lines[0], captured.err
+        assert len(lines) == 1 and lines[0].startswith("ctinit-hub: error:") and needle in lines[0], captured.err
         assert "Traceback" not in captured.err
 
     fails(["export", str(tmp_path / "missing"), str(tmp_path / "o1")], "no such run directory")

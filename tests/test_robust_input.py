@@ -63,7 +63,7 @@ TRAIN_CASES = [
 def test_train_bad_config_is_one_line_exit_2_before_any_work(tmp_path, capsys, overrides, needle):
     out = tmp_path / "run"
     assert meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *overrides]) == 2
-    assert needle in one_error_line(capsys, "meta_train: error: ")
+    assert needle in one_error_line(capsys, "ctinit-train: error: ")
     assert not out.exists()  # checked before the run directory is touched
 
 
@@ -76,9 +76,9 @@ def exit_code(main, argv):
 
 
 @pytest.mark.parametrize("argv,prefix,needle", [
-    (["--config", TINY, "--out", "{files}/a_file"], "meta_train: error:", "is a file, not a folder"),
-    (["--config", "no-such-recipe", "--out", "{tmp}/r"], "meta_train: error:", "no such recipe file"),
-    (["--config", TINY, "--out", "{tmp}/r", "--resume", "--overwrite"], "meta_train: error:", "pass one of them"),
+    (["--config", TINY, "--out", "{files}/a_file"], "ctinit-train: error:", "is a file, not a folder"),
+    (["--config", "no-such-recipe", "--out", "{tmp}/r"], "ctinit-train: error:", "no such recipe file"),
+    (["--config", TINY, "--out", "{tmp}/r", "--resume", "--overwrite"], "ctinit-train: error:", "pass one of them"),
     (["--config", TINY], "ctinit-train: error:", "the following arguments are required: --out"),
     (["--config", TINY, "--out", "{tmp}/r", "--bogus"], "ctinit-train: error:", "unrecognized arguments: --bogus"),
 ])
@@ -150,11 +150,11 @@ def test_internal_errors_say_so_and_show_a_traceback_only_with_debug(monkeypatch
 
 
 @pytest.mark.parametrize("argv,prefix,needle", [
-    (["export", "/nonexistent", "{tmp}/x"], "hub: error:", "/nonexistent: no such run directory"),
-    (["export", "{files}/nan_run", "{files}/a_file"], "hub: error:", "holds non-finite values"),
-    (["pull", "a_b_c"], "hub: error:", "repo id 'a_b_c': write a Hub id as ORG/NAME"),
-    (["push", "/nonexistent", "--repo", "a/b"], "hub: error:", "/nonexistent: no such export folder"),
-    (["list", "--limit", "0"], "hub: error:", "--limit = 0"),
+    (["export", "/nonexistent", "{tmp}/x"], "ctinit-hub: error:", "/nonexistent: no such run directory"),
+    (["export", "{files}/nan_run", "{files}/a_file"], "ctinit-hub: error:", "holds non-finite values"),
+    (["pull", "a_b_c"], "ctinit-hub: error:", "repo id 'a_b_c': write a Hub id as ORG/NAME"),
+    (["push", "/nonexistent", "--repo", "a/b"], "ctinit-hub: error:", "/nonexistent: no such export folder"),
+    (["list", "--limit", "0"], "ctinit-hub: error:", "--limit = 0"),
     (["export"], "ctinit-hub export: error:", "the following arguments are required: run_dir, out_dir"),
 ])
 def test_hub_bad_input_is_one_line_exit_2(tmp_path, files, capsys, argv, prefix, needle):
@@ -164,7 +164,7 @@ def test_hub_bad_input_is_one_line_exit_2(tmp_path, files, capsys, argv, prefix,
 
 def test_hub_export_refuses_non_finite_weights(tmp_path, files, capsys):
     assert hub_main(["export", str(files / "nan_run"), str(tmp_path / "export")]) == 2
-    assert "holds non-finite values" in one_error_line(capsys, "hub: error:")
+    assert "holds non-finite values" in one_error_line(capsys, "ctinit-hub: error:")
     assert not (tmp_path / "export").exists()
 
 

@@ -37,7 +37,7 @@ def test_a_non_finite_phi_stops_the_run_and_nothing_is_exported(tmp_path, capsys
     code = meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *FAST, "steps=8",
                             f"log_every={log_every}", "checkpoint_every=2"])
     assert code == 2
-    line = last_error_line(capsys, "meta_train: error: phi became non-finite by step")
+    line = last_error_line(capsys, "ctinit-train: error: phi became non-finite by step")
     # caught at the first log record after the overflow, else at the next checkpoint
     assert f"by step {5 if log_every == 1 else 6}" in line and "the last finite checkpoint is" in line
     assert str(out / "checkpoints" / "step-4") in line

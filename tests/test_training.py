@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "training" / "recipes" / "tiny.yaml")
 # CPU kernels round differently with different thread counts, and small-batch training amplifies last-bit
 # differences; torchrun gives each process one thread, so every reference run here uses one thread too.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
 def phi(run_dir):
@@ -160,7 +160,7 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch, capsys):
     code = main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "steps=10", "max_nonfinite_steps=3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1].startswith("meta_train: error: task latin had a non-finite inner loss 3 steps in a row")
+    assert err[-1].startswith("ctinit-train: error: task latin had a non-finite inner loss 3 steps in a row")
 
 
 @pytest.mark.parametrize("overrides,needle", [
@@ -199,7 +199,7 @@ def test_more_processes_than_tasks_is_refused_before_training(tmp_path):
                                     launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m")),
                           env=ENV, capture_output=True, text=True)
     assert proc.returncode != 0
-    ours = [l for l in proc.stderr.splitlines() if l.startswith("meta_train:")]
+    ours = [l for l in proc.stderr.splitlines() if l.startswith("ctinit-train:")]
     assert ours and all("2 processes but only 1 tasks: launch at most 1 processes" in l for l in ours)
     assert "training/meta_train.py" not in proc.stderr  # torchrun reports the exit code, our processes no traceback
 

@@ -39,6 +39,12 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Project-URL: Paper, https://arxiv.org/abs/2102.07215" in text  # [project.urls] reaches the metadata
+    # what `pip show` reads: the license (and its full text in the wheel), the author, the lock's dependency
+    assert "License-Expression: Apache-2.0" in text and "Author: ctinit developers" in text
+    assert "License-File: LICENSE" in text and "Requires-Dist: filelock" in text
+    license_text = zipfile.ZipFile(wheel).read(metadata.replace("METADATA", "licenses/LICENSE")).decode()
+    assert license_text == (ROOT / "LICENSE").read_text() and "Apache License" in license_text
+    assert "END OF TERMS AND CONDITIONS" in license_text
     entry_points = zipfile.ZipFile(wheel).read(metadata.replace("METADATA", "entry_points.txt")).decode()
     assert "ctinit-train = ctinit_training.meta_train:main" in entry_points and "ctinit-hub" in entry_points
 

@@ -10,17 +10,20 @@ Layout of ``OUT/checkpoints/step-N/``:
 
 Every process writes into ``step-N.tmp/``; when all are done, the main process writes ``meta.json`` and renames the
 folder to ``step-N``, so a folder named ``step-N`` is always complete: a job killed at any moment leaves at worst a
-``.tmp`` folder, which is ignored and cleaned up.
+``.tmp`` folder, which is ignored and cleaned up. Older checkpoints are pruned only once the new one is complete, and
+a write that fails (a full disk) removes its ``.tmp`` folder and says which checkpoint is kept (:func:`writing`).
 """
 from __future__ import annotations
 
 import json
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from ctinit.atomic import removed_on_failure, replace_dir
 from ctinit.errors import CheckpointError
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -106,15 +109,29 @@ def finalize(out: Path, step: int, meta: dict, keep: int) -> Path:
     tmp = tmp_dir(out, step)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     final = checkpoint_root(out) / f"step-{step}"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    replace_dir(tmp, final, checkpoint_root(out) / f"step-{step}.old")  # a rewritten step: the old one until then
     steps = sorted(complete_steps(out, meta.get("run_id")))
     for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(checkpoint_root(out) / f"step-{old}", ignore_errors=True)
-    for stale in checkpoint_root(out).glob("step-*.tmp"):
+    for stale in [*checkpoint_root(out).glob("step-*.tmp"), *checkpoint_root(out).glob("step-*.old")]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
+
+
+def kept(out: Path, run_id: str | None) -> str:
+    """What a failed write leaves of run ``run_id`` to continue from, and what to do (the end of its error line)."""
+    last = latest(out, run_id)
+    if last is None:
+        return "no checkpoint of this run is kept (checkpoint_every=0 writes one only at the end)"
+    return f"the last complete checkpoint {last} is kept (continue from it with --resume)"
+
+
+@contextmanager
+def writing(out: Path, step: int, run_id: str | None):
+    """Around writing checkpoint ``step``: a failure removes its partial ``step-N.tmp`` (freeing the space), and a
+    failed write is one line naming the newest complete checkpoint, which stays."""
+    with removed_on_failure(tmp_dir(out, step), checkpoint_root(out) / f"step-{step}", kept(out, run_id)):
+        yield
 
 
 def _run_id_of(path: Path) -> str | None:

@@ -8,12 +8,14 @@ change between a checkpoint and ``--resume`` also go into ``RESUME_SAFE_KEYS``. 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
 
+from ctinit.atomic import write_text
 from ctinit.config import (
     INNER_OPTIMIZER,
     META_OPTIMIZER,
@@ -126,7 +128,10 @@ def apply_override(config: dict, item: str) -> None:
     node = config
     for i, part in enumerate(parts[:-1]):
         if part not in node or not isinstance(node[part], dict):
-            raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section of the config")
+            sections = [k for k, v in node.items() if isinstance(v, dict)]
+            close = difflib.get_close_matches(part, sections, n=1, cutoff=0.6)
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section of the config"
+                              + (f" (did you mean {'.'.join(parts[:i] + close)}?)" if close else ""))
         node = node[part]
     node[parts[-1]] = _parse_value(raw)
 
@@ -161,9 +166,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         recipe = recipe if recipe is not None else {}
         if not isinstance(recipe, dict):
             raise ConfigError(f"{path}: a recipe is a YAML mapping of config keys")
-        unknown = sorted(str(k) for k in set(recipe) - set(DEFAULTS))
-        if unknown:
-            raise ConfigError(f"{path}: unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
+        check_known_keys(recipe, f"{path}: ")
         # A recipe's optimizer mapping replaces the default whole: switching sgd -> adam keeps no stale momentum.
         validation = recipe.pop("validation", None)
         config.update(recipe)
@@ -175,10 +178,17 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         apply_override(config, item)
     if isinstance(config["validation"], dict):  # a partial mapping (validation={every: 10, ...}) keeps the defaults
         config["validation"] = {**DEFAULTS["validation"], **config["validation"]}
+    check_known_keys(config)
+    return validate(config)
+
+
+def check_known_keys(config: dict, where: str = "") -> None:
+    """Refuse keys that are not config keys, suggesting the closest (``step`` -> did you mean ``steps``?)."""
     unknown = sorted(str(k) for k in set(config) - set(DEFAULTS))
     if unknown:
-        raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(DEFAULTS)}")
-    return validate(config)
+        close = [m for k in unknown for m in difflib.get_close_matches(k, list(DEFAULTS), n=1, cutoff=0.6)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"{where}unknown config keys {unknown}{hint}; known keys: {sorted(DEFAULTS)}")
 
 
 def validate(config: dict) -> dict:
@@ -312,4 +322,4 @@ def record_init_from(made_with: dict, config: dict) -> None:
 
 
 def dump_config(config: dict, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))  # never half a config.yaml to resume against

@@ -6,12 +6,12 @@
 
 Tasks are sharded over processes (contiguous blocks, uneven splits allowed); every task's head, data order and
 augmentation are seeded by its global index, so the trained phi does not depend on the number of processes
-(except with a task pool, ``active_tasks``: each process draws from its own block; see training/pool.py).
+(except with a task pool, ``active_tasks``: each process draws from its own block; see ctinit_training.pool).
 The meta-step is one all-reduce of a flat fp32 buffer the size of phi.
 
 Writes ``OUT/init/`` (config.json + model.safetensors: phi only), ``OUT/config.yaml`` (the resolved config),
 ``OUT/train.log``, ``OUT/metrics.jsonl`` (one JSON object every ``log_every`` steps) and, with
-``checkpoint_every`` or on SIGTERM/SIGINT, ``OUT/checkpoints/step-N/`` (see training/checkpoint.py).
+``checkpoint_every`` or on SIGTERM/SIGINT, ``OUT/checkpoints/step-N/`` (see ctinit_training.checkpoint).
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ import torch
 
 from ctinit import __version__
 from ctinit.entrypoint import ArgumentParser, run_command
-from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteError
+from ctinit.atomic import staged_dir, write_text
+from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteError, WriteError
 from ctinit.jsonl import read_jsonl
 from ctinit.loading import save_init
 from ctinit.meta import RULES, TrajectoryEngine
@@ -42,10 +43,12 @@ from ctinit.tasks import BatchSampler, DeviceBatchSampler, load_task, task_name
 
 from . import checkpoint as ckpt
 from . import rundir
-from .config import changed_keys, dump_config, initial_backbone, load_config, record_init_from
+from .config import RECIPES, changed_keys, dump_config, initial_backbone, load_config, record_init_from
 from .pool import TaskPool, pool_share
 
 log = logging.getLogger("ctinit.meta_train")
+#: The command's name, as the user types it (errors and notes on stderr start with it).
+PROG = "ctinit-train"
 
 
 class TrainingStopped(CtinitError):
@@ -158,7 +161,7 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     if resume and overwrite:
         raise ConfigError("--resume continues the run in OUT and --overwrite deletes it: pass one of them")
     is_main = int(os.environ.get("RANK", "0")) == 0  # before Accelerate starts: what torchrun/accelerate set
-    lock = rundir.RunLock(out, log=lambda message: print(f"meta_train: {message}", file=sys.stderr, flush=True))
+    lock = rundir.RunLock(out, log=lambda message: print(f"{PROG}: {message}", file=sys.stderr, flush=True))
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         lock.acquire()
@@ -174,7 +177,7 @@ def prepare_run_dir(out: Path, config: dict, resume: bool, overwrite: bool) -> N
     """Main process, holding the lock: refuse or clear another run's folder; give a new run its id."""
     previous = rundir.holds_a_run(out)
     if overwrite and previous:
-        print(f"meta_train: --overwrite: deleting the earlier run's {', '.join(previous)} in {out}", file=sys.stderr)
+        print(f"{PROG}: --overwrite: deleting the earlier run's {', '.join(previous)} in {out}", file=sys.stderr)
         rundir.clear_run(out)
     elif resume and (out / "config.yaml").is_file():
         try:
@@ -306,6 +309,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         heldout_batches=heldout_samplers or None,
     )
     samplers_state = samplers + heldout_samplers  # what a checkpoint saves and a resume restores
+    phi_start = engine.phi.detach().clone()  # the run's start (phi_distance), rebuilt from the seed on --resume
     best = {"accuracy": -1.0, "step": None}
     if resume_from is not None:
         best = meta.get("best_validation", best)
@@ -342,7 +346,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
             if dropped:
                 log.warning("%s: ignored %d incomplete line(s) (a kill mid-write)", metrics_path, dropped)
             kept = [l for l, record in lines if isinstance(record, dict) and record.get("step", 0) <= start_step]
-        rundir.write_atomic(metrics_path, "".join(l + "\n" for l in kept))
+        write_text(metrics_path, "".join(l + "\n" for l in kept))
 
     stop = {"signum": None}
 
@@ -358,7 +362,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
     sums = torch.zeros(4, num_tasks, device=device)
     mine_index = torch.tensor(slots, device=device)
     worst_streak = torch.zeros(len(slots), dtype=torch.long, device=device)
-    count, start, phi_start = 0, time.perf_counter(), engine.phi.detach().clone()
+    count, start = 0, time.perf_counter()
     try:
         bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
                    file=sys.stderr, dynamic_ncols=True, unit="step", initial=start_step, total=steps)
@@ -430,10 +434,10 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
                     if improved:
                         best = {"accuracy": accuracy, "step": step}
                         check_finite_phi(engine, out, step, run_id)
-                        shutil.rmtree(out / "best.tmp", ignore_errors=True)
-                        save_init(engine.phi_module, out / "best.tmp", {"algorithm": config["algorithm"], "steps": step,
-                                                                       "validation": {**validation, **best}})
-                        rundir.replace_dir(out / "best.tmp", out / "best")  # never a half-written best/
+                        with staged_dir(out / "best", tmp=out / "best.tmp", old=out / "best.old",
+                                        kept=ckpt.kept(out, run_id)) as tmp:  # never a half-written best/
+                            save_init(engine.phi_module, tmp, {"algorithm": config["algorithm"], "steps": step,
+                                                               "validation": {**validation, **best}})
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps({"step": step, "validation_accuracy": accuracy, "best": best}) + "\n")
                     log.info("step %d meta-validation accuracy %.4f%s", step, accuracy,
@@ -471,17 +475,18 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
                "task_steps_per_s": (steps - start_step) * tasks_per_step / seconds if seconds > 0 and steps > start_step else None}
     # Nothing non-finite is exported. A checkpoint of the last step is written before the export (also with
     # checkpoint_every=0), so a failed export (a full disk) leaves a run to --resume; with checkpoint_every=0 it is
-    # deleted once the export is written. The export goes to OUT/init.tmp and is renamed to OUT/init when complete.
+    # deleted once the export is written. If that checkpoint does not fit, the export (phi only, far smaller) is
+    # still tried. The export goes to OUT/init.tmp and is renamed to OUT/init when complete.
     check_finite_phi(engine, out, steps, run_id)
     if steps > start_step and not (config["checkpoint_every"] and steps % config["checkpoint_every"] == 0):
-        save_checkpoint(out, steps, engine, samplers_state, config, shards, comm, rank, is_main, best, run_id, pool)
+        try:
+            save_checkpoint(out, steps, engine, samplers_state, config, shards, comm, rank, is_main, best, run_id, pool)
+        except WriteError as e:
+            log.warning("%s; exporting the initialization anyway", e)
     if is_main:
-        tmp = out / "init.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_init(engine.phi_module, tmp, made_with)
-        _fault_point("export")
-        rundir.replace_dir(tmp, out / "init")
+        with staged_dir(out / "init", tmp=out / "init.tmp", old=out / "init.old", kept=ckpt.kept(out, run_id)) as tmp:
+            save_init(engine.phi_module, tmp, made_with)
+            _fault_point("export")
         if not config["checkpoint_every"]:
             shutil.rmtree(ckpt.checkpoint_root(out) / f"step-{steps}", ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -545,21 +550,22 @@ def save_checkpoint(out, step, engine, samplers, config, shards, comm, rank, is_
                     pool=None) -> Path:
     check_finite_phi(engine, out, step, run_id)
     tmp = ckpt.tmp_dir(out, step)
-    if is_main:
-        tmp.mkdir(parents=True, exist_ok=True)
-    comm.barrier()
-    state = {"engine": engine.state_dict(), "samplers": [s.state_dict() for s in samplers], "rng": ckpt.rng_state()}
-    if pool is not None:
-        state["pool"] = pool.state_dict()  # the draw state and every stored task state
-    ckpt.write_state(state, tmp / f"rank-{rank}")
-    comm.barrier()
-    final = ckpt.checkpoint_root(out) / f"step-{step}"
-    if is_main:
-        meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
-                "library_version": __version__, "best_validation": best, "run_id": run_id}
-        _fault_point("checkpoint", step)
-        final = ckpt.finalize(out, step, meta, config["keep_checkpoints"])
-        log.info("checkpoint %s", final)
+    with ckpt.writing(out, step, run_id):  # a failed write (a full disk) frees its space, names the checkpoint kept
+        if is_main:
+            tmp.mkdir(parents=True, exist_ok=True)
+        comm.barrier()
+        state = {"engine": engine.state_dict(), "samplers": [s.state_dict() for s in samplers], "rng": ckpt.rng_state()}
+        if pool is not None:
+            state["pool"] = pool.state_dict()  # the draw state and every stored task state
+        ckpt.write_state(state, tmp / f"rank-{rank}")
+        comm.barrier()
+        final = ckpt.checkpoint_root(out) / f"step-{step}"
+        if is_main:
+            meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
+                    "library_version": __version__, "best_validation": best, "run_id": run_id}
+            _fault_point("checkpoint", step)
+            final = ckpt.finalize(out, step, meta, config["keep_checkpoints"])
+            log.info("checkpoint %s", final)
     comm.barrier()
     return final
 
@@ -578,7 +584,7 @@ def push_run(out, repo_id: str, private: bool = False) -> None:
     with tempfile.TemporaryDirectory(prefix="ctinit-export-") as tmp:
         export = export_run(out, Path(tmp) / Path(repo_id).name, repo_id=repo_id)
         info = push(export, repo_id, private=private, log=lambda m: print(m, file=sys.stderr))
-    print(f"meta_train: pushed to {repo_id}: {getattr(info, 'commit_url', info)}", file=sys.stderr)
+    print(f"{PROG}: pushed to {repo_id}: {getattr(info, 'commit_url', info)}", file=sys.stderr)
 def active_names(pool: TaskPool, names: list[str], comm: Collectives, device) -> list[str]:
     """The names of the tasks now in a slot on any process (one small all-reduce per draw)."""
     active = torch.zeros(len(names), device=device)
@@ -603,7 +609,8 @@ def check_head_sizes(rank_state: dict, tasks: dict, names: list[str], path: Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="ctinit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a YAML recipe file or a bundled recipe name (see training/recipes/)")
+    bundled = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+    parser.add_argument("--config", required=True, help=f"a YAML recipe file or a bundled recipe's name ({bundled})")
     parser.add_argument("--out", required=True, help="the run directory")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in OUT from its newest complete checkpoint (same config)")
@@ -627,11 +634,11 @@ def main(argv: list[str] | None = None) -> int:
             if args.push_to_hub:
                 push_run(args.out, args.push_to_hub, private=args.private)
         except Preempted as p:
-            print(f"meta_train: {p}; continue with --resume", file=sys.stderr)
+            print(f"{PROG}: {p}; continue with --resume", file=sys.stderr)
             return 128 + int(p.signum)
         return 0
 
-    return run_command("meta_train", command, debug=args.debug)
+    return run_command(PROG, command, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     python -m ctinit_training.quickstart --suite colour --out runs/qs-colour
 
 1. meta-trains an initialization with CTS on the bundled meta-train tasks of the suite (glyphs:
-   training/recipes/quickstart.yaml; colour: training/recipes/quickstart-colour.yaml) and exports it to OUT/init/;
+   the bundled recipe `quickstart`; colour: `quickstart-colour`) and exports it to OUT/init/;
 2. fine-tunes OUT/init and scratch:OUT/init (same architecture, fresh weights) on each meta-test task of the
    suite with the same steps, batch and seed;
 3. prints a table and writes OUT/quickstart.json and OUT/quickstart.md.

@@ -32,7 +32,7 @@ class _CtinitForImageClassification(_CtinitPreTrainedModel):
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
                     commit_message: str | None = None, create_pr: bool = False, overwrite_card: bool = False,
-                    license: str = "apache-2.0", **_ignored):
+                    license: str | None = None, **_ignored):
         """Upload through ctinit's publishing code (secrets check, temporary folder, card kept unless
         ``overwrite_card``); see :func:`ctinit.publish.push_folder`."""
         import tempfile

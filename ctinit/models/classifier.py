@@ -45,7 +45,7 @@ class ImageClassifier(nn.Module):
 
         return finetune(self, task, config, device=device, log=log, **overrides)
 
-    def save_pretrained(self, out, labels=None, made_with: dict | None = None, license: str = "apache-2.0",
+    def save_pretrained(self, out, labels=None, made_with: dict | None = None, license: str | None = None,
                         overwrite: bool = False):
         """Write a transformers image-classification folder (config with ``id2label`` from ``labels``, safetensors
         weights, image processor config, card); see :mod:`ctinit.finetuned`. Needs a head (fine-tune first)."""
@@ -55,7 +55,7 @@ class ImageClassifier(nn.Module):
 
     def push_to_hub(self, repo_id: str, labels=None, made_with: dict | None = None, *, private: bool = False,
                     revision: str | None = None, create_pr: bool = False, overwrite_card: bool = False,
-                    license: str = "apache-2.0", commit_message: str | None = None):
+                    license: str | None = None, commit_message: str | None = None):
         """Write the folder of :meth:`save_pretrained` into a temporary directory and upload it with
         :func:`ctinit.publish.push_folder` (secrets scan, the Hub's card kept unless ``overwrite_card``)."""
         import tempfile
