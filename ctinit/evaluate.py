@@ -39,25 +39,31 @@ from .models import image_size_of
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+#: The most seeds one evaluation runs (each is a full fine-tuning per init and task).
+MAX_SEEDS = 1000
+
+
 def parse_seeds(seeds: "str | int | list[int]") -> list[int]:
     """``3`` -> ``[0, 1, 2]`` (that many seeds); ``"0,4,7"`` -> exactly those (``"7,"``: seed 7 alone)."""
     if isinstance(seeds, (list, tuple)):
         values = list(seeds)
     elif isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"--seeds must be a positive number of seeds or a comma-separated list, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"--seeds {seeds}: a number of seeds is from 1 to {MAX_SEEDS}; to run one seed with a "
+                              f"large value, write it as a list: --seeds {seeds},")
         values = list(range(seeds))
     else:
         text = str(seeds).strip()
         try:
-            if "," in text:
-                values = [int(s) for s in text.split(",") if s.strip()]
-            else:
-                return parse_seeds(int(text))
+            values = [int(s) for s in text.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds '{seeds}': write a number of seeds (3 = seeds 0,1,2) or a list (0,4,7)") from None
+        if "," not in text and values:
+            return parse_seeds(values[0])
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**53 for v in values):
         raise ConfigError(f"--seeds {seeds!r}: seeds are integers from 0 to 2**53 - 1")
+    if len(values) > MAX_SEEDS:
+        raise ConfigError(f"--seeds: {len(values)} seeds; at most {MAX_SEEDS}")
     if len(set(values)) != len(values):
         raise ConfigError(f"--seeds {seeds!r}: a seed is listed twice")
     return values
@@ -363,10 +369,17 @@ def recipe_line(results: dict) -> str:
             f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {opt.get('name')} "
             f"({', '.join(extras)}), batch {ft['batch_size']}, lr x{ft['gamma']} at "
             f"{', '.join(f'{int(m * 100)}%' for m in ft['milestones'])} of the steps, "
-            f"{'augmentation' if ft['augment'] else 'no augmentation'}, mixed precision {ft['mixed_precision']}")
+            f"{_augmentation(ft)}, mixed precision {ft['mixed_precision']}")
     if limited:
         text += "; limited data: " + ", ".join(limited)
     return text + "."
+
+
+def _augmentation(finetune_cfg: dict) -> str:
+    if not finetune_cfg["augment"]:
+        return "no augmentation"
+    flip = {True: "random crop and horizontal flip", False: "random crop, no flip"}
+    return flip.get(finetune_cfg.get("hflip"), "random crop and horizontal flip where the task allows it")
 
 
 def machine_line(results: dict, command: bool = True) -> str:
