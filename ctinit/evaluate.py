@@ -189,7 +189,9 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     if out is not None:
         runs_file = check_out_dir(out, create=True) / RUNS_NAME
         done = _finished_runs(runs_file)
-    finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress")}
+    # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
+    finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items()
+                    if k not in ("seed", "progress") and not (k == "hflip" and v is None)}
 
     total = len(inits) * len(data) * len(seeds)
     bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,

@@ -508,8 +508,11 @@ def from_pretrained(init: "str | Path | InitSource", num_classes: int | None = N
     """An :class:`~ctinit.models.ImageClassifier` ready to fine-tune: the backbone at the initialization (a local
     directory, a Hub id ``ORG/NAME[@REV]`` or ``scratch:...``) plus a fresh linear head for ``num_classes`` classes
     (None or 0: no head, ``forward`` returns pooled features and fine-tuning adds a head sized to the task)."""
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0):
-        raise ConfigError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    from .tasks.specs import MAX_CLASSES
+
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or not 0 <= num_classes <= MAX_CLASSES):
+        raise ConfigError(f"num_classes must be an integer from 0 to {MAX_CLASSES}, got {num_classes!r}")
     backbone = load_init(init, seed=seed, revision=revision)
     if seed is not None:
         torch.manual_seed(seed)

@@ -329,6 +329,14 @@ def test_evaluate_huge_seed_count_is_one_line_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_from_pretrained_bounds_num_classes_before_allocating():
+    from ctinit.errors import ConfigError
+
+    for bad in (10**9, -1, True, 2.0):
+        with pytest.raises(ConfigError, match="num_classes must be an integer from 0 to 100000"):
+            ctinit.from_pretrained("scratch:convnet4-32", num_classes=bad)
+
+
 # ------------------------------------------------------------------------------ 4. --hflip / --no-hflip
 
 
@@ -388,6 +396,20 @@ def test_evaluate_records_no_hflip_in_its_results(tmp_path, monkeypatch, capsys)
         cli_main(["evaluate", "--init", "scratch:convnet4-32", "--data", f"npz:{npz}", "--seeds", "1", "--steps", "2",
                   "--no-hflip", "--out", str(tmp_path / "eval2"), "--no-progress", "--debug"])
     assert seen == [False]
+    capsys.readouterr()
+
+
+def test_runs_recorded_before_the_hflip_option_still_count_on_a_rerun(tmp_path, capsys):
+    from ctinit.evaluate import _run_key
+
+    npz = make_npz(tmp_path / "bars.npz")
+    out = tmp_path / "eval"
+    assert cli_main(["evaluate", "--init", "scratch:convnet4-32", "--data", f"npz:{npz}", "--seeds", "1", "--steps",
+                     "2", "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "runs.jsonl").read_text().splitlines()[0])
+    results = json.loads((out / "results.json").read_text())
+    before = {k: v for k, v in results["finetune"].items() if k != "hflip"}  # the recipe as ctinit recorded it then
+    assert record["key"] == _run_key(results["inits"][0], record["task"], record["seed"], before, None, None)
     capsys.readouterr()
 
 
