@@ -65,7 +65,7 @@ def open_image(path: Path):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TaskSpecError(f"{path}: more than {MAX_PIXELS:,} pixels (8192 x 8192); downscale it") from None
-    except Exception as exc:  # unidentified format, truncated data, decompression bomb...
+    except Exception as exc:  # unidentified format, truncated or corrupt data...
         text = " ".join(str(exc).split())[:120]
         raise TaskSpecError(f"{path}: unreadable image ({type(exc).__name__}{': ' + text if text else ''}); "
                             f"delete or re-save it") from exc
