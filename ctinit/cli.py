@@ -50,8 +50,8 @@ def _recipe(args, seed: int = 0):
     if args.weight_decay:
         optimizer["weight_decay"] = args.weight_decay
     overrides = dict(steps=args.steps, batch_size=args.batch_size, optimizer=optimizer, seed=seed,
-                     eval_every=args.eval_every, augment=not args.no_augment, mixed_precision=args.mixed_precision,
-                     progress=not args.no_progress)
+                     eval_every=args.eval_every, augment=not args.no_augment, hflip=args.hflip,
+                     mixed_precision=args.mixed_precision, progress=not args.no_progress)
     if args.milestones is not None:
         overrides["milestones"] = tuple(args.milestones)
     if args.gamma is not None:
@@ -141,6 +141,7 @@ def provenance(source, task, spec: str, config, result) -> dict:
     folder's name, never a path), the task (its name; a spec only when it names no local file), steps, seed, recipe."""
     from dataclasses import asdict
 
+    from .finetune import uses_hflip
     from .loading import init_info
     from .publish import dataset_id
 
@@ -170,6 +171,7 @@ def provenance(source, task, spec: str, config, result) -> dict:
     if dataset:
         task_entry["dataset"] = dataset
     recipe = {k: v for k, v in asdict(config).items() if k not in ("progress", "seed", "steps")}
+    recipe["hflip"] = uses_hflip(config, task)  # the choice made, not "the task's setting"
     return {"base_model": base, "task": task_entry, "steps": result.steps, "seed": config.seed, "recipe": recipe,
             "test_accuracy": result.test_accuracy, "test_loss": result.test_loss}
 
@@ -210,8 +212,8 @@ def cmd_predict(args) -> int:
 
     for path, top in predictor.predict_files(files, top_k=args.top_k, batch_size=args.batch_size, on_error=on_error):
         if args.json:
-            print(json.dumps({"file": str(path), "predictions": [{"label": l, "score": round(p, 6)} for l, p in top]}),
-                  flush=True)
+            print(json.dumps({"file": str(path), "predictions": [{"label": l, "score": round(p, 6)} for l, p in top]},
+                             allow_nan=False), flush=True)  # scores are checked finite: the JSON is always valid
         else:
             print(f"{path}: " + ", ".join(f"{l} ({p:.3f})" for l, p in top), flush=True)
     if failed:
@@ -296,7 +298,11 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
                    help="limited data: N training examples per class (default: 0, all)")
     g.add_argument("--max-train-samples", type=int, default=0,
                    help="limited data: at most N training examples in all (default: 0, all)")
-    g.add_argument("--no-augment", action="store_true")
+    g.add_argument("--no-augment", action="store_true", help="no random crop and no flip")
+    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip training images horizontally (or not) when augmenting (default: the task's own setting: "
+                        "npz hflip, on for folder: and hf:, on only for fashion-mnist, colour-fashion and "
+                        "colour-textures among the bundled tasks)")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="(default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
 

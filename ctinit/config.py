@@ -239,6 +239,7 @@ class FinetuneConfig:
     milestones: tuple[Annotated[Float, Field(gt=0, le=1)], ...] = (0.4, 0.7, 0.9)  # fractions of the steps
     gamma: PositiveFloat = 0.3  # lr factor at each milestone
     augment: Bool = True
+    hflip: Optional[Bool] = None  # horizontal flip when augmenting; None: the task's own setting (TaskData.hflip)
     eval_every: NonNegInt = 0  # 0: evaluate at the end only
     seed: Seed = 0
     mixed_precision: Precision = "no"

@@ -49,25 +49,31 @@ RUNS_NAME = "runs.jsonl"
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+#: The most seeds one evaluation runs (each is a full fine-tuning per init and task).
+MAX_SEEDS = 1000
+
+
 def parse_seeds(seeds: "str | int | list[int]") -> list[int]:
     """``3`` -> ``[0, 1, 2]`` (that many seeds); ``"0,4,7"`` -> exactly those (``"7,"``: seed 7 alone)."""
     if isinstance(seeds, (list, tuple)):
         values = list(seeds)
     elif isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"--seeds must be a positive number of seeds or a comma-separated list, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"--seeds {seeds}: a number of seeds is from 1 to {MAX_SEEDS}; to run one seed with a "
+                              f"large value, write it as a list: --seeds {seeds},")
         values = list(range(seeds))
     else:
         text = str(seeds).strip()
         try:
-            if "," in text:
-                values = [int(s) for s in text.split(",") if s.strip()]
-            else:
-                return parse_seeds(int(text))
+            values = [int(s) for s in text.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds '{seeds}': write a number of seeds (3 = seeds 0,1,2) or a list (0,4,7)") from None
+        if "," not in text and values:
+            return parse_seeds(values[0])
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**53 for v in values):
         raise ConfigError(f"--seeds {seeds!r}: seeds are integers from 0 to 2**53 - 1")
+    if len(values) > MAX_SEEDS:
+        raise ConfigError(f"--seeds: {len(values)} seeds; at most {MAX_SEEDS}")
     if len(set(values)) != len(values):
         raise ConfigError(f"--seeds {seeds!r}: a seed is listed twice")
     return values
@@ -197,7 +203,9 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     if out is not None:
         runs_file = check_out_dir(out, create=True) / RUNS_NAME
         done = _finished_runs(runs_file)
-    finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress")}
+    # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
+    finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items()
+                    if k not in ("seed", "progress") and not (k == "hflip" and v is None)}
     finetune_key["validation"] = [validation_fraction, score]
 
     total = len(inits) * len(data) * len(seeds)
@@ -452,7 +460,7 @@ def recipe_line(results: dict) -> str:
             f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {opt.get('name')} "
             f"({', '.join(extras)}), batch {ft['batch_size']}, lr x{ft['gamma']} at "
             f"{', '.join(f'{int(m * 100)}%' for m in ft['milestones'])} of the steps, "
-            f"{'augmentation' if ft['augment'] else 'no augmentation'}, mixed precision {ft['mixed_precision']}")
+            f"{_augmentation(ft)}, mixed precision {ft['mixed_precision']}")
     if limited:
         text += "; limited data: " + ", ".join(limited)
     fraction = results.get("validation_fraction")
@@ -463,6 +471,13 @@ def recipe_line(results: dict) -> str:
         text += (f"; the curves are measured on a validation split of {fraction:.0%} of each class's training "
                  "examples (seeded), held out of training")
     return text + ". Bold: beats every other column by a paired 95% interval over seeds that excludes 0."
+
+
+def _augmentation(finetune_cfg: dict) -> str:
+    if not finetune_cfg["augment"]:
+        return "no augmentation"
+    flip = {True: "random crop and horizontal flip", False: "random crop, no flip"}
+    return flip.get(finetune_cfg.get("hflip"), "random crop and horizontal flip where the task allows it")
 
 
 def machine_line(results: dict, command: bool = True) -> str:

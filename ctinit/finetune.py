@@ -1,7 +1,7 @@
 """Fine-tune an initialization on one task and evaluate it (the paper's meta-test protocol by default).
 
 Defaults: Adam, lr 1e-3, batch 128, step decay by 0.3 at 40%, 70% and 90% of the steps, random crop (and
-flip where the task allows it), a fresh task head.
+flip where the task allows it, unless ``FinetuneConfig.hflip`` says otherwise), a fresh task head.
 
 Plain torch: ``torch.autocast`` for mixed precision and a ``GradScaler`` for fp16. The caller says where to run
 (``device=``); a multi-process job (meta-validation in the trainer) passes its own device, and nothing here
@@ -79,6 +79,11 @@ def make_config(config: FinetuneConfig | None = None, **overrides) -> FinetuneCo
     return dataclasses.replace(cfg, optimizer=optimizer, **overrides)  # validated by the schema
 
 
+def uses_hflip(config: FinetuneConfig, task) -> bool:
+    """Whether fine-tuning on ``task`` flips images: ``config.hflip`` when set, else the task's own setting."""
+    return bool(task.hflip if config.hflip is None else config.hflip)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``: the GPU when there is one, else the CPU; otherwise the device named."""
     if device is None:
@@ -127,7 +132,7 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     curve_name, curve_x, curve_y = ("test_accuracy", task.x_test, task.y_test) if validation is None else \
         ("validation_accuracy", validation.x_train.to(device), validation.y_train.to(device))
     sampler = BatchSampler(task.x_train, task.y_train, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
-                           hflip=task.hflip, channels=channels)
+                           hflip=uses_hflip(cfg, task), channels=channels)
     model = nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
     optimizer = OptimizerSpec.from_dict(cfg.optimizer).build(model.parameters())
     milestones = sorted({max(1, int(math.floor(m * cfg.steps))) for m in cfg.milestones})

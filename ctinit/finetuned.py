@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 
@@ -146,7 +147,8 @@ def _card(config, info: dict, repo_id: str | None, license: str | None) -> str:
 
 An image classifier for **{task.get('name', 'a task')}** ({len(labels)} classes: {shown}), fine-tuned with
 ctinit from {origin} for {info.get('steps')} steps (seed {info.get('seed')};
-{opt.get('name', '?')} lr {opt.get('lr', '?')}, batch {recipe.get('batch_size', '?')}). Test accuracy:
+{opt.get('name', '?')} lr {opt.get('lr', '?')}, batch {recipe.get('batch_size', '?')}{_augmentation(recipe)}). Test
+accuracy:
 **{accuracy if accuracy is None else f'{accuracy:.4f}'}** on {task.get('test_size', '?')} held-out images.
 {license_note}
 
@@ -183,14 +185,24 @@ ctinit implements Continual Trajectory Shifting ([arXiv:2102.07215]({ARXIV_URL})
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n{body}"))
 
 
+def _augmentation(recipe: dict) -> str:
+    """The card's words for the augmentation of ``recipe`` (the config's ``ctinit.recipe``)."""
+    if "augment" not in recipe:
+        return ""
+    if not recipe["augment"]:
+        return "; no augmentation"
+    return "; random crop" + {True: " and horizontal flip", False: ", no flip"}.get(recipe.get("hflip"), "")
+
+
 def type_name(config) -> str:
     return (getattr(config, "architectures", None) or [config.model_type])[0]
 
 
-def _check_finite(model: nn.Module) -> None:
+def _check_finite(model: nn.Module, doing: str = "save", where: str = "") -> None:
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"tensor '{name}' holds NaN or infinite values: refusing to save a broken model")
+            raise CheckpointError(f"{where}tensor '{name}' holds NaN or infinite values: refusing to {doing} a broken "
+                                  f"model (fine-tune it again)")
 
 
 def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict | None = None,
@@ -293,10 +305,15 @@ def resolve_model(model: str | Path, revision: str | None = None) -> tuple[Path,
 
 
 def load_classifier(model: str | Path, revision: str | None = None):
-    """A fine-tuned classifier (a transformers model in eval mode) from a folder or Hub id; safetensors only."""
+    """A fine-tuned classifier (a transformers model in eval mode, float32) from a folder or Hub id; safetensors only.
+
+    Every tensor the model needs must be in ``model.safetensors`` with its shape, and nothing else: a file that
+    lacks the head or a backbone tensor, holds others, or belongs to another architecture (another ``model_type``)
+    is one line naming the tensors (:func:`ctinit.loading.check_tensors`, the check initializations go through),
+    never a model with random weights. Weights stored in another floating-point dtype are read as float32."""
     from transformers import AutoModelForImageClassification
 
-    from .loading import read_config
+    from .loading import check_config_sizes, check_tensors, read_config, read_weights
 
     folder, _, _ = resolve_model(model, revision)
     config = read_config(folder)
@@ -310,36 +327,81 @@ def load_classifier(model: str | Path, revision: str | None = None):
     if not any(str(a).endswith("ForImageClassification") for a in architectures):
         raise CheckpointError(f"{folder}: no classes in {CONFIG_NAME} (id2label); is it an initialization? "
                               f"fine-tune it first (ctinit finetune --out DIR)")
-    from .loading import read_weights
-
-    read_weights(folder)  # a truncated or corrupt file is one clear line, not a transformers traceback
+    tensors = read_weights(folder)  # a truncated or corrupt file is one clear line, not a transformers traceback
+    check_config_sizes(config)
     try:
-        loaded = AutoModelForImageClassification.from_pretrained(str(folder), use_safetensors=True)
-    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        # transformers maps the file's tensor names to the model's and reports what does not fit; a mis-shaped
+        # tensor is reported (ignore_mismatched_sizes) instead of raised as "see the above report"
+        loaded, report = AutoModelForImageClassification.from_pretrained(
+            str(folder), use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True)
+    except (ValueError, KeyError, OSError, RuntimeError, TypeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{folder}: cannot load as an image classifier ({first[:200]})") from e
+    # transformers casts integer tensors to the model's float dtype without a word; only the model's own integer
+    # buffers (batch norm's num_batches_tracked) may be integers in the file
+    own_integer = {k for k, v in loaded.state_dict().items() if not v.is_floating_point()}
+    integer = [(k, v.dtype) for k, v in sorted(tensors.items()) if not v.is_floating_point() and k not in own_integer]
+    check_tensors(str(folder / WEIGHTS_NAME), sorted(report["missing_keys"]), sorted(report["unexpected_keys"]),
+                  sorted(report["mismatched_keys"]), integer,
+                  f"{type(loaded).__name__} with {config.num_labels} classes (the config's model_type "
+                  f"'{config.model_type}' and id2label)")
+    loaded = loaded.float()
+    _check_finite(loaded, "load", where=f"{folder / WEIGHTS_NAME}: ")
     return loaded.eval()
 
 
 def read_processor_settings(folder: Path, config) -> dict:
-    """Input size, rescale factor, mean and std from ``preprocessor_config.json`` (else ctinit's defaults)."""
+    """Input size (the config's ``image_size``), rescale factor, mean and std from ``preprocessor_config.json`` (else
+    ctinit's defaults), each checked: one line for a size that is not a positive integer up to the bound on
+    ``image_size`` or not the model's, a rescale factor that is not a positive number, a mean or std that is not one
+    number or one per channel, a zero std."""
+    from .loading import MAX_IMAGE_SIZE
     from .tasks.sampler import MEAN, STD
 
     size = getattr(config, "image_size", 28)
     size = int(size[0] if isinstance(size, (list, tuple)) else size)
     settings = {"size": (size, size), "rescale_factor": 1 / 255, "image_mean": [MEAN] * 3, "image_std": [STD] * 3}
     file = Path(folder) / PREPROCESSOR_NAME
-    if file.is_file():
-        try:
-            raw = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{file}: not valid JSON ({e})") from e
-        s = raw.get("size") or {}
-        if "height" in s and "width" in s:
-            settings["size"] = (int(s["height"]), int(s["width"]))
-        for key in ("rescale_factor", "image_mean", "image_std"):
-            if key in raw:
-                settings[key] = raw[key]
+    if not file.is_file():
+        return settings
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: not an image processor config (a JSON object); fine-tune the model again")
+
+    def bad(key: str, what: str) -> CheckpointError:
+        return CheckpointError(f"{file}: {key} = {' '.join(repr(raw[key]).split())[:80]}: {what}; fix it or "
+                               f"fine-tune the model again")
+
+    def is_number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if raw.get("size") is not None:
+        sizes = raw["size"] if isinstance(raw["size"], dict) else {"height": raw["size"], "width": raw["size"]}
+        if not sizes or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIZE
+                                for v in sizes.values()):
+            raise bad("size", f"sizes must be positive integers (at most {MAX_IMAGE_SIZE})")
+        if "height" in sizes and "width" in sizes and (sizes["height"], sizes["width"]) != settings["size"]:
+            raise bad("size", f"the model takes {size} x {size} images (its config's image_size)")
+    if "rescale_factor" in raw and not (is_number(raw["rescale_factor"]) and raw["rescale_factor"] > 0):
+        raise bad("rescale_factor", "must be a positive number (1/255 for 8-bit images)")
+    if raw.get("do_rescale", True) is not False:
+        settings["rescale_factor"] = raw.get("rescale_factor", settings["rescale_factor"])
+    else:
+        settings["rescale_factor"] = 1.0
+    for key in ("image_mean", "image_std"):
+        if key not in raw:
+            continue
+        values = raw[key] if isinstance(raw[key], list) else [raw[key]]
+        if len(values) not in (1, 3) or not all(is_number(v) for v in values):
+            raise bad(key, "must be one number or one per colour channel (3)")
+        if key == "image_std" and any(v == 0 for v in values):
+            raise bad(key, "a standard deviation of 0 divides by zero")
+        settings[key] = [float(v) for v in values]
+    if raw.get("do_normalize", True) is False:
+        settings["image_mean"], settings["image_std"] = [0.0], [1.0]
     return settings
 
 

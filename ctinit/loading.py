@@ -92,15 +92,50 @@ def _read_config(path: Path) -> PretrainedConfig:
     if not config_file.is_file():
         raise CheckpointError(f"{path}: no {CONFIG_NAME}; an initialization directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
+        raw = json.loads(config_file.read_text())
+        model_type = raw.get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
         raise CheckpointError(f"{config_file}: not valid JSON ({_one_line(e)}); re-export the initialization") from e
     if not model_type:
         raise CheckpointError(f"{config_file}: no 'model_type' key; re-export the initialization")
+    _check_labels(raw, config_file)
     try:
         return AutoConfig.from_pretrained(str(path))
     except (ValueError, KeyError, OSError, TypeError) as e:
         raise CheckpointError(f"{config_file}: cannot read config of model_type '{model_type}' ({_one_line(str(e).splitlines()[0] if str(e) else e)})") from e
+
+
+def _check_labels(raw: dict, config_file: Path) -> None:
+    """One line for label fields transformers would choke on or build at any size (``num_labels: 1e9`` makes a
+    billion-entry ``id2label``): checked on the JSON, before transformers reads it."""
+    from .tasks.specs import MAX_CLASSES
+
+    def bad(key: str, what: str) -> CheckpointError:
+        return CheckpointError(f"{config_file}: {key} = {_one_line(repr(raw[key]))[:80]}: {what}; the config.json is "
+                               f"damaged: fine-tune or export the model again")
+
+    num = raw.get("num_labels")
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or not 0 <= num <= MAX_CLASSES):
+        raise bad("num_labels", f"must be an integer from 0 to {MAX_CLASSES}")
+    id2label = raw.get("id2label")
+    if id2label is not None:
+        if not isinstance(id2label, dict):
+            raise bad("id2label", 'must be a mapping {"0": "name", "1": ...}')
+        if len(id2label) > MAX_CLASSES:
+            raise bad("id2label", f"has {len(id2label)} classes, more than {MAX_CLASSES}")
+        wanted = {str(i) for i in range(len(id2label))}
+        if set(id2label) != wanted:
+            missing = sorted(wanted - set(id2label), key=lambda k: int(k))[:3]
+            raise bad("id2label", f"keys must be 0..{len(id2label) - 1}"
+                                  + (f" (missing {', '.join(missing)})" if missing else ""))
+        if not all(isinstance(v, str) for v in id2label.values()):
+            raise bad("id2label", "class names must be strings")
+        if num is not None and num != len(id2label):
+            raise bad("num_labels", f"does not match id2label ({len(id2label)} classes)")
+    label2id = raw.get("label2id")
+    if label2id is not None and (not isinstance(label2id, dict) or len(label2id) > MAX_CLASSES
+                                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in label2id.values())):
+        raise bad("label2id", f'must be a mapping {{"name": 0, ...}} of at most {MAX_CLASSES} classes')
 
 
 def read_config(path: str | Path) -> PretrainedConfig:
@@ -128,27 +163,57 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({_one_line(str(e).splitlines()[0] if str(e) else e)}); it may be truncated: download or export it again") from e
 
 
-def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``model``, naming the first missing/unexpected key or shape mismatch."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
+def _quoted(keys: list[str], shown: int = 3) -> str:
+    names = ", ".join(f"'{k}'" for k in keys[:shown])
+    return names + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def check_tensors(source: str, missing, unexpected, mismatched, integer=(),
+                  architecture: str = "the config's architecture") -> None:
+    """One line naming the missing and unexpected tensors of a weights file, or else its first mis-shaped tensor, or
+    else its first integer tensor where the model needs floating-point weights (lists in the order to report;
+    ``mismatched`` holds ``(name, shape in the file, shape needed)``, ``integer`` ``(name, dtype in the file)``). Every
+    loader of weights goes through this check: initializations (:func:`load_state_strict`) and fine-tuned classifiers
+    (:func:`ctinit.finetuned.load_classifier`, from transformers' loading report)."""
     if missing or unexpected:
-        what = f"missing tensor '{missing[0]}'" if missing else f"unexpected tensor '{unexpected[0]}'"
-        raise CheckpointError(f"{source}: {what} ({len(missing)} missing, {len(unexpected)} unexpected): the weights do not match the config's architecture")
-    for k, v in own.items():
-        if tuple(tensors[k].shape) != tuple(v.shape):
-            raise CheckpointError(f"{source}: tensor '{k}' has shape {tuple(tensors[k].shape)} but the config's architecture needs {tuple(v.shape)}")
+        what = "; ".join(([f"missing tensor {_quoted(missing)}"] if missing else [])
+                         + ([f"unexpected tensor {_quoted(unexpected)}"] if unexpected else []))
+        raise CheckpointError(f"{source}: {what} ({len(missing)} missing, {len(unexpected)} unexpected): the weights "
+                              f"do not match {architecture}")
+    if mismatched:
+        name, have, need = mismatched[0]
+        more = f" ({len(mismatched) - 1} more mis-shaped)" if len(mismatched) > 1 else ""
+        raise CheckpointError(f"{source}: tensor '{name}' has shape {tuple(have)} but {architecture} needs "
+                              f"{tuple(need)}{more}")
+    if integer:
+        name, dtype = integer[0]
+        raise CheckpointError(f"{source}: tensor '{name}' holds {str(dtype).replace('torch.', '')} values but "
+                              f"{architecture} needs floating-point weights; save the weights as floats")
+
+
+def load_state_strict(model: nn.Module, tensors: dict[str, torch.Tensor], source: str,
+                      architecture: str = "the config's architecture") -> None:
+    """Copy ``tensors`` into ``model`` after :func:`check_tensors`."""
+    own = model.state_dict()
+    mismatched = [(k, tuple(tensors[k].shape), tuple(v.shape)) for k, v in own.items()
+                  if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
+    integer = [(k, tensors[k].dtype) for k, v in own.items()
+               if k in tensors and v.is_floating_point() and not tensors[k].is_floating_point()]
+    check_tensors(source, [k for k in own if k not in tensors], [k for k in tensors if k not in own], mismatched,
+                  integer, architecture)
     model.load_state_dict(tensors, strict=True)
 
 
+#: The largest input size (pixels per side) of a model: its config's image_size, its preprocessor's size.
+MAX_IMAGE_SIZE = 1 << 13
 #: Size fields of backbone configs (ctinit's and transformers'): positive integers below these bounds.
-_SIZE_FIELDS = {"hidden_size": 1 << 16, "num_layers": 1000, "depth": 1000, "num_channels": 64, "image_size": 1 << 13,
+_SIZE_FIELDS = {"hidden_size": 1 << 16, "num_layers": 1000, "depth": 1000, "num_channels": 64,
+                "image_size": MAX_IMAGE_SIZE,
                 "num_hidden_layers": 1000, "intermediate_size": 1 << 18, "num_attention_heads": 1024,
                 "patch_size": 1 << 13, "widths": 1 << 16, "hidden_sizes": 1 << 16, "depths": 1000}
 
 
-def _check_sizes(config: PretrainedConfig) -> None:
+def check_config_sizes(config: PretrainedConfig) -> None:
     """One line for a config whose sizes are not numbers or absurd (before anything is allocated)."""
     for key, limit in _SIZE_FIELDS.items():
         value = getattr(config, key, None)
@@ -161,7 +226,7 @@ def _check_sizes(config: PretrainedConfig) -> None:
 
 
 def _model_from(config: PretrainedConfig) -> nn.Module:
-    _check_sizes(config)
+    check_config_sizes(config)
     try:
         return build_backbone(config)
     except CheckpointError:
@@ -461,8 +526,11 @@ def from_pretrained(init: "str | Path | InitSource", num_classes: int | None = N
     """An :class:`~ctinit.models.ImageClassifier` ready to fine-tune: the backbone at the initialization (a local
     directory, a Hub id ``ORG/NAME[@REV]`` or ``scratch:...``) plus a fresh linear head for ``num_classes`` classes
     (None or 0: no head, ``forward`` returns pooled features and fine-tuning adds a head sized to the task)."""
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0):
-        raise ConfigError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    from .tasks.specs import MAX_CLASSES
+
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or not 0 <= num_classes <= MAX_CLASSES):
+        raise ConfigError(f"num_classes must be an integer from 0 to {MAX_CLASSES}, got {num_classes!r}")
     backbone = load_init(init, seed=seed, revision=revision)
     if seed is not None:
         torch.manual_seed(seed)
@@ -508,7 +576,8 @@ def list_inits(author: str | None = None, search: str | None = None, limit: int 
 
 
 __all__ = [
-    "CONFIG_NAME", "InitSource", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "from_pretrained", "hub_error", "hub_offline",
+    "CONFIG_NAME", "InitSource", "MAX_IMAGE_SIZE", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "check_config_sizes",
+    "check_tensors", "from_pretrained", "hub_error", "hub_offline",
     "hub_snapshot", "init_config", "init_info", "is_connection_error", "read_config", "list_inits", "load_init", "load_state_strict", "parse_hub_id", "read_weights",
     "resolve_init", "save_init",
 ]

@@ -1,8 +1,9 @@
 """Batched inference of a fine-tuned classifier on image files (``ctinit predict``).
 
-Images are read with PIL (PNG, JPEG, any size, grayscale or colour), converted to RGB, resized with PIL's bilinear
-filter to the model's input size when they differ, and normalized as ``preprocessor_config.json`` says: exactly what
-transformers' image processor of that folder computes, done for a whole batch at once in torch.
+Images are read by :mod:`ctinit.images` (PNG, JPEG, TIFF..., any size up to 8192 x 8192, grayscale, colour or
+16-bit), converted to RGB, resized with PIL's bilinear filter to the model's input size when they differ, and
+normalized as ``preprocessor_config.json`` says: exactly what transformers' image processor of that folder computes,
+done for a whole batch at once in torch. Scores that are not finite numbers are an error, never printed.
 """
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, TaskSpecError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from .errors import CheckpointError, ConfigError, TaskSpecError
+from .images import IMAGE_SUFFIXES, is_image_file, open_image
 
 
 def find_images(inputs: list[str]) -> list[Path]:
@@ -23,7 +23,7 @@ def find_images(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            found = sorted(p for p in path.rglob("*") if is_image_file(p)
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
                 raise ConfigError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
@@ -39,14 +39,7 @@ def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
     """uint8 ``[H, W, 3]`` at ``size`` (height, width): RGB, PIL bilinear resize as the image processor does."""
     from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise TaskSpecError(f"{path}: no such file") from None
-    except Exception as exc:  # unidentified format, truncated data, decompression bomb...
-        raise TaskSpecError(f"{path}: unreadable image ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from exc
+    rgb = open_image(path).convert("RGB")
     if rgb.size != (size[1], size[0]):
         rgb = rgb.resize((size[1], size[0]), resample=Image.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
@@ -62,21 +55,23 @@ class Predictor:
     scale: torch.Tensor   # [1, 3, 1, 1]: rescale_factor / std
     shift: torch.Tensor   # [1, 3, 1, 1]: mean / std
     device: torch.device
+    name: str = "the model"  # for messages
 
     @classmethod
     def load(cls, model: str | Path, revision: str | None = None, device: str | None = None) -> "Predictor":
+        from .config import check_device
         from .finetune import resolve_device
         from .finetuned import load_classifier, read_processor_settings, resolve_model
 
+        device = resolve_device(check_device(device))  # cpu, cuda[:N] that exists here: before anything is loaded
         folder, _, _ = resolve_model(model, revision)
         net = load_classifier(folder)
         settings = read_processor_settings(folder, net.config)
-        device = resolve_device(device)
         mean = torch.tensor(settings["image_mean"], dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(settings["image_std"], dtype=torch.float32).view(1, -1, 1, 1)
         labels = [net.config.id2label[i] for i in range(net.config.num_labels)]
         return cls(net.to(device), labels, settings["size"], (settings["rescale_factor"] / std).to(device),
-                   (mean / std).to(device), device)
+                   (mean / std).to(device), device, str(model))
 
     def pixel_values(self, images: np.ndarray) -> torch.Tensor:
         """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, H, W]``: x * rescale / std - mean / std (the processor's math)."""
@@ -91,6 +86,10 @@ class Predictor:
         out = self.model(pixel_values=self.pixel_values(images))
         logits = out.logits if hasattr(out, "logits") else out
         probs = logits.float().softmax(-1)
+        if not bool(torch.isfinite(probs).all()):
+            raise CheckpointError(f"{self.name}: the scores are not finite numbers (NaN or infinite): its weights or "
+                                  f"preprocessor_config.json are broken (e.g. weights too large for float32, a zero "
+                                  f"image_std); fine-tune it again")
         return probs.topk(min(top_k, probs.shape[-1]), dim=-1)
 
     def predict_files(self, files: list[Path], top_k: int = 5, batch_size: int = 64, on_error=None):

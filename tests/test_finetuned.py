@@ -365,7 +365,7 @@ def test_a_hub_init_is_named_by_id_and_commit_and_becomes_base_model(model, uniq
 
     source = InitSource("org/cts-init@v1", path=unique_root / "my-init", repo_id="org/cts-init", revision="v1",
                         commit="c" * 40)
-    task = SimpleNamespace(name="fashion-mnist", num_classes=2, y_train=[0] * 8, y_test=[0] * 2)
+    task = SimpleNamespace(name="fashion-mnist", num_classes=2, y_train=[0] * 8, y_test=[0] * 2, hflip=True)
     made = provenance(source, task, "builtin:fashion-mnist", FinetuneConfig(steps=5, seed=3),
                       FinetuneResult(0.75, 0.5, 0.6, 5, 1.0, []))
     assert made["base_model"] == {"repo_id": "org/cts-init", "commit": "c" * 40, "algorithm": "cts"}

@@ -337,6 +337,7 @@ def test_list_shows_ctinit_models_as_a_table(monkeypatch, capsys):
 
 @pytest.mark.skipif(not (os.environ.get("HF_TOKEN") and os.environ.get("CTINIT_TEST_HUB_NAMESPACE")),
                     reason="set HF_TOKEN and CTINIT_TEST_HUB_NAMESPACE to push to the real Hub")
+@pytest.mark.user_hub_env  # it needs the user's token (conftest.py clears HF_* for the others)
 def test_push_and_pull_against_the_real_hub(export_copy, tmp_path, capsys):
     from huggingface_hub import HfApi
 

@@ -17,6 +17,10 @@ class _CtinitPreTrainedModel(PreTrainedModel):
     base_model_prefix = "backbone"
 
     def _init_weights(self, module):
+        """Fresh values for every parameter and buffer of ``module``: transformers calls this for whatever a
+        checkpoint does not hold (a new classification head, a missing tensor) and skips what was loaded (its
+        guarded ``nn.init`` functions leave loaded tensors alone). Every module type with tensors that these models
+        use is covered (tests/test_hardening_models.py checks it): anything left out would be uninitialised memory."""
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             if module.bias is not None:
@@ -25,9 +29,11 @@ class _CtinitPreTrainedModel(PreTrainedModel):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
             if module.running_mean is not None:
-                module.running_mean.zero_()
-                module.running_var.fill_(1.0)
-                module.num_batches_tracked.zero_()
+                nn.init.zeros_(module.running_mean)
+                nn.init.ones_(module.running_var)
+                nn.init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, nn.Linear):
+            module.reset_parameters()  # torch's default, as the fresh head ctinit.finetune puts on a backbone
 
     @property
     def feature_dim(self) -> int:

@@ -27,16 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from ctinit.errors import TaskSpecError
+from ctinit.images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS, is_image_file, pil_to_array, read_image_array
 
 __all__ = ["TaskData", "load_task", "parse_spec", "SPEC_KINDS", "IMAGE_EXTENSIONS"]
 
 SPEC_KINDS = ("npz", "folder", "hf", "builtin")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _SPEC_HELP = "use npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME"
 _SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 _IMAGE_COLUMNS = ("image", "img", "pixel_values")
 _LABEL_COLUMNS = ("label", "labels", "fine_label", "y")
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # Bound on the float elements a resize chunk holds (input + output), ~256 MiB of float32.
 _RESIZE_CHUNK_ELEMENTS = 1 << 26
 
@@ -526,16 +525,6 @@ def _read_npz(path: Path, spec: str) -> _Raw:
 # Images from files (folder: and hf:)
 
 
-def _pil_to_array(img) -> np.ndarray:
-    """A PIL image -> uint8 [H,W] for grayscale modes, [H,W,3] otherwise (alpha dropped)."""
-    if getattr(img, "mode", None) in _GRAY_MODES:
-        img = img.convert("L")
-        return np.asarray(img, dtype=np.uint8)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8)
-
-
 def _stack_images(groups: list[list[np.ndarray]], image_size: int) -> list[np.ndarray]:
     """Stack each list of [H,W] / [H,W,3] images into one uint8 array, sharing one channel count.
 
@@ -563,17 +552,6 @@ def _class_dirs(directory: Path) -> list[Path]:
                   key=lambda p: p.name)
 
 
-def _read_image_file(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return _pil_to_array(img)
-    except Exception as exc:  # unidentified format, truncated data, decompression bomb...
-        raise _error(f"{path}: unreadable image file ({_describe(exc)}); delete or re-save it") from exc
-
-
 def _read_class_tree(directory: Path, spec: str) -> tuple[list[str], dict[str, list[Path]]]:
     dirs = _class_dirs(directory)
     if not dirs:
@@ -583,7 +561,7 @@ def _read_class_tree(directory: Path, spec: str) -> tuple[list[str], dict[str, l
         )
     files: dict[str, list[Path]] = {}
     for d in dirs:
-        images = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        images = sorted(p for p in d.iterdir() if is_image_file(p))
         if not images:
             raise _error(
                 f"{d}: empty class folder (no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} images); "
@@ -618,7 +596,7 @@ def _read_folder(directory: Path, spec: str, image_size: int) -> _Raw:
         arrays, ys = [], []
         for cname in sorted(files):
             for p in files[cname]:
-                arrays.append(_read_image_file(p))
+                arrays.append(read_image_array(p))
                 ys.append(index[cname])
         groups.append(arrays)
         labels.append(np.asarray(ys, dtype=np.int64))
@@ -668,7 +646,7 @@ def _hf_images(ds, column: str, where: str) -> list[np.ndarray]:
         for i, img in enumerate(ds[column]):
             if img is None:
                 raise _error(f"{where}: example {i} has no image in column {column!r}; drop it from the dataset")
-            out.append(_pil_to_array(img))
+            out.append(pil_to_array(img))
         return out
     values = ds.with_format("numpy")[column]
     for i, value in enumerate(values):
