@@ -206,7 +206,8 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
     finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items()
                     if k not in ("seed", "progress") and not (k == "hflip" and v is None)}
-    finetune_key["validation"] = [validation_fraction, score]
+    if validation_fraction or score != "test":  # 0 trains on the whole split, as runs recorded before the option did
+        finetune_key["validation"] = [validation_fraction, score]
 
     total = len(inits) * len(data) * len(seeds)
     bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,

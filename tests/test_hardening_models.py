@@ -405,7 +405,7 @@ def test_runs_recorded_before_the_hflip_option_still_count_on_a_rerun(tmp_path, 
     npz = make_npz(tmp_path / "bars.npz")
     out = tmp_path / "eval"
     assert cli_main(["evaluate", "--init", "scratch:convnet4-32", "--data", f"npz:{npz}", "--seeds", "1", "--steps",
-                     "2", "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+                     "2", "--batch-size", "8", "--val-fraction", "0", "--out", str(out), "--no-progress"]) == 0
     record = json.loads((out / "runs.jsonl").read_text().splitlines()[0])
     results = json.loads((out / "results.json").read_text())
     before = {k: v for k, v in results["finetune"].items() if k != "hflip"}  # the recipe as ctinit recorded it then
