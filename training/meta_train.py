@@ -316,7 +316,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         autocast=autocast_factory(config["mixed_precision"], device),
         grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
         compile=config["compile"], channels_last=config["channels_last"],
-        heldout_batches=heldout_samplers or None,
+        heldout_batches=heldout_samplers or None, planned_steps=config["steps"],
     )
     samplers_state = samplers + heldout_samplers  # what a checkpoint saves and a resume restores
     best = {"accuracy": -1.0, "step": None}
