@@ -338,6 +338,126 @@ def bench_backbone(arch: str, args, device) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------------------- CPU execution modes
+#: ``--cpu-modes``: the backbones at the recipes' sizes (quickstart, study and zoo: batch 32; convnet4-32 at 28 px,
+#: ResNet-20 at 32 px as in the zoo's colour recipe).
+CPU_MODE_BACKBONES = (("convnet4-32", 28), ("resnet20", 32))
+#: name -> (engine options, precision, threads or None for the process's, fp32-exact). "Exact" modes compute the
+#: same fp32 training up to rounding (tests/test_compiled.py, tests/test_batched.py); bf16 modes do not.
+CPU_MODES = {
+    "eager": ({}, "no", None, True),
+    "eager_1_thread": ({}, "no", 1, True),
+    "channels_last": ({"channels_last": True}, "no", None, True),
+    "batched": ({"execution": "batched"}, "no", None, True),
+    "compiled": ({"compile": "backbone"}, "no", None, True),
+    "compiled_channels_last": ({"compile": "backbone", "channels_last": True}, "no", None, True),
+    "eager_bf16": ({}, "bf16", None, False),
+    "compiled_bf16": ({"compile": "backbone"}, "bf16", None, False),
+}
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX512-BF16 or AMX; otherwise bf16 is emulated, slowly)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's practical peak: the best of ``repeats`` timed ``n x n`` matmuls (2 n^3 FLOPs each)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def bench_cpu_modes(args) -> dict:
+    """Every CPU execution mode of the CTS engine side by side: rounds of a block of steps per mode, the order
+    rotating each round, for --budget-seconds per backbone after warm-up (which includes compiling)."""
+    device = torch.device("cpu")
+    bf16 = cpu_bf16_supported()
+    wanted = [m for m in (args.modes.split(",") if args.modes else CPU_MODES) if m in CPU_MODES]
+    wanted = [m for m in wanted if CPU_MODES[m][1] == "no" or bf16]
+    threads = torch.get_num_threads()
+    peak_before = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16) if bf16 else None}
+    result = {"bf16_supported": bf16, "threads": threads, "modes": {}, "speedup_fp32": {}, "speedup_bf16": {},
+              "achieved_gflops": {}, "backbones": {}}
+    for arch, size in CPU_MODE_BACKBONES:
+        if args.backbones and arch not in args.backbones.split(","):
+            continue
+        torch.manual_seed(0)
+        backbone = build_backbone(arch, size)
+        heads = [TaskHead(backbone.feature_dim, CLASSES[t % len(CLASSES)]) for t in range(args.tasks)]
+        data = make_data(args.tasks, size, max(4 * args.batch_size, 256), device)
+        flops = statistics.mean(flops_per_task_step(backbone, heads[t], *samplers(data, args.batch_size)[t]())
+                                for t in range(args.tasks))
+        engines, warm = {}, {}
+        for name in wanted:
+            options, precision, mode_threads, _ = CPU_MODES[name]
+            torch.set_num_threads(mode_threads or threads)
+            options = {"execution": "sequential", **options}
+            engine = Engine(backbone, heads, samplers(data, args.batch_size), precision, device, **options)
+            t0 = time.perf_counter()
+            engine.step()  # compiles, if the mode compiles
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            engine.step()
+            warm[name] = {"first_step_s": first, "second_step_s": time.perf_counter() - t0}
+            engines[name] = engine
+            say(f"cpu-modes {arch}: {name}: first step {first:.1f} s")
+        torch.set_num_threads(threads)
+        steps = args.steps or max(1, round(args.block_seconds / warm["eager"]["second_step_s"]))
+        times = {name: [] for name in engines}
+        load_before = os.getloadavg()[0]
+        start, r = time.perf_counter(), 0
+        while r < args.rounds or (time.perf_counter() - start < args.budget_seconds and r < args.max_rounds):
+            names = list(engines)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                torch.set_num_threads(CPU_MODES[name][2] or threads)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    engines[name].step()
+                times[name].append((time.perf_counter() - t0) / steps)
+            torch.set_num_threads(threads)
+            r += 1
+        modes = {}
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            modes[name] = {"fp32_exact": CPU_MODES[name][3], "precision": CPU_MODES[name][1],
+                           "threads": CPU_MODES[name][2] or threads, "step_ms": quantiles([t * 1e3 for t in ts]),
+                           "task_steps_per_s": args.tasks / med,
+                           "speedup": quantiles([e / t for e, t in zip(times["eager"], ts)]),
+                           "achieved_gflops": flops * args.tasks / med / 1e9,
+                           "compile_seconds": max(warm[name]["first_step_s"] - warm[name]["second_step_s"], 0.0)
+                           if "compile" in CPU_MODES[name][0] else None}
+        best = {p: max((n for n in modes if modes[n]["fp32_exact"] == (p == "fp32")),
+                       key=lambda n: modes[n]["speedup"]["median"], default=None) for p in ("fp32", "bf16")}
+        result["modes"][arch] = modes
+        for p in ("fp32", "bf16"):
+            result[f"speedup_{p}"][arch] = ({"mode": best[p], "speedup": modes[best[p]]["speedup"]["median"],
+                                             "ci95": modes[best[p]]["speedup"]["ci95"]} if best[p] else None)
+        result["achieved_gflops"][arch] = {n: m["achieved_gflops"] for n, m in modes.items()}
+        result["backbones"][arch] = {"image_size": size, "gflop_per_task_step": flops / 1e9, "rounds": r,
+                                     "steps_per_block": steps, "seconds": time.perf_counter() - start,
+                                     "loadavg_1min_before_after": [load_before, os.getloadavg()[0]]}
+        say(f"cpu-modes {arch}: " + ", ".join(f"{n} {m['task_steps_per_s']:.1f} task-steps/s ({m['speedup']['median']:.2f}x)"
+                                              for n, m in modes.items()))
+    peak_after = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16) if bf16 else None}
+    result["peak_gflops"] = {p: max(v for v in (peak_before[p], peak_after[p]) if v is not None) if peak_before[p] else None
+                             for p in peak_before}
+    result["peak_gflops_before_after"] = {"before": peak_before, "after": peak_after}
+    for arch, modes in result["modes"].items():
+        for m in modes.values():
+            peak = result["peak_gflops"]["bf16" if m["precision"] == "bf16" else "fp32"]
+            m["fraction_of_peak"] = m["achieved_gflops"] / peak if peak else None
+    return result
+
+
 # ----------------------------------------------------------------------------------------- scaling
 def metrics_rate(out: Path) -> float:
     """Task-steps/s between the first and the last record of a run's metrics.jsonl (start-up excluded)."""
@@ -446,6 +566,26 @@ def bench_finetune(args, device) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- main
+def report_cpu_modes(modes: dict, args, result: dict, started: float) -> int:
+    result.update(modes)
+    result["seconds"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    peak = result["peak_gflops"]
+    print(f"{args.tasks} tasks, batch {args.batch_size}, cpu ({result['machine']['cpu']}, {result['threads']} threads); "
+          f"peak (matmul) fp32 {peak['fp32']:.0f} GFLOP/s" + (f", bf16 {peak['bf16']:.0f}" if peak["bf16"] else ", no bf16"))
+    print(f"{'backbone':<12} {'mode':<24} {'ms/step':>8} {'task-steps/s':>13} {'speedup':>8} {'GFLOP/s':>8} {'of peak':>8} {'compile s':>9}")
+    for arch, ms in result["modes"].items():
+        for name, m in ms.items():
+            c = f"{m['compile_seconds']:.0f}" if m["compile_seconds"] is not None else "-"
+            print(f"{arch:<12} {name:<24} {m['step_ms']['median']:>8.1f} {m['task_steps_per_s']:>13.1f} "
+                  f"{m['speedup']['median']:>7.2f}x {m['achieved_gflops']:>8.1f} {m['fraction_of_peak']:>8.1%} {c:>9}")
+    for p in ("fp32", "bf16"):
+        print(f"speedup_{p}: " + ", ".join(f"{a} {v['mode']} {v['speedup']:.2f}x" for a, v in result[f"speedup_{p}"].items() if v))
+    return 0
+
+
 def machine(device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpus": os.cpu_count()}
@@ -486,6 +626,10 @@ def main(argv=None) -> int:
     p.add_argument("--before", metavar="REV", default=None,
                    help="also time the engine as of git revision REV (variant cts_before), and its per-step parts")
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for the achieved-FLOP/s fraction")
+    p.add_argument("--cpu-modes", action="store_true",
+                   help="every CPU execution mode side by side (convnet4-32 at 28 px, ResNet-20 at 32 px), with the "
+                        "machine's matmul peak; replaces the plain/cts comparison")
+    p.add_argument("--modes", default=None, help=f"with --cpu-modes: comma-separated subset of {', '.join(CPU_MODES)}")
     p.add_argument("--scaling", action="store_true", help="also measure 1 vs 2 CPU processes (meta_train subprocesses)")
     p.add_argument("--scaling-steps", type=int, default=80)
     p.add_argument("--scaling-repeats", type=int, default=2)
@@ -516,6 +660,11 @@ def main(argv=None) -> int:
                          "channels_last": args.channels_last,
                          "small_backbone": SMALL},
               "machine": machine(device), "backbones": {}}
+    if args.cpu_modes:
+        if gpu:
+            print("throughput: error: --cpu-modes measures the CPU; drop --device cuda", file=sys.stderr)
+            return 2
+        return report_cpu_modes(bench_cpu_modes(args), args, result, started)
     for arch in [a.strip() for a in args.backbones.split(",") if a.strip() and a.strip() != "none"]:
         result["backbones"][arch] = bench_backbone(arch, args, device)
     ratio = lambda arch: result["backbones"][arch]["ratio_cts_over_plain"]["median"] if arch in result["backbones"] else None  # noqa: E731

@@ -346,4 +346,4 @@ def test_the_trainer_refuses_graphs_on_the_cpu_with_one_line(tmp_path, capsys):
     assert code == 2
     assert err[-1].startswith("ctinit-train: error: compile 'graphs' is not supported here: CUDA graphs need a CUDA device")
     assert main(["--config", tiny, "--out", str(tmp_path / "b"), "--no-progress", "steps=2", "compile=fast"]) == 2
-    assert "compile = 'fast': input should be 'auto', 'off', 'graphs' or 'inductor'" in capsys.readouterr().err
+    assert "compile = 'fast': input should be 'auto', 'off', 'graphs', 'inductor' or 'backbone'" in capsys.readouterr().err

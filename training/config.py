@@ -90,7 +90,7 @@ class TrainConfig:
     device: Literal["auto", "cpu"] = "auto"  # auto (what Accelerate picks) | cpu; GPUs are chosen by the launcher
     mixed_precision: Precision = "no"  # autocast for the inner steps; phi and meta-updates stay fp32
     execution: Literal[EXECUTIONS] = "auto"  # auto | sequential | batched
-    compile: Literal[COMPILE_MODES] = "auto"  # auto (= off until measured) | off | graphs (CUDA graph of a step) | inductor
+    compile: Literal[COMPILE_MODES] = "auto"  # auto (CPU: backbone where this run measures it faster) | off | graphs | inductor | backbone
     channels_last: Bool = False  # channels-last convolutions (a GPU layout option; off until measured faster)
     max_nonfinite_steps: PositiveInt = 10  # stop when a task's inner loss is non-finite this many steps in a row
     log_every: PositiveInt = 50

@@ -306,7 +306,7 @@ def _train(config: dict, out: Path, progress: bool, resume: bool) -> dict:
         autocast=autocast_factory(config["mixed_precision"], device),
         grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
         compile=config["compile"], channels_last=config["channels_last"],
-        heldout_batches=heldout_samplers or None,
+        heldout_batches=heldout_samplers or None, planned_steps=config["steps"],
     )
     samplers_state = samplers + heldout_samplers  # what a checkpoint saves and a resume restores
     phi_start = engine.phi.detach().clone()  # the run's start (phi_distance), rebuilt from the seed on --resume

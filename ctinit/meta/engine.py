@@ -27,6 +27,7 @@ import contextlib
 import copy
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -36,6 +37,7 @@ from torch import nn
 
 from ..config import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
+from .compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
 from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step
 from .optim import OptimizerSpec
 from .rules import (
@@ -52,10 +54,12 @@ from .rules import (
 log = logging.getLogger(__name__)
 
 EXECUTIONS = ("auto", "sequential", "batched")
-#: ``compile``: how a global step is run. ``auto`` is ``off`` until a GPU measurement shows a mode faster
-#: (benchmarks/RESULTS.md, "GPU plan"); ``graphs`` replays the step as a CUDA graph; ``inductor`` is
-#: ``torch.compile(mode="reduce-overhead")`` of the step.
-COMPILE_MODES = ("auto", "off", "graphs", "inductor")
+#: ``compile``: how a global step is run. ``graphs`` replays the step as a CUDA graph; ``inductor`` is
+#: ``torch.compile(mode="reduce-overhead")`` of the step; ``backbone`` compiles every task's backbone forward and
+#: backward (one graph shared by the tasks; sequential execution; ``compiled.py``). ``auto`` is ``backbone`` on the
+#: CPU where the run's own timings show it pays off (``compiled.AutoCompile``), else ``off``: on CUDA until a GPU
+#: measurement shows a mode faster (benchmarks/RESULTS.md, "GPU plan").
+COMPILE_MODES = ("auto", "off", "graphs", "inductor", "backbone")
 
 LossFn = Callable[[nn.Module, nn.Module, object], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
@@ -150,9 +154,13 @@ class TrajectoryEngine:
         grad_scaling: dynamic loss scaling per task (for fp16).
         execution: ``auto``, ``sequential`` or ``batched`` (see the module docstring); ``batched`` is refused with
             a ConfigError where it is not supported, ``auto`` falls back to sequential.
-        compile: ``auto`` (= ``off`` for now), ``off`` (eager: the reference), ``graphs`` (the whole global step
-            captured as one CUDA graph and replayed; CUDA only, batch sources must be ``DeviceBatchSampler``s) or
-            ``inductor`` (``torch.compile(mode="reduce-overhead")`` of the step). See ``device_step.py``.
+        compile: ``off`` (eager: the reference), ``graphs`` (the whole global step captured as one CUDA graph and
+            replayed; CUDA only, batch sources must be ``DeviceBatchSampler``s), ``inductor``
+            (``torch.compile(mode="reduce-overhead")`` of the step; see ``device_step.py``), ``backbone`` (every
+            task's backbone forward/backward compiled, sequential execution; see ``compiled.py``) or ``auto``:
+            ``backbone`` on the CPU with sequential execution when ``planned_steps`` is given and this run's timings
+            show it pays off, else ``off``.
+        planned_steps: the run's total number of global steps (for ``compile: auto``: whether compiling pays off).
         channels_last: run convolutions on channels-last inputs (and, batched, weights): a layout for tensor
             cores to be measured on the GPU; the parameters stay in their flat buffers either way.
         heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
@@ -192,6 +200,7 @@ class TrajectoryEngine:
         compile: str = "off",
         channels_last: bool = False,
         heldout_batches: Sequence[Callable[[], object]] | None = None,
+        planned_steps: int | None = None,
     ):
         self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
         if len(heads) != len(batches) or not heads:
@@ -292,6 +301,10 @@ class TrajectoryEngine:
                 "segments": 0, "has_prev": False,
             }
 
+        self.planned_steps = planned_steps
+        self._auto_compile = None  # compiled.AutoCompile while compile 'auto' decides on the CPU
+        self._compiled_forward = None
+        self._input_shape = None
         self.compile = self._choose_compile(compile)
         self._capture = None
         self._compiled_body = None
@@ -317,6 +330,15 @@ class TrajectoryEngine:
             losses, accuracies, finite, delta = self._compiled_body(meta_due, draw=True)
             for source in self.batches:
                 source.advance()
+        elif self._auto_compile is not None:
+            self._backbone_compiled = self._auto_compile.use_compiled()
+            started = time.perf_counter()
+            losses, accuracies, finite, delta = self._step_body(meta_due)
+            self._auto_compile.done(time.perf_counter() - started)
+            if self._auto_compile.phase in ("on", "off"):
+                self.compile = "backbone" if self._auto_compile.phase == "on" else "off"
+                self._backbone_compiled = self.compile == "backbone"
+                self._auto_compile = None
         else:
             losses, accuracies, finite, delta = self._step_body(meta_due)
         reset_due = self.rule.direction != "none" and self.step_count % self.reset_period == 0
@@ -367,8 +389,20 @@ class TrajectoryEngine:
         """``off``, ``graphs`` or ``inductor``; ``graphs`` where it cannot run is a ConfigError saying why."""
         if mode not in COMPILE_MODES:
             raise ConfigError(f"compile must be one of {', '.join(COMPILE_MODES)}, got '{mode}'")
+        self._backbone_compiled = mode == "backbone"
+        if mode == "auto" and self.phi.device.type == "cpu" and self.execution == "sequential" and self.planned_steps:
+            autocast = self.autocast is not contextlib.nullcontext
+            self._auto_compile = AutoCompile(lambda: max(self.planned_steps - self.step_count, 0),
+                                             lambda: graph_key(self.phi_module, self._input_shape or (), autocast))
+            return "off"  # until AutoCompile has measured (engine.compile then says what it chose)
         if mode in ("auto", "off"):
-            return "off"  # auto: eager until a GPU measurement says otherwise (benchmarks/RESULTS.md)
+            return "off"  # auto on CUDA: eager until a GPU measurement says otherwise (benchmarks/RESULTS.md)
+        if mode == "backbone":
+            if self.execution != "sequential":
+                raise ConfigError("compile 'backbone' compiles each task's own forward and runs with execution "
+                                  "'sequential'; use execution 'sequential' (or compile 'off' with batched execution)")
+            log.info("compile: backbone")
+            return mode
         why = None
         if mode == "graphs" and self.phi.device.type != "cuda":
             why = f"CUDA graphs need a CUDA device (this engine is on {self.phi.device.type})"
@@ -459,8 +493,10 @@ class TrajectoryEngine:
             batch = self.batches[t]() if batches is None else batches[t]
             if self.channels_last and isinstance(batch, (tuple, list)) and torch.is_tensor(batch[0]) and batch[0].dim() == 4:
                 batch = (batch[0].contiguous(memory_format=torch.channels_last), *batch[1:])
+            if self._input_shape is None and isinstance(batch, (tuple, list)) and torch.is_tensor(batch[0]):
+                self._input_shape = tuple(batch[0].shape)  # part of compile 'auto''s record key
             with self.autocast():
-                loss, accuracy = _split_loss(self.loss_fn(self.backbones[t], self.heads[t], batch))
+                loss, accuracy = _split_loss(self.loss_fn(self._task_backbone(t), self.heads[t], batch))
             (loss if self.scalers is None else self.scalers[t].scale(loss)).backward()
             losses.append(loss.detach().float())
             if accuracy is not None:
@@ -469,6 +505,14 @@ class TrajectoryEngine:
             for t, opt in enumerate(self.optimizers):
                 self.scalers[t].unscale_(opt)  # self.grads now holds true gradients (the meta rules read them)
         return torch.stack(losses), (torch.stack(accuracies) if accuracies else None)
+
+    def _task_backbone(self, t: int):
+        """Task t's backbone as the loss function calls it: the module, or it through the compiled forward."""
+        if not self._backbone_compiled:
+            return self.backbones[t]
+        if self._compiled_forward is None:
+            self._compiled_forward = compile_forward()
+        return CompiledBackbone(self.backbones[t], self._compiled_forward)
 
     def _finite_mask(self, losses: torch.Tensor) -> torch.Tensor:
         """The bool mask of tasks whose loss (and, with loss scaling, gradient row) is finite, on the device; the

@@ -1,0 +1,186 @@
+"""``compile: backbone``: every task's backbone forward, and through AOTAutograd its backward, compiled by inductor.
+
+The tasks' backbones are copies of one module, so one compiled function serves all of them: dynamo treats a
+module's parameters and buffers as graph inputs (``inline_inbuilt_nn_modules``), and T tasks share one graph. The
+parameters stay views into the engine's flat ``[T, P]`` buffers and gradients still accumulate into ``grads``; heads,
+loss, inner optimizer and meta-update stay eager. On the CPU inductor fuses batch norm, ReLU and pooling into C++
+loops around oneDNN convolutions, which is where an eager step spends its non-convolution time (benchmarks/RESULTS.md,
+"CPU execution modes"). The result is the same training up to floating-point rounding (other summation orders in
+the fused kernels): tests/test_compiled.py holds it against eager over a few hundred steps.
+
+``compile: auto`` on the CPU decides per run whether this pays off (``AutoCompile``): it times the first eager steps,
+compiles only when the run's remaining steps at the expected speedup save more than compiling is expected to cost,
+then times compiled and eager steps interleaved and keeps the compiled forward only if it measured faster. What a
+compile cost and what it gained are recorded next to torch's compile cache (which makes a second compile of the same
+graph take seconds), keyed by CPU model, torch version, backbone and input shape, so the next run's estimate is
+this machine's own measurement rather than a default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: Before anything was measured on this machine for this graph: what compiling is assumed to cost (seconds; a cold
+#: compile of ResNet-20 took about this on 2 idle cores, the ConvNets less; a second compile hits torch's cache) and
+#: the speedup assumed for the decision to try (the trial then measures the real one).
+DEFAULT_COMPILE_SECONDS = 60.0
+DEFAULT_SPEEDUP = 1.3
+#: The compiled forward is kept only if compiled steps measured at least this much faster than eager ones.
+MIN_SPEEDUP = 1.05
+EAGER_STEPS = 3  # timed before deciding (the first one is warm-up and not used)
+TRIAL_PAIRS = 4  # compiled and eager steps interleaved after compiling
+RECORD_NAME = "ctinit-compile-backbone.json"
+
+
+def _call(module: nn.Module, *args, **kwargs):
+    return module(*args, **kwargs)
+
+
+def compile_forward() -> Callable:
+    """One compiled ``module(*args)`` for every task's backbone (inductor, static shapes)."""
+    return torch.compile(_call, dynamic=False)
+
+
+class CompiledBackbone:
+    """Task t's backbone as the loss function sees it: calls go through the shared compiled function, attributes
+    (config, feature_dim, ...) are the module's."""
+
+    def __init__(self, module: nn.Module, compiled: Callable):
+        self.module, self.compiled = module, compiled
+
+    def __call__(self, *args, **kwargs):
+        return self.compiled(self.module, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.module, name)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def record_path() -> Path | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+        return Path(cache_dir()) / RECORD_NAME
+    except Exception:  # noqa: BLE001 - a private torch helper; without it nothing is recorded
+        return None
+
+
+def graph_key(backbone: nn.Module, input_shape, autocast: bool) -> str:
+    """What determines the compiled graph and its speed: CPU model, threads, torch, backbone, input, precision."""
+    shapes = [(n, tuple(p.shape)) for n, p in backbone.named_parameters()]
+    text = json.dumps([cpu_model(), torch.get_num_threads(), torch.__version__, type(backbone).__name__, shapes,
+                       list(input_shape), autocast])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_record(key: str) -> dict | None:
+    path = record_path()
+    try:
+        return json.loads(path.read_text()).get(key) if path is not None else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_record(key: str, entry: dict) -> None:
+    path = record_path()
+    if path is None:
+        return
+    try:
+        records = json.loads(path.read_text()) if path.exists() else {}
+        records = records if isinstance(records, dict) else {}
+        records[key] = entry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(records, indent=1))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        log.debug("compile: could not record the measurement in %s", path)
+
+
+class AutoCompile:
+    """``compile: auto`` on the CPU: which steps run compiled, decided from this run's own timings.
+
+    ``use_compiled()`` says how the next step runs, ``done(seconds)`` reports how long it took. Phases: ``eager``
+    (EAGER_STEPS timed eager steps), then the decision to compile or not, ``trial`` (the first compiled step, which
+    compiles, then TRIAL_PAIRS compiled/eager pairs), then ``on`` or ``off`` for the rest of the run.
+    """
+
+    def __init__(self, remaining_steps: Callable[[], int], key: Callable[[], str]):
+        self.remaining_steps, self.key = remaining_steps, key
+        self.phase = "eager"
+        self.eager: list[float] = []
+        self.compiled: list[float] = []
+        self.compile_seconds: float | None = None
+        self.speedup: float | None = None
+        self.reason = "measuring"
+        self._next_compiled = False
+
+    def use_compiled(self) -> bool:
+        if self.phase == "eager" and len(self.eager) >= EAGER_STEPS:
+            self._decide()
+        if self.phase == "trial":
+            self._next_compiled = self.compile_seconds is None or len(self.compiled) <= len(self.eager) - EAGER_STEPS
+            return self._next_compiled
+        return self.phase == "on"
+
+    def _decide(self) -> None:
+        step_s = statistics.median(self.eager[1:])
+        record = read_record(self.key()) or {}
+        if record.get("speedup") is not None and record["speedup"] < MIN_SPEEDUP:
+            self.phase, self.reason = "off", f"measured {record['speedup']:.2f}x on this machine before"
+            log.info("compile: off (auto: %s)", self.reason)
+            return
+        cost = record.get("compile_seconds", DEFAULT_COMPILE_SECONDS)
+        speedup = record.get("speedup", DEFAULT_SPEEDUP)
+        saving = self.remaining_steps() * step_s * (1 - 1 / speedup)
+        if saving <= cost:
+            self.phase = "off"
+            self.reason = (f"the run's remaining {self.remaining_steps()} steps would save about {saving:.0f} s at "
+                           f"{speedup:.2f}x, compiling costs about {cost:.0f} s")
+            log.info("compile: off (auto: %s)", self.reason)
+            return
+        self.phase = "trial"
+        log.info("compile: trying backbone (auto: about %.0f s saved at %.2fx over the remaining %d steps, compiling "
+                 "costs about %.0f s)", saving, speedup, self.remaining_steps(), cost)
+
+    def done(self, seconds: float) -> None:
+        if self.phase == "eager":
+            self.eager.append(seconds)
+        elif self.phase == "trial":
+            if self._next_compiled and self.compile_seconds is None:
+                self.compile_seconds = max(seconds - statistics.median(self.eager[1:]), 0.0)
+            elif self._next_compiled:
+                self.compiled.append(seconds)
+            else:
+                self.eager.append(seconds)
+            if len(self.compiled) >= TRIAL_PAIRS and len(self.eager) - EAGER_STEPS >= TRIAL_PAIRS:
+                self._conclude()
+
+    def _conclude(self) -> None:
+        eager = statistics.median(self.eager[-TRIAL_PAIRS:])
+        self.speedup = eager / statistics.median(self.compiled)
+        self.phase = "on" if self.speedup >= MIN_SPEEDUP else "off"
+        self.reason = (f"compiled in {self.compile_seconds:.0f} s, {self.speedup:.2f}x eager's step speed over "
+                       f"{TRIAL_PAIRS} interleaved pairs of steps")
+        log.info("compile: %s (auto: %s)", "backbone" if self.phase == "on" else "off", self.reason)
+        write_record(self.key(), {"compile_seconds": round(self.compile_seconds, 2), "speedup": round(self.speedup, 3),
+                                  "cpu": cpu_model(), "torch": torch.__version__})
