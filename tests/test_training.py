@@ -224,3 +224,15 @@ def test_bundled_recipes_are_valid():
         assert config["tasks"]
     with pytest.raises(ConfigError, match="validation.tasks is empty"):
         load_config(TINY, ["validation.every=5"])
+
+
+def test_zoo_recipes_load_by_name_and_keep_the_papers_ratio():
+    from ctinit_training.config import recipe_path
+
+    names = sorted(p.stem for p in (ROOT / "training" / "recipes" / "zoo").glob("*.yaml"))
+    assert len(names) >= 4
+    for name in names:
+        config = load_config(recipe_path(f"zoo/{name}"))
+        assert config["steps"] / config["reset_period"] >= 100, name  # the paper's regime (issue 19)
+    with pytest.raises(ConfigError, match="zoo/glyph-convnet4-32"):  # the known names are listed
+        recipe_path("zoo/no-such-entry")

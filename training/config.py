@@ -140,15 +140,16 @@ RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
 def recipe_path(path: str | Path) -> Path:
-    """A recipe file, or the name of a bundled recipe (``quickstart``, ``tiny``, ``paper``), which works from an
-    installed wheel too."""
+    """A recipe file, or the name of a bundled recipe (``quickstart``, ``tiny``, ``paper``, or a zoo entry's
+    ``zoo/glyph-convnet4-32``), which works from an installed wheel too."""
     path = Path(path)
     if path.is_file():
         return path
-    bundled = RECIPES / f"{path.name}.yaml" if path.suffix == "" and len(path.parts) == 1 else None
+    named = path.suffix == "" and (len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "zoo"))
+    bundled = RECIPES.joinpath(*path.parts[:-1], f"{path.name}.yaml") if named else None
     if bundled is not None and bundled.is_file():
         return bundled
-    names = sorted(p.stem for p in RECIPES.glob("*.yaml"))
+    names = sorted(p.stem for p in RECIPES.glob("*.yaml")) + sorted(f"zoo/{p.stem}" for p in RECIPES.glob("zoo/*.yaml"))
     raise ConfigError(f"{path}: no such recipe file; pass a YAML file or a bundled recipe name ({', '.join(names)})")
 
 
