@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from ..hubio.upload import PushToHubMixin
 from .backbones import CtinitConvNetModel, CtinitResNetModel, _CtinitPreTrainedModel
 from .configuration import CtinitConvNetConfig, CtinitResNetConfig
 
 
-class _CtinitForImageClassification(_CtinitPreTrainedModel):
+class _CtinitForImageClassification(PushToHubMixin, _CtinitPreTrainedModel):
     base_model_class: type = None
 
     def __init__(self, config):
@@ -30,20 +31,13 @@ class _CtinitForImageClassification(_CtinitPreTrainedModel):
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
 
-    def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
-                    commit_message: str | None = None, create_pr: bool = False, overwrite_card: bool = False,
-                    license: str | None = None, **_ignored):
-        """Upload through ctinit's publishing code (secrets check, temporary folder, card kept unless
-        ``overwrite_card``); see :func:`ctinit.publish.push_folder`."""
-        import tempfile
+    def write_hub_folder(self, folder, *, repo_id: str, license: str | None = None, **_ignored) -> None:
+        """The folder ``push_to_hub`` uploads through ctinit's push path (:class:`ctinit.hubio.PushToHubMixin`:
+        secrets check, temporary folder, card kept unless ``overwrite_card``); transformers' own push options
+        (``safe_serialization``...) are ignored: ctinit writes safetensors only."""
+        from .classifier_folder import write_model_folder
 
-        from ..finetuned import write_model_folder
-        from ..publish import push_folder
-
-        with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
-            write_model_folder(self, tmp, license=license, repo_id=repo_id)
-            return push_folder(tmp, repo_id, private=private, revision=revision, commit_message=commit_message,
-                               create_pr=create_pr, overwrite_card=overwrite_card)
+        write_model_folder(self, folder, license=license, repo_id=repo_id)
 
 
 class CtinitResNetForImageClassification(_CtinitForImageClassification):

@@ -5,16 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..hubio.upload import PushToHubMixin
 from .heads import TaskHead, feature_dim
 
 
-class ImageClassifier(nn.Module):
+class ImageClassifier(PushToHubMixin, nn.Module):
     """``backbone`` (pooled features) + ``head``: ``forward(pixel_values) -> logits``.
 
     ``num_classes=0`` (or None) gives ``head = nn.Identity()``: ``forward`` returns the pooled features, and
     :func:`ctinit.finetune.finetune` puts a fresh head sized to the task on top (as timm does with
     ``num_classes=0``). Inputs are float ``[B, C, H, W]`` scaled to [-1, 1] (``(x / 255 - 0.5) / 0.5``), at the
-    config's ``image_size``; :func:`ctinit.tasks.to_float` does that for uint8 images.
+    config's ``image_size``; :func:`ctinit.tasks.to_float` does that for uint8 images. ``push_to_hub(repo_id,
+    labels=..., made_with=..., license=..., private=..., revision=..., create_pr=..., overwrite_card=...)`` uploads
+    the folder of :meth:`save_pretrained` (:class:`ctinit.hubio.PushToHubMixin`).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int | None = None):
@@ -46,28 +49,27 @@ class ImageClassifier(nn.Module):
         return finetune(self, task, config, device=device, log=log, **overrides)
 
     def save_pretrained(self, out, labels=None, made_with: dict | None = None, license: str | None = None,
-                        overwrite: bool = False):
+                        overwrite: bool = False, repo_id: str | None = None):
         """Write a transformers image-classification folder (config with ``id2label`` from ``labels``, safetensors
-        weights, image processor config, card); see :mod:`ctinit.finetuned`. Needs a head (fine-tune first)."""
-        from ..finetuned import save_finetuned
+        weights, image processor config, card naming ``repo_id`` where it will be pushed); see
+        :mod:`ctinit.models.classifier_folder`. Needs a head (fine-tune first)."""
+        from .classifier_folder import save_finetuned
 
-        return save_finetuned(self, out, labels=labels, made_with=made_with, license=license, overwrite=overwrite)
+        return save_finetuned(self, out, labels=labels, made_with=made_with, license=license, overwrite=overwrite,
+                              repo_id=repo_id)
 
-    def push_to_hub(self, repo_id: str, labels=None, made_with: dict | None = None, *, private: bool = False,
-                    revision: str | None = None, create_pr: bool = False, overwrite_card: bool = False,
-                    license: str | None = None, commit_message: str | None = None):
-        """Write the folder of :meth:`save_pretrained` into a temporary directory and upload it with
-        :func:`ctinit.publish.push_folder` (secrets scan, the Hub's card kept unless ``overwrite_card``)."""
-        import tempfile
+    def to_transformers(self, labels=None, made_with: dict | None = None):
+        """The equal transformers ``*ForImageClassification`` model (:func:`ctinit.models.conversion.to_transformers`)."""
+        from .conversion import to_transformers
 
-        from ..finetuned import write_model_folder
-        from ..publish import check_push, push_folder
+        return to_transformers(self, labels, made_with)
 
-        check_push(repo_id)
-        with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
-            write_model_folder(self, tmp, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
-            return push_folder(tmp, repo_id, private=private, revision=revision, create_pr=create_pr,
-                               overwrite_card=overwrite_card, commit_message=commit_message)
+    def write_hub_folder(self, folder, *, repo_id: str, labels=None, made_with: dict | None = None,
+                         license: str | None = None) -> None:
+        """The folder :meth:`push_to_hub` uploads (that of :meth:`save_pretrained`, its card naming ``repo_id``)."""
+        from .classifier_folder import write_model_folder
+
+        write_model_folder(self, folder, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
 
 
 __all__ = ["ImageClassifier", "TaskHead"]
