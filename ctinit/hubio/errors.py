@@ -28,21 +28,22 @@ def _hub_types(*names: str) -> tuple[type, ...]:
     return tuple(t for t in (getattr(errors, name, None) for name in names) if isinstance(t, type))
 
 
+#: The HTTP clients huggingface_hub has used (httpx2 or httpx since 1.0, requests before) and their transport
+#: failures (connect and read errors, timeouts, proxy errors).
+_CLIENT_ERRORS = {"httpx2": ("TransportError",), "httpx": ("TransportError",), "requests": ("ConnectionError", "Timeout")}
+
+
 def _network_types() -> tuple[type, ...]:
-    """The transport failures of the HTTP clients huggingface_hub uses (httpx since 1.0, requests before)."""
+    """The exception types that mean the network failed, for whichever HTTP clients are installed."""
+    import importlib
+
     types: list[type] = [ConnectionError, TimeoutError, *_hub_types("OfflineModeIsEnabled")]
-    try:
-        import httpx
-
-        types.append(httpx.TransportError)  # ConnectError, timeouts, ProxyError, NetworkError
-    except ImportError:
-        pass
-    try:
-        import requests
-
-        types += [requests.ConnectionError, requests.Timeout]
-    except ImportError:
-        pass
+    for module_name, names in _CLIENT_ERRORS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        types += [t for t in (getattr(module, name, None) for name in names) if isinstance(t, type)]
     return tuple(types)
 
 
