@@ -13,14 +13,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig
 
 from ..errors import ConfigError
-from .classifier import ImageClassifier
+from .image_classifier import ImageClassifier
 from .configuration import CTINIT_MODEL_TYPES, CtinitConvNetConfig, CtinitResNetConfig, is_ctinit_config
 from .heads import TaskHead, feature_dim, image_size_of
 from .hf import HFBackbone, tiny_convnext_config, tiny_vit_config
 from .lazy import lazy_class
 
 # The model classes are imported on first use (see lazy.py): `import ctinit` does not load transformers' modeling code.
-_BACKBONES, _CLASSIFIERS = "ctinit.models.backbones", "ctinit.models.classification"
+_BACKBONES, _CLASSIFIERS = "ctinit.models.backbones", "ctinit.models.for_image_classification"
 AutoConfig.register(CtinitResNetConfig.model_type, CtinitResNetConfig, exist_ok=True)
 AutoConfig.register(CtinitConvNetConfig.model_type, CtinitConvNetConfig, exist_ok=True)
 AutoModel.register(CtinitResNetConfig, lazy_class(_BACKBONES, "CtinitResNetModel", CtinitResNetConfig), exist_ok=True)

@@ -7,7 +7,7 @@ models themselves (:meth:`ImageClassifier.save_pretrained`, ``push_to_hub``) and
                                   (bilinear), x / 255, normalize with mean 0.5 and std 0.5, grayscale to RGB
     OUT/README.md                 the card: pipeline_tag image-classification, base_model, model-index
 
-ctinit backbones become :class:`~ctinit.models.classification.CtinitResNetForImageClassification` /
+ctinit backbones become :class:`~ctinit.models.for_image_classification.CtinitResNetForImageClassification` /
 ``CtinitConvNetForImageClassification`` (``AutoModelForImageClassification`` finds them after ``import ctinit``);
 the standard ones (``hf-vit-tiny``, ``hf-convnext-tiny``) become transformers' own ``ViTForImageClassification`` /
 ``ConvNextForImageClassification`` and load without ctinit. Nothing written holds a local path. Reading such a

@@ -40,7 +40,7 @@ def to_transformers(classifier, labels=None, made_with: dict | None = None):
     config.label2id = {name: i for i, name in enumerate(names)}
     config.ctinit = {"library_version": __version__, **(made_with or {})}
     if is_ctinit_config(config):
-        from .classification import CtinitConvNetForImageClassification, CtinitResNetForImageClassification
+        from .for_image_classification import CtinitConvNetForImageClassification, CtinitResNetForImageClassification
 
         model_class = {"ctinit-resnet": CtinitResNetForImageClassification,
                        "ctinit-convnet": CtinitConvNetForImageClassification}[config.model_type]
