@@ -8,8 +8,7 @@
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from .version import __version__
 from . import models  # noqa: F401  (registers the backbones with the Auto classes)
 from . import zoo  # noqa: F401  (the shipped initializations: ctinit.zoo.path(NAME))
 from .errors import CtinitError

@@ -1,12 +1,18 @@
-"""What ``ctinit list`` shows offline: the zoo (with its measured gain over scratch), the backbones, the bundled
-tasks and the meta-training recipes. Reads the registry and the package's files; builds no model."""
+"""What ``ctinit list`` shows: offline, the zoo (with its measured gain over scratch), the backbones, the bundled
+tasks and the meta-training recipes (reads the registry and the package's files; builds no model); with ``--hub``,
+the initializations published on the Hub (``ctinit list --hub``, ``ctinit-hub list``)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
+import sys
 from pathlib import Path
 
-from . import zoo
+from .errors import CheckpointError
+from .hubio.errors import hub_offline, is_connection_error, raise_hub_error
 from .stats import BETTER, format_difference
+from .zoo import PREFIX as ZOO_PREFIX, entries as zoo_entries
 
 
 def recipes_dir() -> Path | None:
@@ -40,8 +46,8 @@ def gain_text(entry: dict) -> str:
 
 def zoo_rows() -> list[dict]:
     rows = []
-    for e in zoo.entries():
-        rows.append({"name": e["name"], "init": zoo.PREFIX + e["name"], "backbone": e.get("backbone"),
+    for e in zoo_entries():
+        rows.append({"name": e["name"], "init": ZOO_PREFIX + e["name"], "backbone": e.get("backbone"),
                      "image_size": e.get("image_size"), "channels": e.get("channels"), "tasks": e.get("tasks") or [],
                      "size": e.get("size"), "hub_id": e.get("hub_id"), "revision": e.get("revision"),
                      "results": e.get("results") or [], "gain": gain_text(e)})
@@ -101,4 +107,65 @@ def _tasks_text(tasks: list[str]) -> str:
     return ", ".join(names) if len(names) <= 3 else f"{len(names)} tasks ({', '.join(names[:2])}, ...)"
 
 
-__all__ = ["recipes_dir", "catalog", "catalog_text", "gain_text", "zoo_rows"]
+# ------------------------------------------------------------------------------------------------ on the Hub
+
+
+def list_inits(author: str | None = None, search: str | None = None, limit: int | None = 50,
+               sort: str = "downloads") -> list[dict]:
+    """Initializations published on the Hub by this library (repos tagged ``ctinit``), as plain dicts."""
+    from huggingface_hub import HfApi
+
+    from .meta import RULES
+
+    hf_logger = logging.getLogger("huggingface_hub")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)  # no "Retrying in 8s" lines: the outcome is one line either way
+    try:
+        models = list(HfApi().list_models(filter="ctinit", author=author, search=search, sort=sort, limit=limit))
+    except Exception as e:  # noqa: BLE001
+        if is_connection_error(e):
+            why = "HF_HUB_OFFLINE is set; listing needs the network" if hub_offline() else "check the network"
+            raise CheckpointError(f"cannot list initializations: the Hub cannot be reached ({type(e).__name__}); {why}") from e
+        raise_hub_error(e, author or "ctinit", None)
+    finally:
+        hf_logger.setLevel(level)
+    rows = []
+    for m in models:
+        tags = list(getattr(m, "tags", None) or [])
+        algorithm = next((t for t in tags if t in RULES), "")
+        modified = getattr(m, "last_modified", None) or getattr(m, "created_at", None)
+        rows.append({"id": m.id, "algorithm": algorithm, "downloads": getattr(m, "downloads", None),
+                     "likes": getattr(m, "likes", None),
+                     "last_modified": modified.strftime("%Y-%m-%d") if hasattr(modified, "strftime") else (modified or None)})
+    return rows
+
+
+
+
+def inits_table(rows: list[dict]) -> str:
+    """The rows of :func:`list_inits` as an aligned text table (what ``ctinit list`` and ``ctinit-hub list`` print)."""
+    header = ["id", "algorithm", "downloads", "likes", "updated"]
+    table = [[str(r["id"]), r["algorithm"] or "-", "-" if r["downloads"] is None else str(r["downloads"]),
+              "-" if r["likes"] is None else str(r["likes"]), r["last_modified"] or "-"] for r in rows]
+    return _table(header, table)
+
+
+def print_inits(author: str | None, search: str | None, limit: int, as_json: bool, prog: str) -> int:
+    """What ``ctinit list`` and ``ctinit-hub list`` do: the published initializations as a table (or JSON) on
+    stdout; "none found" on stderr. Returns the exit code."""
+    from .config import PositiveInt, check_option
+
+    check_option("--limit", limit, PositiveInt)
+    rows = list_inits(author=author, search=search, limit=limit)
+    if as_json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"{prog}: no initializations found on the Hub" + (f" for author {author}" if author else ""),
+              file=sys.stderr, flush=True)
+    else:
+        print(inits_table(rows))
+    return 0
+
+
+__all__ = ["catalog", "catalog_text", "gain_text", "inits_table", "list_inits", "print_inits", "recipes_dir",
+           "zoo_rows"]

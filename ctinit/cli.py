@@ -75,7 +75,7 @@ def _recipe(args, seed: int = 0):
 
 
 def cmd_finetune(args) -> int:
-    from .finetuned import own_out_dir
+    from .models.classifier_folder import own_out_dir
     from .tasks import parse_spec
 
     config = _recipe(args, seed=args.seed)
@@ -89,10 +89,9 @@ def cmd_finetune(args) -> int:
 def _finetune(args, config) -> int:
     from .evaluate import prepare_task
     from .finetune import finetune
-    from .finetuned import save_finetuned
+    from .hubio import check_license, check_push
     from .loading import init_info, load_init, resolve_init
     from .models import ImageClassifier, image_size_of
-    from .publish import check_license, check_push
     from .tasks import load_task
 
     # Everything that would make the end fail is checked before the first step, so that no training is lost.
@@ -122,8 +121,8 @@ def _finetune(args, config) -> int:
         _quiet_transformers()
         made_with = provenance(source, task, args.data, config, result)
         if args.out:
-            save_finetuned(classifier.cpu(), args.out, labels=task.classes, made_with=made_with, license=args.license,
-                           overwrite=args.overwrite, repo_id=args.push_to_hub)
+            classifier.cpu().save_pretrained(args.out, labels=task.classes, made_with=made_with, license=args.license,
+                                             overwrite=args.overwrite, repo_id=args.push_to_hub)
             report["out"] = str(args.out)
             _log(f"ctinit finetune: wrote {args.out} (load it with transformers or `ctinit predict --model {args.out}`)")
         if args.push_to_hub:
@@ -143,7 +142,7 @@ def provenance(source, task, spec: str, config, result) -> dict:
 
     from .finetune import uses_hflip
     from .loading import init_info
-    from .publish import dataset_id
+    from .hubio import dataset_id
 
     if source.repo_id:
         base = {"repo_id": source.repo_id, "commit": source.commit}
@@ -177,17 +176,10 @@ def provenance(source, task, spec: str, config, result) -> dict:
 
 
 def _push_model(classifier, args, labels, made_with) -> str:
-    import tempfile
-
-    from .finetuned import write_model_folder
-    from .publish import push_folder
-
-    with tempfile.TemporaryDirectory(prefix="ctinit-model-") as tmp:
-        write_model_folder(classifier, tmp, labels=labels, made_with=made_with, license=args.license,
-                           repo_id=args.push_to_hub)
-        info = push_folder(tmp, args.push_to_hub, private=args.private, create_pr=args.create_pr,
-                           overwrite_card=args.overwrite_card, log=_log,
-                           commit_message=f"Upload a classifier fine-tuned with ctinit ({made_with['task']['name']})")
+    info = classifier.push_to_hub(
+        args.push_to_hub, labels=labels, made_with=made_with, license=args.license, private=args.private,
+        create_pr=args.create_pr, overwrite_card=args.overwrite_card, log=_log,
+        commit_message=f"Upload a classifier fine-tuned with ctinit ({made_with['task']['name']})")
     url = str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
     _log(f"ctinit finetune: pushed to {args.push_to_hub}: {url}")
     return url
@@ -249,7 +241,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_list(args) -> int:
     if args.hub or args.author or args.search or args.limit is not None:
-        from .loading import print_inits
+        from .catalog import print_inits
 
         return print_inits(args.author, args.search, 50 if args.limit is None else args.limit, args.json, "ctinit list")
     from .catalog import catalog, catalog_text

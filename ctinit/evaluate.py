@@ -33,7 +33,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from . import __version__
+from .version import __version__
 from .atomic import owned_dir, write_file, write_text
 from .errors import ConfigError
 from .finetune import FinetuneConfig, finetune

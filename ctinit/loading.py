@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,26 +29,15 @@ import torch
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
-from . import __version__
 from .atomic import write_file
-from .errors import CheckpointError, ConfigError, CtinitError
-from . import zoo
+from .catalog import inits_table, list_inits, print_inits  # noqa: F401  (re-exported: listing moved to catalog)
+from .errors import CheckpointError, ConfigError
+from .hubio import hub_error, hub_offline, hub_snapshot, is_connection_error  # noqa: F401  (re-exported)
+from .hubio.names import (CONFIG_NAME, HUB_PREFIX, PICKLE_PATTERNS, PICKLE_SUFFIXES,  # noqa: F401  (re-exported)
+                          WEIGHTS_NAME, one_line, parse_hub_id)
+from .version import __version__
+from .zoo import PREFIX as ZOO_PREFIX, folder as zoo_folder, get as zoo_entry, verify as zoo_verify
 from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-#: Never downloaded from the Hub: files that could only be read by unpickling.
-PICKLE_PATTERNS = [f"*{s}" for s in PICKLE_SUFFIXES]
-HUB_PREFIX = "hf-hub:"
-_REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9_.-]+?)(?:@(?P<rev>[^\s@]+))?$")
-_COMMIT_HASH = re.compile(r"^[0-9a-f]{40}$")
-
-
-def _one_line(text: object, limit: int = 300) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
 
 # ------------------------------------------------------------------------------------------------ saving
 
@@ -95,14 +83,14 @@ def _read_config(path: Path) -> PretrainedConfig:
         raw = json.loads(config_file.read_text())
         model_type = raw.get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise CheckpointError(f"{config_file}: not valid JSON ({_one_line(e)}); re-export the initialization") from e
+        raise CheckpointError(f"{config_file}: not valid JSON ({one_line(e)}); re-export the initialization") from e
     if not model_type:
         raise CheckpointError(f"{config_file}: no 'model_type' key; re-export the initialization")
     _check_labels(raw, config_file)
     try:
         return AutoConfig.from_pretrained(str(path))
     except (ValueError, KeyError, OSError, TypeError) as e:
-        raise CheckpointError(f"{config_file}: cannot read config of model_type '{model_type}' ({_one_line(str(e).splitlines()[0] if str(e) else e)})") from e
+        raise CheckpointError(f"{config_file}: cannot read config of model_type '{model_type}' ({one_line(str(e).splitlines()[0] if str(e) else e)})") from e
 
 
 def _check_labels(raw: dict, config_file: Path) -> None:
@@ -111,7 +99,7 @@ def _check_labels(raw: dict, config_file: Path) -> None:
     from .tasks.specs import MAX_CLASSES
 
     def bad(key: str, what: str) -> CheckpointError:
-        return CheckpointError(f"{config_file}: {key} = {_one_line(repr(raw[key]))[:80]}: {what}; the config.json is "
+        return CheckpointError(f"{config_file}: {key} = {one_line(repr(raw[key]))[:80]}: {what}; the config.json is "
                                f"damaged: fine-tune or export the model again")
 
     num = raw.get("num_labels")
@@ -160,7 +148,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({_one_line(str(e).splitlines()[0] if str(e) else e)}); it may be truncated: download or export it again") from e
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({one_line(str(e).splitlines()[0] if str(e) else e)}); it may be truncated: download or export it again") from e
 
 
 def _quoted(keys: list[str], shown: int = 3) -> str:
@@ -174,7 +162,7 @@ def check_tensors(source: str, missing, unexpected, mismatched, integer=(),
     else its first integer tensor where the model needs floating-point weights (lists in the order to report;
     ``mismatched`` holds ``(name, shape in the file, shape needed)``, ``integer`` ``(name, dtype in the file)``). Every
     loader of weights goes through this check: initializations (:func:`load_state_strict`) and fine-tuned classifiers
-    (:func:`ctinit.finetuned.load_classifier`, from transformers' loading report)."""
+    (:func:`ctinit.trained_model.load_classifier`, from transformers' loading report)."""
     if missing or unexpected:
         what = "; ".join(([f"missing tensor {_quoted(missing)}"] if missing else [])
                          + ([f"unexpected tensor {_quoted(unexpected)}"] if unexpected else []))
@@ -221,7 +209,7 @@ def check_config_sizes(config: PretrainedConfig) -> None:
             continue
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit:
-                raise CheckpointError(f"config {key} = {_one_line(repr(value))[:80]}: must be a positive integer "
+                raise CheckpointError(f"config {key} = {one_line(repr(value))[:80]}: must be a positive integer "
                                       f"(at most {limit}); the config.json is damaged or not a ctinit backbone")
 
 
@@ -232,7 +220,7 @@ def _model_from(config: PretrainedConfig) -> nn.Module:
     except CheckpointError:
         raise
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"cannot build a backbone of model_type '{config.model_type}' ({_one_line(e)})") from e
+        raise CheckpointError(f"cannot build a backbone of model_type '{config.model_type}' ({one_line(e)})") from e
 
 
 def _load_dir(path: Path) -> nn.Module:
@@ -246,178 +234,6 @@ def _load_dir(path: Path) -> nn.Module:
         tensors = {k: v for k, v in tensors.items() if k in own or not k.startswith("pooler.")}
     load_state_strict(target, tensors, str(path / WEIGHTS_NAME))
     return model
-
-
-# ------------------------------------------------------------------------------------------------ the Hub
-
-
-def parse_hub_id(text: str) -> tuple[str, str | None] | None:
-    """``ORG/NAME[@REV]`` (or ``hf-hub:ORG/NAME[@REV]``) -> ``(repo_id, revision)``; None when it is not one."""
-    text = text[len(HUB_PREFIX):] if text.startswith(HUB_PREFIX) else text
-    match = _REPO_ID.match(text)
-    if not match or ".." in match.group("repo") or match.group("repo").endswith("."):
-        return None
-    return match.group("repo"), match.group("rev")
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set (read the way huggingface_hub reads it)."""
-    from huggingface_hub import constants
-
-    check = getattr(constants, "is_offline_mode", None)
-    return bool(check()) if callable(check) else bool(getattr(constants, "HF_HUB_OFFLINE", False))
-
-
-def _hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__}
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """Whether a huggingface_hub / network exception means the Hub could not be reached."""
-    names = _names(exc)
-    if names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "TransportError",
-                "ConnectionError", "Timeout", "ReadTimeout", "OfflineModeIsEnabled", "ProxyError"}:
-        return True
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    return "HfHubHTTPError" in names and isinstance(status, int) and status >= 500
-
-
-_is_connection_error = is_connection_error  # the old private name, for callers not yet updated
-
-
-def hub_error(exc: BaseException, repo_id: str, revision: str | None) -> CtinitError | None:
-    """A one-line :class:`CheckpointError` for a huggingface_hub error about ``repo_id``; None if it is not one."""
-    names = _names(exc)
-    rev = revision or "main"
-    where = f"{repo_id}@{rev}"
-    first = _one_line(str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__, 200)
-    if "RevisionNotFoundError" in names:
-        return CheckpointError(f"{repo_id}: no revision '{rev}' in this Hub repo; pass an existing branch, tag or commit hash")
-    if "GatedRepoError" in names:
-        return CheckpointError(f"{repo_id}: a gated Hub repo; accept its terms on huggingface.co, then log in (HF_TOKEN or `hf auth login`)")
-    if "RepositoryNotFoundError" in names:
-        return CheckpointError(f"'{repo_id}': no such local directory, and no Hub model repo of that name (if it is private, "
-                               f"set HF_TOKEN or run `hf auth login`)")
-    if "DisabledRepoError" in names:
-        return CheckpointError(f"{repo_id}: this Hub repo has been disabled")
-    if "IncompleteSnapshotError" in names:
-        return CheckpointError(f"{where}: the cached copy is incomplete and the Hub cannot be reached; download it again online")
-    if "HFValidationError" in names:
-        return CheckpointError(f"'{repo_id}': not a valid Hub repo id ({first}); write ORG/NAME or a local directory")
-    if names & {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "CachedRepoTreeNotFoundError"}:
-        if hub_offline():
-            return CheckpointError(f"{where}: no cached copy in {_hub_cache()} and HF_HUB_OFFLINE=1 forbids downloading; "
-                                   f"download it once online (ctinit-hub pull {repo_id}) or unset HF_HUB_OFFLINE")
-        return CheckpointError(f"{where}: the Hub cannot be reached and there is no cached copy in {_hub_cache()}; "
-                               f"check the network (or the repo id), or pass a local directory")
-    if "EntryNotFoundError" in names:
-        return CheckpointError(f"{where}: a file is missing in this Hub repo ({first}); an initialization repo holds "
-                               f"{CONFIG_NAME} and {WEIGHTS_NAME}")
-    if is_connection_error(exc):
-        if hub_offline():
-            return CheckpointError(f"{where}: HF_HUB_OFFLINE=1 is set and there is no cached copy; download it once "
-                                   f"online (ctinit-hub pull {repo_id}) or unset HF_HUB_OFFLINE")
-        return CheckpointError(f"{where}: the Hub cannot be reached ({type(exc).__name__}: {first}) and there is no cached copy")
-    if "HfHubHTTPError" in names:
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if status in (401, 403):
-            return CheckpointError(f"{repo_id}: not authorized (HTTP {status}); set HF_TOKEN or run `hf auth login` with a token that can read it")
-        return CheckpointError(f"{repo_id}: Hub request failed (HTTP {status}): {first}")
-    return None
-
-
-def _check_repo_files(files: list[str], repo_id: str, revision: str | None, need_weights: bool) -> None:
-    where = f"{repo_id}@{revision or 'main'}"
-    if need_weights and WEIGHTS_NAME not in files:
-        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
-        if pickles:
-            raise CheckpointError(
-                f"{where}: only pickle weights on the Hub ({', '.join(pickles[:3])}); ctinit loads safetensors only, "
-                f"because unpickling can run arbitrary code: ask the publisher for {WEIGHTS_NAME}"
-            )
-        raise CheckpointError(f"{where}: no {WEIGHTS_NAME} in this Hub repo; an initialization repo holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    if CONFIG_NAME not in files:
-        raise CheckpointError(f"{where}: no {CONFIG_NAME} in this Hub repo; an initialization repo holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-
-
-def _remember_ref(snapshot: Path, revision: str, commit: str) -> None:
-    """Record in the cache that ``revision`` (a branch or tag) points at ``commit``, as huggingface_hub does when it
-    downloads by branch name, so that a later offline run finds the copy under the name the user typed."""
-    refs = snapshot.parent.parent / "refs"
-    if snapshot.parent.name != "snapshots" or not refs.parent.is_dir():
-        return
-    ref = refs / revision
-    try:
-        if not ref.is_file() or ref.read_text().strip() != commit:
-            ref.parent.mkdir(parents=True, exist_ok=True)
-            ref.write_text(commit)
-    except OSError:  # a read-only cache still works online
-        pass
-
-
-def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: bool = True,
-                 allow_patterns: list[str] | None = None, local_dir: str | Path | None = None) -> tuple[Path, str | None]:
-    """Download (or find in the cache) a Hub initialization; returns ``(folder, commit hash)``.
-
-    Online, the repo's file list is checked first (pickle-only repos are refused before anything is downloaded),
-    then :func:`huggingface_hub.snapshot_download` fetches ``allow_patterns`` (default: config and weights) into the
-    cache, or into ``local_dir``. Offline (``HF_HUB_OFFLINE=1``) or when the Hub cannot be reached, the cached copy
-    of that revision is used. Pickle files are never downloaded.
-    """
-    from huggingface_hub import HfApi, snapshot_download
-
-    if allow_patterns is None:
-        allow_patterns = [CONFIG_NAME, WEIGHTS_NAME] if need_weights else [CONFIG_NAME]
-    info = None
-    if not hub_offline():
-        try:
-            info = HfApi().model_info(repo_id, revision=revision)
-        except Exception as e:  # noqa: BLE001 - mapped to one line below
-            if not is_connection_error(e):
-                error = hub_error(e, repo_id, revision)
-                if error is None:
-                    raise
-                raise error from e
-    if info is not None:
-        _check_repo_files([s.rfilename for s in (info.siblings or [])], repo_id, revision, need_weights)
-    if info is None and local_dir is not None:
-        # Offline into a folder: the copy is in the Hugging Face cache (snapshot_download only looks in local_dir)
-        try:
-            cached, commit = hub_snapshot(repo_id, revision, need_weights=need_weights, allow_patterns=allow_patterns)
-        except CtinitError:
-            cached = None
-        if cached is not None:
-            import shutil
-
-            shutil.copytree(cached, local_dir, dirs_exist_ok=True)  # follows the cache's symlinks: real files
-            return Path(local_dir), commit
-    try:
-        # Download the commit model_info just reported, not the branch again: a push in between cannot mix
-        # files of two commits, and the commit printed is the one whose files were read.
-        pinned = getattr(info, "sha", None) if info is not None else None
-        folder = snapshot_download(repo_id, revision=pinned or revision, allow_patterns=allow_patterns,
-                                   ignore_patterns=PICKLE_PATTERNS, local_dir=str(local_dir) if local_dir else None,
-                                   local_files_only=info is None)
-    except Exception as e:  # noqa: BLE001
-        error = hub_error(e, repo_id, revision)
-        if error is None:
-            raise
-        raise error from e
-    folder = Path(folder)
-    commit = getattr(info, "sha", None) if info is not None else None
-    if commit and local_dir is None and not _COMMIT_HASH.match(revision or "main"):
-        _remember_ref(folder, revision or "main", commit)
-    if commit is None and _COMMIT_HASH.match(folder.name):
-        commit = folder.name
-    return folder, commit
 
 
 @dataclass(frozen=True)
@@ -451,7 +267,7 @@ def resolve_init(init: "str | Path | InitSource", revision: str | None = None) -
         raise CheckpointError(f"'{spec}': name an initialization directory, a Hub id ORG/NAME or (scratch:) a built-in backbone")
     if scratch and target in ARCHITECTURES:
         return InitSource(spec, scratch=True, arch=target)
-    if target.startswith(zoo.PREFIX):
+    if target.startswith(ZOO_PREFIX):
         return _zoo_source(spec, target, scratch, revision)
     path = Path(target).expanduser()
     if not target.startswith(HUB_PREFIX) and path.exists():
@@ -489,8 +305,8 @@ def _zoo_source(spec: str, target: str, scratch: bool, revision: str | None) -> 
     """``zoo:NAME``: the shipped folder, its weights checked against the registry (fresh weights need no check)."""
     if revision:
         raise ConfigError(f"--revision {revision}: '{target}' is shipped in the package; a revision only applies to Hub ids")
-    entry = zoo.get(target)
-    path = zoo.folder(entry["name"]) if scratch else zoo.verify(entry)
+    entry = zoo_entry(target)
+    path = zoo_folder(entry["name"]) if scratch else zoo_verify(entry)
     return InitSource(spec, path=path, scratch=scratch, zoo=entry["name"])
 
 
@@ -537,76 +353,9 @@ def from_pretrained(init: "str | Path | InitSource", num_classes: int | None = N
     return ImageClassifier(backbone, num_classes)
 
 
-# ------------------------------------------------------------------------------------------------ listing
-
-
-def list_inits(author: str | None = None, search: str | None = None, limit: int | None = 50,
-               sort: str = "downloads") -> list[dict]:
-    """Initializations published on the Hub by this library (repos tagged ``ctinit``), as plain dicts."""
-    from huggingface_hub import HfApi
-
-    from .meta import RULES
-
-    import logging
-
-    hf_logger = logging.getLogger("huggingface_hub")
-    level = hf_logger.level
-    hf_logger.setLevel(logging.ERROR)  # no "Retrying in 8s" lines: the outcome is one line either way
-    try:
-        models = list(HfApi().list_models(filter="ctinit", author=author, search=search, sort=sort, limit=limit))
-    except Exception as e:  # noqa: BLE001
-        if is_connection_error(e):
-            why = "HF_HUB_OFFLINE is set; listing needs the network" if hub_offline() else "check the network"
-            raise CheckpointError(f"cannot list initializations: the Hub cannot be reached ({type(e).__name__}); {why}") from e
-        error = hub_error(e, author or "ctinit", None)
-        if error is None:
-            raise
-        raise error from e
-    finally:
-        hf_logger.setLevel(level)
-    rows = []
-    for m in models:
-        tags = list(getattr(m, "tags", None) or [])
-        algorithm = next((t for t in tags if t in RULES), "")
-        modified = getattr(m, "last_modified", None) or getattr(m, "created_at", None)
-        rows.append({"id": m.id, "algorithm": algorithm, "downloads": getattr(m, "downloads", None),
-                     "likes": getattr(m, "likes", None),
-                     "last_modified": modified.strftime("%Y-%m-%d") if hasattr(modified, "strftime") else (modified or None)})
-    return rows
-
-
 __all__ = [
     "CONFIG_NAME", "InitSource", "MAX_IMAGE_SIZE", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "check_config_sizes",
     "check_tensors", "from_pretrained", "hub_error", "hub_offline",
     "hub_snapshot", "init_config", "init_info", "is_connection_error", "read_config", "list_inits", "load_init", "load_state_strict", "parse_hub_id", "read_weights",
     "resolve_init", "save_init",
 ]
-
-
-def inits_table(rows: list[dict]) -> str:
-    """The rows of :func:`list_inits` as an aligned text table (what ``ctinit list`` and ``ctinit-hub list`` print)."""
-    header = ["id", "algorithm", "downloads", "likes", "updated"]
-    table = [[str(r["id"]), r["algorithm"] or "-", "-" if r["downloads"] is None else str(r["downloads"]),
-              "-" if r["likes"] is None else str(r["likes"]), r["last_modified"] or "-"] for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + table)
-
-
-def print_inits(author: str | None, search: str | None, limit: int, as_json: bool, prog: str) -> int:
-    """What ``ctinit list`` and ``ctinit-hub list`` do: the published initializations as a table (or JSON) on
-    stdout; "none found" on stderr. Returns the exit code."""
-    import json
-    import sys
-
-    from .config import PositiveInt, check_option
-
-    check_option("--limit", limit, PositiveInt)
-    rows = list_inits(author=author, search=search, limit=limit)
-    if as_json:
-        print(json.dumps(rows))
-    elif not rows:
-        print(f"{prog}: no initializations found on the Hub" + (f" for author {author}" if author else ""),
-              file=sys.stderr, flush=True)
-    else:
-        print(inits_table(rows))
-    return 0

@@ -1,7 +1,7 @@
 """Hugging Face tokens: the one the user has, what looks like one, and text with both blanked out.
 
 Every command's error line goes through :func:`scrub` (``ctinit.entrypoint``), and publishing refuses files that
-hold a token (``ctinit.publish``). Imports nothing of ctinit, and huggingface_hub only when the token is asked for.
+hold a token (``ctinit.hubio.upload``). Imports nothing of ctinit, and huggingface_hub only when the token is asked for.
 """
 from __future__ import annotations
 

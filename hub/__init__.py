@@ -9,7 +9,7 @@ push, pull and list.
     ctinit-hub list [--author ORG]
 
 ``hub`` imports ``ctinit`` (public names only); ``ctinit`` never imports ``hub``. Pushing goes through
-``ctinit.publish.push_folder``, the one push path of every command. The token comes from ``HF_TOKEN`` or the saved
+``ctinit.hubio.push_folder``, the one push path of every command. The token comes from ``HF_TOKEN`` or the saved
 login (``hf auth login``) and is never printed or written.
 """
 from __future__ import annotations

@@ -69,7 +69,7 @@ def cmd_push_zoo(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from ctinit.loading import print_inits
+    from ctinit.catalog import print_inits
 
     return print_inits(args.author, args.search, args.limit, args.json, f"{PROG} list")
 

@@ -1,5 +1,6 @@
-"""Render an initialization's model card from ``model_cards/template.md`` (a jinja2 template, through
-``huggingface_hub.ModelCard.from_template``) and its metadata (``huggingface_hub.ModelCardData``)."""
+"""Render an initialization's model card through ctinit's one card engine (:func:`ctinit.hubio.cards.render_card`:
+the jinja2 template ``ctinit/hubio/templates/initialization.md`` or the publisher's ``--template``) from its metadata
+(``huggingface_hub.ModelCardData``), and edit the results section of a card."""
 from __future__ import annotations
 
 import copy
@@ -8,23 +9,15 @@ from pathlib import Path
 from ctinit.atomic import write_text
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
-from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME
-from ctinit.publish import ARXIV_URL, PLACEHOLDER, PLACEHOLDER_ORG, card_license, dataset_id, install_line
+from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME
+from ctinit.hubio.cards import PLACEHOLDER, PLACEHOLDER_ORG, TEMPLATES, card_license, dataset_id
+from ctinit.hubio.cards import render_card as render_template
 
 RESULTS_START = "<!-- ctinit:results -->"
 RESULTS_END = "<!-- /ctinit:results -->"
 
-def _template_path() -> Path:
-    # Installed from a wheel the templates are the subpackage ctinit_hub.model_cards; in a checkout (or an editable
-    # install) they are the repository's top-level model_cards/ folder beside hub/.
-    here = Path(__file__).resolve().parent
-    for folder in (here / "model_cards", here.parent / "model_cards"):
-        if (folder / "template.md").is_file():
-            return folder / "template.md"
-    return here.parent / "model_cards" / "template.md"
-
-
-TEMPLATE = _template_path()
+#: The default template of an initialization's card (installed with ctinit).
+TEMPLATE = TEMPLATES / "initialization.md"
 
 ALGORITHM_NAMES = {
     "cts": "Continual Trajectory Shifting (CTS)",
@@ -40,7 +33,7 @@ BASE_TAGS = ["ctinit", "meta-learning", "continual-trajectory-shifting", "image-
 
 
 def card_datasets(tasks: list[dict]) -> list[str]:
-    """The Hub datasets behind the tasks (:func:`ctinit.publish.dataset_id`, the mapping model-index uses too)."""
+    """The Hub datasets behind the tasks (:func:`ctinit.hubio.dataset_id`, the mapping model-index uses too)."""
     out = []
     for t in tasks:
         name = dataset_id(str(t.get("spec", "")))
@@ -87,12 +80,9 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
                 recipe_yaml: str | None = None, results: dict | None = None, results_label: str | None = None,
                 curves: str | None = None, plain_transformers: bool = False, template: str | Path | None = None):
     """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says; without
-    ``license`` the card's license follows the data (:func:`ctinit.publish.card_license`)."""
-    from huggingface_hub import ModelCard, ModelCardData
+    ``license`` the card's license follows the data (:func:`ctinit.hubio.card_license`)."""
+    from huggingface_hub import ModelCardData
 
-    template = Path(template) if template else TEMPLATE
-    if not template.is_file():
-        raise ConfigError(f"{template}: no card template; pass --template PATH (see model_cards/template.md in ctinit's repo)")
     license, license_note = card_license(license, [t.get("spec", "") for t in (info.get("tasks") or [])])
     tasks = [{**t, "spec": public_spec(t.get("spec", ""))} for t in (info.get("tasks") or [])]  # no local paths
     algorithm = str(info.get("algorithm", "unknown"))
@@ -109,16 +99,15 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
     )
     image_size = getattr(config, "image_size", 28)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
-    return ModelCard.from_template(
-        data, template_path=str(template),
+    return render_template(
+        template or "initialization", data,
         model_name=model_name, repo_id=repo_id, algorithm=algorithm,
         algorithm_name=ALGORITHM_NAMES.get(algorithm, algorithm), backbone=recipe.get("backbone", config.model_type),
         architecture=(getattr(config, "architectures", None) or [config.model_type])[0],
         num_parameters=f"{num_parameters:,}", image_size=image_size, num_channels=getattr(config, "num_channels", 3),
         steps=info.get("steps", recipe.get("steps", "?")), tasks=tasks, settings=settings_rows(info, config),
         recipe_yaml=(recipe_yaml or "").strip(), plain_transformers=plain_transformers,
-        results_section=results_section(results, results_label, curves),
-        install_line=install_line(), arxiv_url=ARXIV_URL, license_note=license_note,
+        results_section=results_section(results, results_label, curves), license_note=license_note,
     )
 
 

@@ -4,7 +4,7 @@
     OUT_DIR/model.safetensors         phi only, with safetensors metadata (format, library, algorithm)
     OUT_DIR/preprocessor_config.json  transformers' ViTImageProcessor: input size and normalization (AutoImageProcessor)
     OUT_DIR/recipe.yaml               the resolved meta-training recipe (RUN_DIR/config.yaml)
-    OUT_DIR/README.md                 the model card (model_cards/template.md)
+    OUT_DIR/README.md                 the model card (ctinit/hubio/templates/initialization.md)
     OUT_DIR/results.json, curves.png  with --results: the evaluation the card reports
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ctinit.atomic import check_replaceable, folder_content, staged_dir
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.finetuned import image_processor
-from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, load_init, parse_hub_id, read_config
+from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME, check_license, parse_hub_id
+from ctinit.loading import load_init, read_config
 from ctinit.models import is_ctinit_config
-from ctinit.publish import check_license
+from ctinit.models.classifier_folder import image_processor
 
 from .card import PLACEHOLDER_ORG, public_spec, render_card, update_card
 
@@ -45,7 +45,7 @@ def _write_weights(src: Path, dst: Path, algorithm: str) -> None:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from ctinit import __version__
+    from ctinit.version import __version__
 
     with safe_open(str(src), "pt") as f:
         metadata = dict(f.metadata() or {})

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctinit import publish
+from ctinit import hubio, tokens
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.loading import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, hub_snapshot, init_info, load_init, parse_hub_id
+from ctinit.hubio import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, hub_snapshot, parse_hub_id
+from ctinit.loading import init_info, load_init
 
 def get_token() -> str | None:
-    return publish.get_token()
+    return tokens.get_token()
 
 
 def scrub(text: str, token: str | None = None) -> str:
-    return publish.scrub(text, token)
+    return tokens.scrub(text, token)
 
 
 def _repo(repo_id: str, what: str = "--repo") -> tuple[str, str | None]:
@@ -51,12 +52,12 @@ def check_export(export: Path) -> str:
 
 def push(export_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
          commit_message: str | None = None, create_pr: bool = False, overwrite_card: bool = False, log=None):
-    """Check the export, then upload it with :func:`ctinit.publish.push_folder` (the one push path: a temporary copy,
+    """Check the export, then upload it with :func:`ctinit.hubio.push_folder` (the one push path: a temporary copy,
     the secrets scan, the Hub's card kept unless ``overwrite_card``). Returns the ``CommitInfo``."""
     export = Path(export_dir)
     algorithm = check_export(export)  # the local folder first: its errors need no token or network
-    publish.check_push(repo_id)
-    return publish.push_folder(export, repo_id, private=private, revision=revision, create_pr=create_pr,
+    hubio.check_push(repo_id)
+    return hubio.push_folder(export, repo_id, private=private, revision=revision, create_pr=create_pr,
                                overwrite_card=overwrite_card, log=log,
                                commit_message=commit_message or f"Upload ctinit initialization ({algorithm})")
 

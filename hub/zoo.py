@@ -1,10 +1,10 @@
 """The zoo's cards and publishing.
 
 An entry's card (``ctinit/zoo/weights/NAME/README.md``) is rendered from its registry entry with the same engine as
-every export's card (``model_cards/template.md``): how it was made, how to use it by name, and the measured table
+every export's card (``ctinit/hubio/templates/initialization.md``): how it was made, how to use it by name, and the measured table
 (paired difference against scratch of the same architecture, with its 95% interval and seeds), saying plainly where
 it does not beat scratch. ``ctinit-hub push-zoo --org ORG`` pushes every entry as a Hub model repo (weights, config,
-image processor config, card, recipe) through the one push path (:func:`ctinit.publish.push_folder`).
+image processor config, card, recipe) through the one push path (:func:`ctinit.hubio.push_folder`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pathlib import Path
 from ctinit import zoo
 from ctinit.catalog import recipes_dir
 from ctinit.errors import ConfigError
-from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, load_init, parse_hub_id, read_config
+from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME, parse_hub_id
+from ctinit.loading import load_init, read_config
 from ctinit.models import is_ctinit_config
 from ctinit.stats import BETTER, WORSE, format_difference
 
@@ -89,7 +90,7 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
 
 def stage_entry(entry: dict, out: Path, repo_id: str) -> Path:
     """The Hub model repo folder of an entry (its weights checked against the registry first)."""
-    from ctinit.finetuned import image_processor
+    from ctinit.models.classifier_folder import image_processor
 
     from .export import RECIPE_NAME, _public_recipe
 
@@ -108,7 +109,7 @@ def stage_entry(entry: dict, out: Path, repo_id: str) -> Path:
 def push_zoo(org: str, *, dry_run: bool = False, private: bool = False, record: bool = False, log=None) -> list[dict]:
     """Push every zoo entry to ``ORG/NAME``; returns ``[{"name", "repo_id", "commit", "url", "files"}]``. ``dry_run``
     stages and checks every folder and uploads nothing; ``record`` writes each repo id and commit into the registry."""
-    from ctinit import publish
+    from ctinit import hubio
 
     from .remote import check_export, push
 
@@ -121,7 +122,7 @@ def push_zoo(org: str, *, dry_run: bool = False, private: bool = False, record: 
         if parsed is None or parsed[1] is not None:
             raise ConfigError(f"--org {org}: '{repo}' is not a Hub id; pass an organization or user name")
     if not dry_run:
-        publish.check_push(next(iter(repos.values())))  # offline or no token: refused before anything is staged
+        hubio.check_push(next(iter(repos.values())))  # offline or no token: refused before anything is staged
     pushed = []
     with tempfile.TemporaryDirectory(prefix="ctinit-zoo-") as tmp:
         for entry in items:

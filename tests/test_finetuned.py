@@ -272,14 +272,14 @@ def test_finetune_out_bad_input_fails_before_training(model, unique_root, capsys
         (["--out", str(unique_root / "new"), "--license", "apache2"], "did you mean apache-2.0"),
         (["--push-to-hub", "not a repo"], "write a Hub id as ORG/NAME"),
     ]
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: None)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: None)
     cases.append((["--push-to-hub", "me/model"], "no Hugging Face token"))
     for extra, needle in cases:
         capsys.readouterr()
         assert cli_main(base + extra) == 2, extra
         _, lines = one_line_error(capsys, needle)
         assert len(lines) == 1
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: TOKEN)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert cli_main(base + ["--push-to-hub", "me/model"]) == 2
     one_line_error(capsys, "HF_HUB_OFFLINE is set")
@@ -301,7 +301,7 @@ def fake_hub(monkeypatch):
     from huggingface_hub import constants
 
     calls = {}
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: TOKEN)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     real_init = __import__("huggingface_hub").HfApi.__init__
 

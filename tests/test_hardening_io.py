@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import ctinit
+import ctinit.finetuned  # the old import path (a re-export of ctinit.models.classifier_folder)
 import ctinit_training.meta_train as meta_train
 from ctinit.atomic import LOCK_FILES, LOCK_NAME, OWNER_NAME, FolderLock, staged_dir
 from ctinit.cli import main as cli_main

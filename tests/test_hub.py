@@ -162,7 +162,7 @@ def fake_hub(monkeypatch):
 
     commit = SimpleNamespace(commit_url=f"https://huggingface.co/me/tiny/commit/{SHA}", oid=SHA, pr_url=None)
     calls["remote_card"] = False
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: TOKEN)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
     monkeypatch.setattr("huggingface_hub.HfApi.file_exists",
                         lambda self, repo_id, filename, **kw: calls["remote_card"] and filename == "README.md")
     real_init = __import__("huggingface_hub").HfApi.__init__
@@ -269,9 +269,9 @@ def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, fake_h
     monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", forbidden)
     fails("not allowed to write (HTTP 403)")
     assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()  # restored after the failed upload
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: None)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: None)
     fails("no Hugging Face token: set HF_TOKEN")
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: TOKEN)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

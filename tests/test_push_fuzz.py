@@ -79,7 +79,7 @@ def hub(monkeypatch):
     from huggingface_hub import constants
 
     calls = {}
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: TOKEN)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, *a, **k: None)
     monkeypatch.setattr("huggingface_hub.HfApi.file_exists", lambda self, *a, **k: False)

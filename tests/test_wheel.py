@@ -26,7 +26,8 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
     assert top == {"ctinit", "ctinit_training", "ctinit_hub"}
     assert not top & {"hub", "training", "model_cards"}
     for needed in ("ctinit_training/recipes/quickstart.yaml", "ctinit_training/recipes/tiny.yaml",
-                   "ctinit_training/recipes/paper.yaml", "ctinit_hub/model_cards/template.md",
+                   "ctinit_training/recipes/paper.yaml", "ctinit/hubio/templates/initialization.md",
+                   "ctinit/hubio/templates/classifier.md",
                    "ctinit/data/builtin/LICENSES.md", "ctinit/data/colour/LICENSES.md", "ctinit/data/colour/cards.npz",
                    "ctinit/publish.py", "ctinit/predict.py"):
         assert needed in names, needed

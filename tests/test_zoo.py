@@ -204,7 +204,7 @@ def mocked_hub(monkeypatch):
 
     calls = {"create_repo": [], "uploaded": {}}
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("ctinit.publish.get_token", lambda: "hf_" + "x" * 8)
+    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: "hf_" + "x" * 8)
     monkeypatch.setattr("huggingface_hub.HfApi.create_repo",
                         lambda self, repo, **kw: calls["create_repo"].append((repo, kw)))
     monkeypatch.setattr("huggingface_hub.HfApi.file_exists", lambda self, *a, **kw: True)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctinit import __version__
+from ctinit.version import __version__
 from ctinit.entrypoint import ArgumentParser, run_command
 from ctinit.atomic import staged_dir, write_text
 from ctinit.errors import CheckpointError, ConfigError, CtinitError, NonFiniteError, WriteError
@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = load_config(args.config, args.overrides)
             if args.push_to_hub:
-                from ctinit.publish import check_push
+                from ctinit.hubio import check_push
 
                 check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
             run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)

@@ -13,14 +13,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PretrainedConfig
 
 from ..errors import ConfigError
-from .classifier import ImageClassifier
-from .configuration import CtinitConvNetConfig, CtinitResNetConfig
+from .image_classifier import ImageClassifier
+from .configuration import CTINIT_MODEL_TYPES, CtinitConvNetConfig, CtinitResNetConfig, is_ctinit_config
 from .heads import TaskHead, feature_dim, image_size_of
 from .hf import HFBackbone, tiny_convnext_config, tiny_vit_config
 from .lazy import lazy_class
 
 # The model classes are imported on first use (see lazy.py): `import ctinit` does not load transformers' modeling code.
-_BACKBONES, _CLASSIFIERS = "ctinit.models.backbones", "ctinit.models.classification"
+_BACKBONES, _CLASSIFIERS = "ctinit.models.backbones", "ctinit.models.for_image_classification"
 AutoConfig.register(CtinitResNetConfig.model_type, CtinitResNetConfig, exist_ok=True)
 AutoConfig.register(CtinitConvNetConfig.model_type, CtinitConvNetConfig, exist_ok=True)
 AutoModel.register(CtinitResNetConfig, lazy_class(_BACKBONES, "CtinitResNetModel", CtinitResNetConfig), exist_ok=True)
@@ -39,9 +39,6 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-#: model_types defined by ctinit (their models return pooled features themselves).
-CTINIT_MODEL_TYPES = (CtinitResNetConfig.model_type, CtinitConvNetConfig.model_type)
 
 #: Built-in backbone names -> (config class or factory taking ``image_size=``, fixed config values).
 ARCHITECTURES: dict[str, tuple[Callable[..., PretrainedConfig], dict]] = {
@@ -63,9 +60,6 @@ def backbone_config(arch: str, image_size: int = 28, **overrides) -> PretrainedC
     config_class, fixed = ARCHITECTURES[arch]
     return config_class(image_size=image_size, **{**fixed, **overrides})
 
-
-def is_ctinit_config(config: PretrainedConfig) -> bool:
-    return getattr(config, "model_type", None) in CTINIT_MODEL_TYPES
 
 
 def build_backbone(arch_or_config: str | PretrainedConfig, image_size: int = 28) -> nn.Module:

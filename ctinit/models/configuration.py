@@ -41,3 +41,12 @@ class CtinitConvNetConfig(PretrainedConfig):
     @property
     def feature_dim(self) -> int:
         return self.hidden_size
+
+
+#: model_types defined by ctinit (their models return pooled features themselves).
+CTINIT_MODEL_TYPES = (CtinitResNetConfig.model_type, CtinitConvNetConfig.model_type)
+
+
+def is_ctinit_config(config: PretrainedConfig) -> bool:
+    """Whether ``config`` is one of ctinit's own backbones (else a standard transformers architecture)."""
+    return getattr(config, "model_type", None) in CTINIT_MODEL_TYPES

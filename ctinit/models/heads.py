@@ -1,6 +1,6 @@
 """Task heads and the two facts about a backbone that fine-tuning needs (feature size, input size).
 
-A leaf module (torch only): :mod:`ctinit.finetune` imports it, and :mod:`ctinit.models.classifier` imports both, so
+A leaf module (torch only): :mod:`ctinit.finetune` imports it, and :mod:`ctinit.models.image_classifier` imports both, so
 there is no import circle between fine-tuning and the classifier.
 """
 from __future__ import annotations
