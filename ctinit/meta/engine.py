@@ -65,7 +65,7 @@ class TrajectoryEngine(EngineState):
         autocast: a context-manager factory wrapped around each inner forward/backward (mixed precision);
             phi, the meta-update and the shift stay fp32 whatever it does.
         grad_scaling: dynamic loss scaling per task (for fp16).
-        execution: ``auto``, ``sequential`` or ``batched`` (see the module docstring); ``batched`` is refused with
+        execution: ``auto``, ``sequential`` or ``batched`` (see ``execution.py``); ``batched`` is refused with
             a ConfigError where it is not supported, ``auto`` falls back to sequential.
         compile: ``off`` (eager: the reference), ``graphs`` (the whole global step captured as one CUDA graph and
             replayed; CUDA only, batch sources must be ``DeviceBatchSampler``s), ``inductor``
