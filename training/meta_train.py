@@ -172,7 +172,8 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     seconds = time.perf_counter() - metrics.started
 
     skipped = int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0)
-    export_init(run, engine, made_with(config, names, steps, world, skipped, tasks.train), steps=steps, start_step=start_step, checkpointer=checkpointer, best=validator.best)
+    export_init(run, engine, made_with(config, names, steps, world, skipped, tasks.train), steps=steps,
+                start_step=start_step, checkpointer=checkpointer, best=validator.best)
     if is_main:
         log.info("wrote %s (steps %d-%d in %.1f s)", run.path / "init", start_step + 1, steps, seconds)
     comm.barrier()
