@@ -117,3 +117,21 @@ def test_the_engine_applies_what_auto_chose(record):
         short.step()
     assert short.compile == "off"  # 5 steps never pay for a compile
     assert tiny_engine("auto").compile == "off" and tiny_engine("auto")._auto_compile is None  # run length unknown
+
+
+def test_a_resumed_engine_keeps_what_auto_chose_or_had_measured(record):
+    """compile 'auto' decides from timings: a resumed run must run its steps (compiled or eager) as the first run
+    would have, so the checkpoint carries the decision (or the measurements so far) and a resumed engine uses it."""
+    record.write_text("{}")
+    first = tiny_engine("auto", planned_steps=5)
+    first.step()
+    measuring = first.state_dict()
+    assert measuring["compile"]["mode"] == "measuring" and len(measuring["compile"]["eager"]) == 1
+    resumed = tiny_engine("auto", planned_steps=5)
+    resumed.load_state_dict(measuring)
+    assert resumed._auto_compile.eager == measuring["compile"]["eager"]
+    decided = dict(measuring, compile={"mode": "backbone"})  # what a machine that measured a speedup decided
+    resumed = tiny_engine("auto", planned_steps=5)
+    resumed.load_state_dict(decided)
+    assert resumed.compile == "backbone" and resumed._auto_compile is None and resumed._backbone_compiled
+    assert "compile" not in tiny_engine("off").state_dict()  # only 'auto' has a decision to keep

@@ -21,6 +21,7 @@ import torch
 import ctinit
 import ctinit.finetuned  # the old import path (a re-export of ctinit.models.classifier_folder)
 import ctinit_training.meta_train as meta_train
+import ctinit_training.rundir as rundir
 from ctinit.atomic import LOCK_FILES, LOCK_NAME, OWNER_NAME, FolderLock, staged_dir
 from ctinit.cli import main as cli_main
 from ctinit.errors import ConfigError, WriteError
@@ -438,11 +439,11 @@ def test_phi_distance_after_resume_is_measured_from_the_runs_start(tmp_path, mon
             raise Killed(137)
 
     out = tmp_path / "run"
-    real = meta_train._fault_point
-    monkeypatch.setattr(meta_train, "_fault_point", die)
+    real = rundir.fault_point
+    monkeypatch.setattr(rundir, "fault_point", die)
     with pytest.raises(Killed):
         train(out, *config)
-    monkeypatch.setattr(meta_train, "_fault_point", real)
+    monkeypatch.setattr(rundir, "fault_point", real)
     assert train(out, *config, resume=True) == 0
 
     def distances(run):

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import ctinit_training.engine_setup as engine_setup
 import ctinit_training.meta_train as meta_train
 from ctinit.cli import main as ctinit_main
 
@@ -32,7 +33,7 @@ def test_a_non_finite_phi_stops_the_run_and_nothing_is_exported(tmp_path, capsys
                     self.phi[:100] = float("inf")
             return result
 
-    monkeypatch.setattr(meta_train, "TrajectoryEngine", Poisoned)
+    monkeypatch.setattr(engine_setup, "TrajectoryEngine", Poisoned)
     out = tmp_path / "run"
     code = meta_train.main(["--config", TINY, "--out", str(out), "--no-progress", *FAST, "steps=8",
                             f"log_every={log_every}", "checkpoint_every=2"])

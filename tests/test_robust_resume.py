@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ctinit_training.meta_train as meta_train
+import ctinit_training.rundir as rundir
 from ctinit.config import FinetuneConfig
 
 from helpers import make_npz, weights
@@ -42,16 +42,16 @@ def test_kills_at_checkpoint_and_export_in_a_folder_of_an_older_run_resume_to_th
     out = tmp_path / "run"
     assert train(out, "steps=50", "checkpoint_every=10", "seed=0", "keep_checkpoints=5") == 0  # an older run
     # the new run replaces the older one, and dies while writing its step-20 checkpoint (in-process stand-in)
-    real_fault_point = meta_train._fault_point
+    real_fault_point = rundir.fault_point
 
     def die(name, step=None):
         if (name, step) == ("checkpoint", 20):
             raise Killed(137)
 
-    monkeypatch.setattr(meta_train, "_fault_point", die)
+    monkeypatch.setattr(rundir, "fault_point", die)
     with pytest.raises(Killed):
         train(out, *new, overwrite=True)
-    monkeypatch.setattr(meta_train, "_fault_point", real_fault_point)
+    monkeypatch.setattr(rundir, "fault_point", real_fault_point)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-20.tmp"]
     # an older run's checkpoint with a higher step appears (copied back by hand): not this run's, so ignored
     shutil.copytree(out / "checkpoints" / "step-10", out / "checkpoints" / "step-41")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import ctinit_training.export as export
 import ctinit_training.meta_train as meta_train
 from ctinit.config import yaml_load
 
@@ -74,7 +75,7 @@ def test_a_failed_export_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatc
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "init.tmp" / "model.safetensors"))
 
-    monkeypatch.setattr(meta_train, "save_init", full_disk)
+    monkeypatch.setattr(export, "save_init", full_disk)
     assert train(out, "steps=4") == 2  # checkpoint_every=0
     assert "no space left on the device" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (out / "init").exists() and (out / "checkpoints" / "step-4" / "meta.json").is_file()

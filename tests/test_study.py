@@ -161,7 +161,7 @@ def fake_task(spec, image_size=28, seed=0, **_):
 def recorded_specs(monkeypatch):
     """Every task spec the study loads (meta-training, meta-validation and fine-tuning all call load_task)."""
     import ctinit.tasks
-    import ctinit_training.meta_train
+    import ctinit_training.task_setup
 
     specs = []
 
@@ -170,7 +170,7 @@ def recorded_specs(monkeypatch):
         return fake_task(spec, *args, **kwargs)
 
     monkeypatch.setattr(ctinit.tasks, "load_task", loader)
-    monkeypatch.setattr(ctinit_training.meta_train, "load_task", loader)
+    monkeypatch.setattr(ctinit_training.task_setup, "load_task", loader)
     return specs
 
 

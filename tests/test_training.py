@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ctinit_training.meta_train as meta_train
+import ctinit_training.engine_setup as engine_setup
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.meta import TrajectoryEngine
 from ctinit_training.config import changed_keys, load_config
@@ -147,7 +147,7 @@ def nan_engine(poison_steps):
 
 
 def test_injected_nan_is_skipped_and_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr(meta_train, "TrajectoryEngine", nan_engine({3, 4}))
+    monkeypatch.setattr(engine_setup, "TrajectoryEngine", nan_engine({3, 4}))
     assert main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "steps=10", "log_every=5"]) == 0
     records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["skipped_steps"] == {"latin": 2.0, "greek": 0.0, "hebrew": 0.0}
@@ -156,7 +156,7 @@ def test_injected_nan_is_skipped_and_counted(tmp_path, monkeypatch):
 
 
 def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(meta_train, "TrajectoryEngine", nan_engine(set(range(1, 100))))
+    monkeypatch.setattr(engine_setup, "TrajectoryEngine", nan_engine(set(range(1, 100))))
     code = main(["--config", TINY, "--out", str(tmp_path), "--no-progress", "steps=10", "max_nonfinite_steps=3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2

@@ -16,17 +16,18 @@ a write that fails (a full disk) removes its ``.tmp`` folder and says which chec
 from __future__ import annotations
 
 import json
-import re
-import shutil
-from contextlib import contextmanager
+import logging
 from pathlib import Path
 
 import torch
 
-from ctinit.atomic import removed_on_failure, replace_dir
-from ctinit.errors import CheckpointError
+from ctinit.version import __version__
+from ctinit.errors import CheckpointError, NonFiniteError
 
-STEP_DIR = re.compile(r"^step-(\d+)$")
+from . import rundir
+from .rundir import RunDir
+
+log = logging.getLogger("ctinit.meta_train")
 
 
 # ----------------------------------------------------------------------------- nested state <-> (tensors, JSON)
@@ -94,67 +95,36 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ----------------------------------------------------------------------------- folders
+# ----------------------------------------------------------------------------- folders (RunDir's, by their old names)
 def checkpoint_root(out: Path) -> Path:
-    return Path(out) / "checkpoints"
+    return RunDir(out).checkpoints
 
 
 def tmp_dir(out: Path, step: int) -> Path:
-    return checkpoint_root(out) / f"step-{step}.tmp"
+    return RunDir(out).tmp_dir(step)
 
 
 def finalize(out: Path, step: int, meta: dict, keep: int) -> Path:
-    """Main process, after every process wrote its files: meta.json, atomic rename, prune this run's old checkpoints
-    (an older run's checkpoints in the folder are not this run's to count or delete)."""
-    tmp = tmp_dir(out, step)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    final = checkpoint_root(out) / f"step-{step}"
-    replace_dir(tmp, final, checkpoint_root(out) / f"step-{step}.old")  # a rewritten step: the old one until then
-    steps = sorted(complete_steps(out, meta.get("run_id")))
-    for old in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(checkpoint_root(out) / f"step-{old}", ignore_errors=True)
-    for stale in [*checkpoint_root(out).glob("step-*.tmp"), *checkpoint_root(out).glob("step-*.old")]:
-        shutil.rmtree(stale, ignore_errors=True)
-    return final
+    return RunDir(out).finalize(step, meta, keep)
 
 
 def kept(out: Path, run_id: str | None) -> str:
-    """What a failed write leaves of run ``run_id`` to continue from, and what to do (the end of its error line)."""
-    last = latest(out, run_id)
-    if last is None:
-        return "no checkpoint of this run is kept (checkpoint_every=0 writes one only at the end)"
-    return f"the last complete checkpoint {last} is kept (continue from it with --resume)"
+    return RunDir(out).kept(run_id)
 
 
-@contextmanager
 def writing(out: Path, step: int, run_id: str | None):
-    """Around writing checkpoint ``step``: a failure removes its partial ``step-N.tmp`` (freeing the space), and a
-    failed write is one line naming the newest complete checkpoint, which stays."""
-    with removed_on_failure(tmp_dir(out, step), checkpoint_root(out) / f"step-{step}", kept(out, run_id)):
-        yield
-
-
-def _run_id_of(path: Path) -> str | None:
-    try:
-        return json.loads((path / "meta.json").read_text()).get("run_id")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return "unreadable"
+    return RunDir(out).writing(step, run_id)
 
 
 def complete_steps(out: Path, run_id: str | None = None) -> list[int]:
-    """Steps of the complete checkpoints of run ``run_id`` (None: checkpoints written before runs had ids)."""
-    root = checkpoint_root(out)
-    if not root.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in root.iterdir()
-                  if (m := STEP_DIR.match(p.name)) and (p / "meta.json").is_file() and _run_id_of(p) == run_id)
+    return RunDir(out).complete_steps(run_id)
 
 
 def latest(out: Path, run_id: str | None = None) -> Path | None:
-    steps = complete_steps(out, run_id)
-    return checkpoint_root(out) / f"step-{steps[-1]}" if steps else None
+    return RunDir(out).latest(run_id)
 
 
+# ----------------------------------------------------------------------------- meta.json
 META_KEYS = ("step", "world_size", "config")
 
 
@@ -172,3 +142,53 @@ def read_meta(path: Path) -> dict:
         raise CheckpointError(f"{path}/meta.json: step and world_size must be integers and config a mapping; "
                               "delete this step folder to resume from the one before")
     return meta
+
+
+# ----------------------------------------------------------------------------- writing one
+def check_finite_phi(engine, run: RunDir, step: int) -> None:
+    """Stop before a non-finite phi reaches a checkpoint or an export (the last finite checkpoint stays)."""
+    if not bool(torch.isfinite(engine.phi.detach()).all()):
+        last = run.latest(run.run_id)
+        raise NonFiniteError(
+            f"phi became non-finite by step {step} (a meta-update too large: lower meta_optimizer.lr or "
+            f"inner_optimizer.lr); nothing was exported; the last finite checkpoint is "
+            f"{last if last is not None else 'none (checkpoint_every=0)'}")
+
+
+def save_checkpoint(run: RunDir, step: int, engine, samplers, config: dict, shards, comm, rank: int, is_main: bool,
+                    best: dict | None = None, pool=None) -> Path:
+    """Every process writes its ``rank-R`` files into ``step-N.tmp``; the main process then writes ``meta.json`` and
+    renames the folder (see the module doc). Returns the checkpoint's folder."""
+    check_finite_phi(engine, run, step)
+    tmp = run.tmp_dir(step)
+    with run.writing(step, run.run_id):  # a failed write (a full disk) frees its space, names the checkpoint kept
+        if is_main:
+            tmp.mkdir(parents=True, exist_ok=True)
+        comm.barrier()
+        state = {"engine": engine.state_dict(), "samplers": [s.state_dict() for s in samplers], "rng": rng_state()}
+        if pool is not None:
+            state["pool"] = pool.state_dict()  # the draw state and every stored task state
+        write_state(state, tmp / f"rank-{rank}")
+        comm.barrier()
+        final = run.step_dir(step)
+        if is_main:
+            meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
+                    "library_version": __version__, "best_validation": best, "run_id": run.run_id}
+            rundir.fault_point("checkpoint", step)
+            final = run.finalize(step, meta, config["keep_checkpoints"])
+            log.info("checkpoint %s", final)
+    comm.barrier()
+    return final
+
+
+class Checkpointer:
+    """``checkpointer(step, best)`` writes this run's checkpoint of ``step`` (:func:`save_checkpoint` with the
+    run's fixed parts: the folder, the engine and samplers, the task map, the process)."""
+
+    def __init__(self, run: RunDir, trainee, config: dict, shards, comm, rank: int, is_main: bool):
+        self.run, self.trainee, self.config, self.shards = run, trainee, config, shards
+        self.comm, self.rank, self.is_main = comm, rank, is_main
+
+    def __call__(self, step: int, best: dict) -> Path:
+        return save_checkpoint(self.run, step, self.trainee.engine, self.trainee.samplers, self.config, self.shards,
+                               self.comm, self.rank, self.is_main, best, self.trainee.pool)

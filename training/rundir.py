@@ -1,4 +1,4 @@
-"""A run directory belongs to one run: a lock while it trains, a run id its checkpoints carry.
+"""A run directory and everything in it: :class:`RunDir` owns ``OUT`` for one run.
 
 - ``OUT/.lock`` is held with an OS lock while a run trains (:class:`ctinit.atomic.FolderLock`, the lock of every
   command that writes a folder): a second run on the same ``--out`` is refused with the owner named, and the lock
@@ -8,6 +8,9 @@
   never pruned in place of this run's own).
 - A folder that already holds a run (``config.yaml``, ``run.json``, checkpoints or ``init/``) is refused for a new
   run unless ``--resume`` (same config) or ``--overwrite`` (the old run's outputs are deleted first).
+- ``OUT/checkpoints/step-N/``: written into ``step-N.tmp/`` and renamed when complete (see training/checkpoint.py
+  for what is in one); ``OUT/init/`` and ``OUT/best/``: staged in ``NAME.tmp`` and renamed when complete.
+- ``OUT/config.yaml``, ``OUT/train.log``, ``OUT/metrics.jsonl``.
 
 Files and folders are written with :mod:`ctinit.atomic` (never half-written; a full disk is one line saying what
 is kept).
@@ -15,17 +18,23 @@ is kept).
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
-from ctinit.atomic import FolderLock, write_text
+from ctinit.atomic import FolderLock, removed_on_failure, replace_dir, staged_dir, write_text
+from ctinit.errors import ConfigError
 
 RUN_NAME = "run.json"
 #: What a run writes into OUT (removed by --overwrite).
 RUN_OUTPUTS = ("config.yaml", RUN_NAME, "metrics.jsonl", "train.log", "checkpoints", "init", "best", "init.tmp",
                "best.tmp", "init.old", "best.old")
+STEP_DIR = re.compile(r"^step-(\d+)$")
 
 #: ``with RunLock(out, log=...):`` holds OUT for this run (see the module doc).
 RunLock = FolderLock
@@ -63,3 +72,139 @@ def new_run_id(out: Path) -> str:
     run_id = uuid.uuid4().hex[:16]
     write_text(Path(out) / RUN_NAME, json.dumps({"run_id": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     return run_id
+
+
+def fault_point(name: str, step: int | None = None) -> None:
+    """Test hook: ``CTINIT_FAULT=NAME`` or ``NAME:STEP`` kills this process with SIGKILL at the named point
+    (``checkpoint``: its files written, not yet renamed into place; ``export``: the init written to OUT/init.tmp, not
+    yet renamed), for the fault-injection tests. Does nothing otherwise."""
+    if os.environ.get("CTINIT_FAULT") in (name, f"{name}:{step}"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run_id_of(path: Path) -> str | None:
+    try:
+        return json.loads((path / "meta.json").read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return "unreadable"
+
+
+class RunDir:
+    """The run folder ``OUT``: its lock, its run id, the places of its files, checkpoints and exports."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.yaml"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.log_path = self.path / "train.log"
+        self.checkpoints = self.path / "checkpoints"
+        self.run_id: str | None = None  # read by open(); None: a folder from before runs had ids
+
+    # ------------------------------------------------------------------ ownership
+    def lock(self, prog: str) -> FolderLock:
+        import sys
+
+        return RunLock(self.path, log=lambda message: print(f"{prog}: {message}", file=sys.stderr, flush=True))
+
+    def prepare(self, config: dict, resume: bool, overwrite: bool, prog: str) -> None:
+        """Main process, holding the lock: refuse or clear another run's folder; give a new run its id."""
+        import sys
+
+        from .config import changed_keys
+
+        out = self.path
+        previous = holds_a_run(out)
+        if overwrite and previous:
+            print(f"{prog}: --overwrite: deleting the earlier run's {', '.join(previous)} in {out}", file=sys.stderr)
+            clear_run(out)
+        elif resume and self.config_path.is_file():
+            try:
+                import yaml
+
+                saved = yaml.safe_load(self.config_path.read_text())
+            except Exception as e:  # noqa: BLE001 - an unreadable config.yaml cannot be compared
+                raise ConfigError(f"{out}/config.yaml: unreadable ({' '.join(str(e).split())[:200]}); cannot check "
+                                  "that --resume continues the same run") from None
+            changed = changed_keys(saved, config) if isinstance(saved, dict) else ["config.yaml"]
+            if changed:
+                raise ConfigError(f"cannot resume {out}: config keys {changed} differ from the run's config.yaml and "
+                                  "would change the result; restore them, or start over with --overwrite or another --out")
+        elif not resume and previous:
+            raise ConfigError(f"{out} holds another run ({', '.join(previous)}): continue it with --resume (same "
+                              "config), replace it with --overwrite, or pass another --out")
+        if not (resume and (read_run_id(out) or self.complete_steps(None))):
+            new_run_id(out)  # a fresh run, or --resume with nothing to resume
+
+    def open(self) -> "RunDir":
+        """Every process, once the main one prepared the folder: read the run id."""
+        self.run_id = read_run_id(self.path)
+        return self
+
+    # ------------------------------------------------------------------ checkpoints
+    def step_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step}"
+
+    def tmp_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step}.tmp"
+
+    def complete_steps(self, run_id: str | None = None) -> list[int]:
+        """Steps of the complete checkpoints of run ``run_id`` (None: checkpoints written before runs had ids)."""
+        root = self.checkpoints
+        if not root.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in root.iterdir()
+                      if (m := STEP_DIR.match(p.name)) and (p / "meta.json").is_file() and _run_id_of(p) == run_id)
+
+    def latest(self, run_id: str | None = None) -> Path | None:
+        steps = self.complete_steps(run_id)
+        return self.step_dir(steps[-1]) if steps else None
+
+    def kept(self, run_id: str | None = None) -> str:
+        """What a failed write leaves of run ``run_id`` to continue from, and what to do (the end of its error line)."""
+        last = self.latest(run_id)
+        if last is None:
+            return "no checkpoint of this run is kept (checkpoint_every=0 writes one only at the end)"
+        return f"the last complete checkpoint {last} is kept (continue from it with --resume)"
+
+    @contextmanager
+    def writing(self, step: int, run_id: str | None = None):
+        """Around writing checkpoint ``step``: a failure removes its partial ``step-N.tmp`` (freeing the space), and a
+        failed write is one line naming the newest complete checkpoint, which stays."""
+        with removed_on_failure(self.tmp_dir(step), self.step_dir(step), self.kept(run_id)):
+            yield
+
+    def finalize(self, step: int, meta: dict, keep: int) -> Path:
+        """Main process, after every process wrote its files: meta.json, atomic rename, prune this run's old
+        checkpoints (an older run's checkpoints in the folder are not this run's to count or delete)."""
+        tmp = self.tmp_dir(step)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        final = self.step_dir(step)
+        replace_dir(tmp, final, self.checkpoints / f"step-{step}.old")  # a rewritten step: the old one until then
+        steps = sorted(self.complete_steps(meta.get("run_id")))
+        for old in steps[:-keep] if keep > 0 else []:
+            shutil.rmtree(self.step_dir(old), ignore_errors=True)
+        for stale in [*self.checkpoints.glob("step-*.tmp"), *self.checkpoints.glob("step-*.old")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        return final
+
+    def drop_checkpoint(self, step: int) -> None:
+        """Delete checkpoint ``step`` (and the checkpoints folder if that leaves it empty)."""
+        shutil.rmtree(self.step_dir(step), ignore_errors=True)
+        try:
+            self.checkpoints.rmdir()  # only if empty
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ exports and logs
+    def staged(self, name: str):
+        """``with run.staged("init") as tmp:`` write ``OUT/NAME`` into ``OUT/NAME.tmp``, renamed when complete (never
+        a half-written export; a failed write names the checkpoint kept)."""
+        return staged_dir(self.path / name, tmp=self.path / f"{name}.tmp", old=self.path / f"{name}.old",
+                          kept=self.kept(self.run_id))
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:  # one write per line: a kill leaves at worst a partial last line
+            f.write(json.dumps(record) + "\n")
+
+    def write_metrics(self, lines: list[str]) -> None:
+        write_text(self.metrics_path, "".join(line + "\n" for line in lines))

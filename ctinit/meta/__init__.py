@@ -1,5 +1,7 @@
 """The meta-learning core: plain torch, no I/O, no Accelerate, no Hub."""
-from .engine import FlatLayout, StepResult, TrajectoryEngine, classification_loss
+from .engine import TrajectoryEngine
+from .step import StepResult, classification_loss
+from .layout import FlatLayout
 from .optim import OptimizerSpec
 from .rules import (
     RULES,

@@ -184,3 +184,13 @@ class AutoCompile:
         log.info("compile: %s (auto: %s)", "backbone" if self.phase == "on" else "off", self.reason)
         write_record(self.key(), {"compile_seconds": round(self.compile_seconds, 2), "speedup": round(self.speedup, 3),
                                   "cpu": cpu_model(), "torch": torch.__version__})
+
+    # what a checkpoint keeps, so that a resumed run runs its steps (compiled or eager) as the first run would have
+    STATE_KEYS = ("phase", "eager", "compiled", "compile_seconds", "speedup", "reason")
+
+    def state_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in ((k, getattr(self, k)) for k in self.STATE_KEYS)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.STATE_KEYS:
+            setattr(self, k, list(state[k]) if isinstance(state[k], list) else state[k])
