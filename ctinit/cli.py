@@ -42,7 +42,7 @@ def _quiet_transformers() -> None:
 
 def _recipe(args, seed: int = 0):
     """The fine-tuning recipe from the options, and every other option checked, before any work starts."""
-    from .config import NonNegInt, check_device, check_option
+    from .schema import NonNegInt, check_device, check_option
     from .errors import ConfigError
     from .finetune import make_config
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
+from .defaults import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
 from .compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
 from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step
