@@ -40,12 +40,13 @@ from .finetune import FinetuneConfig, finetune
 from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
-from .report import RUNS_NAME, check_out_dir, own_out_dir, summarize
+from .report import RUNS_NAME, make_results_dir, own_out_dir, summarize
 from .tasks.subsets import check_validation, prepare_task
 from .zoo import file_sha256
 # Re-exported for one release: these lived here before the report and the task subsets had their own modules.
 from .report import (RESULT_FILES, clear_winner, load_results, machine_line, plot_curves, recipe_line,  # noqa: F401
                      results_markdown, results_table, seed_values, write_results)
+from .report import check_results_dir as check_out_dir  # noqa: F401
 from .tasks.subsets import limit_task, limit_train_samples  # noqa: F401
 
 
@@ -174,7 +175,7 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
 
     done, runs_file = {}, None
     if out is not None:
-        runs_file = check_out_dir(out, create=True) / RUNS_NAME
+        runs_file = make_results_dir(out) / RUNS_NAME
         done = _finished_runs(runs_file)
     # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
     finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items()

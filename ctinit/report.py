@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import owned_dir, write_file, write_text
+from .atomic import check_output_folder, owned_dir, write_file, write_text
 from .errors import ConfigError
 from .jsonl import read_jsonl
 
@@ -42,37 +41,31 @@ def _written_by_evaluate(folder: Path) -> bool:
     return False
 
 
-def check_out_dir(out: str | Path, create: bool = False) -> Path:
-    """The results folder, checked (and with ``create``, made and probed) before the first fine-tuning step: a file,
-    an unwritable folder, or one holding files of an evaluation's names that ``ctinit evaluate`` did not write (they
-    are the user's) is refused. Other files in the folder are left alone."""
+def check_results_dir(out: str | Path) -> Path:
+    """The results folder, checked before the first fine-tuning step (:func:`ctinit.atomic.check_output_folder`): a
+    file, an unwritable folder, or one holding files of an evaluation's names that ``ctinit evaluate`` did not write
+    (they are the user's) is refused. Other files in the folder are left alone."""
+    return check_output_folder(out, ours=RESULT_FILES, written_by_us=_written_by_evaluate,
+                               theirs="ctinit evaluate did not write; pass another folder for the results")
+
+
+def make_results_dir(out: str | Path) -> Path:
+    """Make the (checked) results folder and probe that a file can be written there, before the first step."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a folder; pass a folder for the results")
-    theirs = [name for name in RESULT_FILES if (out / name).exists()]
-    if theirs and not _written_by_evaluate(out):
-        raise ConfigError(f"--out {out}: holds {', '.join(theirs)} that ctinit evaluate did not write; pass another "
-                          "folder for the results")
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: {parent} is not a writable folder; pass a writable folder for the results")
-    if create:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); pass a writable folder") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e}); pass a writable folder") from None
     return out
 
 
 def own_out_dir(out: str | Path):
     """``with own_out_dir(out):`` holds the results folder for a whole evaluation
-    (:func:`ctinit.atomic.owned_dir` with :func:`check_out_dir`)."""
-    return owned_dir(out, check_out_dir)
+    (:func:`ctinit.atomic.owned_dir` with :func:`check_results_dir`)."""
+    return owned_dir(out, check_results_dir)
 
 
 # ------------------------------------------------------------------------------------------------ summaries
@@ -279,6 +272,6 @@ def load_results(path: str | Path) -> dict:
 
 
 __all__ = [
-    "RESULT_FILES", "RUNS_NAME", "check_out_dir", "clear_winner", "load_results", "machine_line", "own_out_dir",
-    "plot_curves", "recipe_line", "results_markdown", "results_table", "seed_values", "summarize", "write_results",
+    "RESULT_FILES", "RUNS_NAME", "check_results_dir", "clear_winner", "load_results", "machine_line", "make_results_dir",
+    "own_out_dir", "plot_curves", "recipe_line", "results_markdown", "results_table", "seed_values", "summarize", "write_results",
 ]
