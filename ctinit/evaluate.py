@@ -41,7 +41,7 @@ from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
 from .report import RUNS_NAME, make_results_dir, own_out_dir, summarize
-from .tasks.subsets import check_validation, prepare_task
+from .tasks.subsets import SUBSET_DRAW, check_validation, prepare_task
 from .zoo import file_sha256
 # Re-exported for one release: these lived here before the report and the task subsets had their own modules.
 from .report import (RESULT_FILES, clear_winner, load_results, machine_line, plot_curves, recipe_line,  # noqa: F401
@@ -182,6 +182,8 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     if k not in ("seed", "progress") and not (k == "hflip" and v is None)}
     if validation_fraction or score != "test":  # 0 trains on the whole split, as runs recorded before the option did
         finetune_key["validation"] = [validation_fraction, score]
+    if validation_fraction or max_train_per_class or max_train_samples:  # runs on subsets drawn another way differ
+        finetune_key["subsets"] = SUBSET_DRAW
 
     total = len(inits) * len(data) * len(seeds)
     bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,

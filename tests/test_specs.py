@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ctinit.errors import TaskSpecError
-from ctinit.tasks.specs import TaskData, _split_hf, load_task, parse_spec
+from ctinit.tasks.hf import split_hf as _split_hf
+from ctinit.tasks.specs import TaskData, load_task, parse_spec
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ __all__ = ["TaskData", "load_task", "parse_spec", "SPEC_KINDS", "IMAGE_EXTENSION
 
 SPEC_KINDS = ("npz", "folder", "hf", "builtin")
 _SPEC_HELP = "use npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME"
-_split_hf = split_hf  # the name tests and callers used before the readers had their own modules
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -16,6 +16,9 @@ import numpy as np
 
 from ..errors import ConfigError, TaskSpecError, one_line
 
+#: Names the draw below; an evaluation's run key holds it, so that runs on subsets drawn before (``rng.choice`` per
+#: class, a round-robin for ``--max-train-samples``) are run again rather than mixed with these.
+SUBSET_DRAW = "per-class-shuffle"
 #: ``rule(class sizes, generator) -> how many examples each class gives``.
 SizeRule = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -129,6 +132,6 @@ def prepare_task(task, seed: int, validation_fraction: float, score: str = "test
 
 
 __all__ = [
-    "balanced_total", "check_validation", "exactly_per_class", "fraction_per_class", "holdout_indices",
+    "SUBSET_DRAW", "balanced_total", "check_validation", "exactly_per_class", "fraction_per_class", "holdout_indices",
     "limit_task", "limit_train_samples", "prepare_task", "stratified_indices",
 ]
