@@ -331,7 +331,7 @@ def folder_content(folder: str | Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in LOCK_FILES) if folder.is_dir() else []
 
 
-__all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "check_output_folder", "check_replaceable", "folder_content",
-           "os_error_of",
+__all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "check_output_folder", "check_replaceable",
+           "folder_content", "os_error_of",
            "os_error_reason",
            "owned_dir", "removed_on_failure", "replace_dir", "staged_dir", "write_failure", "write_file", "write_text"]

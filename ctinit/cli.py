@@ -224,7 +224,7 @@ def cmd_predict(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import parse_seeds, run_evaluation
-    from .report import own_out_dir, results_table, write_results
+    from .report import own_results_dir as own_out_dir, results_table, write_results
 
     config = _recipe(args)
     parse_seeds(args.seeds)

@@ -40,13 +40,13 @@ from .finetune import FinetuneConfig, finetune
 from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
-from .report import RUNS_NAME, make_results_dir, own_out_dir, summarize
+from .report import RUNS_NAME, make_results_dir, own_results_dir, summarize
 from .tasks.subsets import SUBSET_DRAW, check_validation, prepare_task
 from .zoo import file_sha256
 # Re-exported for one release: these lived here before the report and the task subsets had their own modules.
 from .report import (RESULT_FILES, clear_winner, load_results, machine_line, plot_curves, recipe_line,  # noqa: F401
                      results_markdown, results_table, seed_values, write_results)
-from .report import check_results_dir as check_out_dir  # noqa: F401
+from .report import check_results_dir as check_out_dir, own_results_dir as own_out_dir  # noqa: F401
 from .tasks.subsets import limit_task, limit_train_samples  # noqa: F401
 
 
@@ -109,9 +109,9 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     With ``out``, each finished (init, task, seed) run is appended to ``out/runs.jsonl`` at once, and a re-run with
     the same options skips the runs found there (a run is identified by the init's label and weights, the task, the
     seed and the whole recipe): an interrupted evaluation loses at most the run in progress. ``out`` is this
-    evaluation's while it runs (:func:`own_out_dir`): a second one on it is refused.
+    evaluation's while it runs (:func:`~ctinit.report.own_results_dir`): a second one on it is refused.
     """
-    with own_out_dir(out) if out is not None else contextlib.nullcontext():
+    with own_results_dir(out) if out is not None else contextlib.nullcontext():
         return _evaluate(inits, data, seeds, config, revision=revision, max_train_per_class=max_train_per_class,
                          max_train_samples=max_train_samples, device=device, progress=progress, log=log,
                          command=command, out=out, validation_fraction=validation_fraction, score=score)

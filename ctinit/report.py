@@ -62,8 +62,8 @@ def make_results_dir(out: str | Path) -> Path:
     return out
 
 
-def own_out_dir(out: str | Path):
-    """``with own_out_dir(out):`` holds the results folder for a whole evaluation
+def own_results_dir(out: str | Path):
+    """``with own_results_dir(out):`` holds the results folder for a whole evaluation
     (:func:`ctinit.atomic.owned_dir` with :func:`check_results_dir`)."""
     return owned_dir(out, check_results_dir)
 
@@ -244,7 +244,7 @@ def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
     whole or not at all). A failed write is one line saying what is kept: the finished runs in ``runs.jsonl``."""
     out = Path(out_dir)
     paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "curves.png"}
-    with own_out_dir(out):
+    with own_results_dir(out):
         kept = (f"{out / RUNS_NAME} keeps the finished runs (rerun the same command to write the results; it does "
                 "not repeat them)" if (out / RUNS_NAME).is_file() else f"{out} has no earlier results of this evaluation")
         write_text(paths["json"], json.dumps(results, indent=1) + "\n", kept=kept)
@@ -272,6 +272,7 @@ def load_results(path: str | Path) -> dict:
 
 
 __all__ = [
-    "RESULT_FILES", "RUNS_NAME", "check_results_dir", "clear_winner", "load_results", "machine_line", "make_results_dir",
-    "own_out_dir", "plot_curves", "recipe_line", "results_markdown", "results_table", "seed_values", "summarize", "write_results",
+    "RESULT_FILES", "RUNS_NAME", "check_results_dir", "clear_winner", "load_results", "machine_line",
+    "make_results_dir", "own_results_dir", "plot_curves", "recipe_line", "results_markdown", "results_table",
+    "seed_values", "summarize", "write_results",
 ]
