@@ -2,7 +2,6 @@
 
 The machinery is :mod:`ctinit.schema`; :class:`FinetuneConfig` lives in :mod:`ctinit.finetune`,
 :class:`OptimizerSpec` in :mod:`ctinit.meta.optim`, the meta-training defaults in :mod:`ctinit.meta.defaults`.
-Nothing in ctinit imports this module.
 """
 from __future__ import annotations
 
