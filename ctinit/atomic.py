@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .errors import ConfigError, WriteError
+from .errors import ConfigError, WriteError, one_line
 
 LOCK_NAME = ".lock"
 OWNER_NAME = ".lock-owner.json"
@@ -64,7 +64,7 @@ def os_error_reason(error: OSError) -> str | None:
         return "read-only file system"
     if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
                           FileExistsError)) or error.errno in (errno.ENAMETOOLONG, errno.EMLINK, errno.EXDEV):
-        return " ".join(str(error.strerror or error).split())
+        return one_line(error.strerror or error)
     return None
 
 
@@ -172,6 +172,31 @@ def check_replaceable(folder: str | Path, what: str = "--out") -> None:
     if folder == here or folder in here.parents:
         raise ConfigError(f"{what} {folder}: is the current folder or holds it; the new content is written beside the "
                           "folder and then moved into its place: name a folder outside the current one")
+
+
+def check_output_folder(out: str | Path, *, ours: Iterable[str], written_by_us: Callable[[Path], bool],
+                        theirs: str, replaced_whole: bool = False, what: str = "--out") -> Path:
+    """The checks a command makes on its output folder before any work, so that nothing is lost: ``out`` is not a
+    file; it holds no file named like one of ``ours`` unless ``written_by_us(out)`` (else they are the user's: the
+    error names them, then says ``theirs``, e.g. "ctinit evaluate did not write; pass another folder"); the folder
+    the command writes in can be written (``replaced_whole``: the folder beside which ``out`` is staged and swapped
+    in, and ``out`` may not hold the current folder -- :func:`check_replaceable`; else ``out`` or the nearest
+    folder above it that exists)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{what} {out}: is a file, not a folder; choose a folder (a path that exists and is a file "
+                          "is left alone)")
+    named_like_ours = [name for name in folder_content(out) if name in set(ours)]
+    if named_like_ours and not written_by_us(out):
+        raise ConfigError(f"{what} {out}: holds {', '.join(named_like_ours)} that {theirs}")
+    if replaced_whole and out.is_dir():
+        check_replaceable(out, what)
+    written = out.resolve().parent if replaced_whole else out.resolve()
+    while not written.exists() and written != written.parent:
+        written = written.parent
+    if not written.is_dir() or not os.access(written, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {out}: {written} is not writable; choose a folder you can write to")
+    return out
 
 
 @contextmanager
@@ -306,6 +331,7 @@ def folder_content(folder: str | Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in LOCK_FILES) if folder.is_dir() else []
 
 
-__all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "check_replaceable", "folder_content", "os_error_of",
+__all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "check_output_folder", "check_replaceable",
+           "folder_content", "os_error_of",
            "os_error_reason",
            "owned_dir", "removed_on_failure", "replace_dir", "staged_dir", "write_failure", "write_file", "write_text"]

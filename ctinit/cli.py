@@ -42,7 +42,7 @@ def _quiet_transformers() -> None:
 
 def _recipe(args, seed: int = 0):
     """The fine-tuning recipe from the options, and every other option checked, before any work starts."""
-    from .config import NonNegInt, check_device, check_option
+    from .schema import NonNegInt, check_device, check_option
     from .errors import ConfigError
     from .finetune import make_config
 
@@ -67,7 +67,7 @@ def _recipe(args, seed: int = 0):
         raise ConfigError(message) from None
     check_option("--max-train-per-class", args.max_train_per_class, NonNegInt)
     check_option("--max-train-samples", args.max_train_samples, NonNegInt)
-    from .evaluate import check_validation
+    from .tasks.subsets import check_validation
 
     check_validation(args.val_fraction, "test")
     args.device = check_device(args.device)
@@ -87,7 +87,7 @@ def cmd_finetune(args) -> int:
 
 
 def _finetune(args, config) -> int:
-    from .evaluate import prepare_task
+    from .tasks.subsets import prepare_task
     from .finetune import finetune
     from .hubio import check_license, check_push
     from .loading import init_info, load_init, resolve_init
@@ -215,9 +215,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import run_evaluation, results_table, write_results
-
-    from .evaluate import own_out_dir, parse_seeds
+    from .evaluate import parse_seeds, run_evaluation
+    from .report import own_results_dir as own_out_dir, results_table, write_results
 
     config = _recipe(args)
     parse_seeds(args.seeds)

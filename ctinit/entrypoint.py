@@ -12,13 +12,11 @@ import argparse
 import sys
 from typing import Callable
 
+from .errors import one_line
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
-
-
-def one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -33,7 +31,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def describe(error: BaseException) -> tuple[int, str]:
     """The exit code and the one-line message for an exception escaping a command."""
     from .atomic import os_error_of, os_error_reason
-    from .errors import CtinitError
+    from .errors import CtinitError, exception_line
 
     if isinstance(error, CtinitError):
         return EXIT_BAD_INPUT, f"error: {one_line(error)}"
@@ -47,9 +45,7 @@ def describe(error: BaseException) -> tuple[int, str]:
             text in str(error) for text in ("can't allocate memory", "out of memory", "OutOfMemory"))):
         return EXIT_BAD_INPUT, ("error: out of memory: the input asks for more memory than this machine has "
                                 "(check sizes in the config, labels and data)")
-    message = one_line(error) if str(error) else ""
-    return EXIT_INTERNAL, (f"internal error, rerun with --debug for the traceback "
-                           f"({type(error).__name__}{': ' + message[:300] if message else ''})")
+    return EXIT_INTERNAL, f"internal error, rerun with --debug for the traceback ({exception_line(error)})"
 
 
 def run_command(prog: str, command: Callable[[], int | None], debug: bool = False) -> int:

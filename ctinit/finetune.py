@@ -15,16 +15,36 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Annotated, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from .errors import ConfigError
-from .config import FinetuneConfig  # noqa: F401 - the schema lives in ctinit/config.py; imported from here too
 from .meta.optim import OptimizerSpec
 from .models.heads import TaskHead, feature_dim, image_size_of
+from .schema import Bool, Float, NonNegInt, PositiveFloat, PositiveInt, Precision, Seed, schema
 from .tasks.sampler import BatchSampler, eval_batches
+
+
+@schema
+class FinetuneConfig:
+    """One fine-tuning run (the paper's meta-test protocol by default); the ``ctinit finetune``/``evaluate`` options
+    and meta-validation are built from it."""
+
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 128
+    optimizer: OptimizerSpec = field(default_factory=lambda: OptimizerSpec(name="adam", lr=1e-3))
+    milestones: tuple[Annotated[Float, Field(gt=0, le=1)], ...] = (0.4, 0.7, 0.9)  # fractions of the steps
+    gamma: PositiveFloat = 0.3  # lr factor at each milestone
+    augment: Bool = True
+    hflip: Optional[Bool] = None  # horizontal flip when augmenting; None: the task's own setting (TaskData.hflip)
+    eval_every: NonNegInt = 0  # 0: evaluate at the end only
+    seed: Seed = 0
+    mixed_precision: Precision = "no"
+    progress: Bool = True
 
 
 @dataclass

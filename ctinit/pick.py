@@ -73,9 +73,10 @@ def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, conf
          command: str | None = None) -> dict:
     """Rank the initializations on task ``data`` (see module doc); returns ``{"ranking": [...],
     "recommendation": INIT or "scratch", ...}`` with the evaluation's full results under ``"results"``."""
-    from .evaluate import check_validation, run_evaluation
+    from .evaluate import run_evaluation
     from .finetune import make_config
     from .tasks import load_task
+    from .tasks.subsets import check_validation
 
     check_validation(validation_fraction, "validation")
     cfg = config or make_config(None, steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH_SIZE)
@@ -90,7 +91,7 @@ def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, conf
 
 def rank(results: dict, scratch_of: dict[str, str]) -> dict:
     """The ranking (most accurate first) and the recommendation from an evaluation scored on validation."""
-    from .evaluate import seed_values
+    from .report import seed_values
 
     spec = results["tasks"][0]["spec"]
     rows = []

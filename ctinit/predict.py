@@ -59,7 +59,7 @@ class Predictor:
 
     @classmethod
     def load(cls, model: str | Path, revision: str | None = None, device: str | None = None) -> "Predictor":
-        from .config import check_device
+        from .schema import check_device
         from .finetune import resolve_device
         from .trained_model import load_classifier, read_processor_settings, resolve_model
 

@@ -9,8 +9,9 @@ import yaml
 import ctinit
 from ctinit.cli import main as cli_main
 from ctinit.errors import ConfigError
-from ctinit.evaluate import (limit_train_samples, load_results, parse_seeds, results_markdown, run_evaluation,
-                             write_results)
+from ctinit.evaluate import parse_seeds, run_evaluation
+from ctinit.report import load_results, results_markdown, write_results
+from ctinit.tasks.subsets import limit_train_samples
 from ctinit_hub.card import update_card
 from ctinit.finetune import FinetuneConfig
 from ctinit.loading import save_init

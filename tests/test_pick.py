@@ -6,7 +6,7 @@ import pytest
 
 from ctinit import finetune as finetune_module
 from ctinit.cli import main as cli_main
-from ctinit.evaluate import clear_winner, results_table, summarize
+from ctinit.report import clear_winner, results_table, summarize
 from ctinit.pick import NO_WINNER, rank, ranking_table
 from helpers import make_npz
 from zoo_fixtures import NAME, SIZE, built_zoo, tiny_zoo, zoo_script  # noqa: F401 - fixtures

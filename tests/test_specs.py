@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from ctinit.errors import TaskSpecError
-from ctinit.tasks.specs import TaskData, _split_hf, load_task, parse_spec
+from ctinit.tasks.hf import split_hf as _split_hf
+from ctinit.tasks.specs import TaskData, load_task, parse_spec
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,12 +195,12 @@ def test_npz_resize(tmp_path):
 
 
 def test_npz_resize_chunks(tmp_path, monkeypatch):
-    import ctinit.tasks.specs as specs
+    import ctinit.tasks.raw as specs
 
     x = _images(7, 16, 16)
     p = _save(tmp_path / "chunks.npz", x=x, y=_labels(7, 2))
     whole = load_task(f"npz:{p}", image_size=10)
-    monkeypatch.setattr(specs, "_RESIZE_CHUNK_ELEMENTS", 1)  # one image per chunk
+    monkeypatch.setattr(specs, "RESIZE_CHUNK_ELEMENTS", 1)  # one image per chunk
     chunked = load_task(f"npz:{p}", image_size=10)
     assert torch.equal(whole.x_train, chunked.x_train) and torch.equal(whole.x_test, chunked.x_test)
 

@@ -1,7 +1,7 @@
 """Meta-training config: a typed schema (:class:`TrainConfig`), read from a YAML recipe plus dotted ``key=value``
 overrides, validated once before any work starts, and handed to the trainer as plain data (a dict).
 
-Adding a key is one line in :class:`TrainConfig` (name, type from ``ctinit.config``, default, comment); keys that may
+Adding a key is one line in :class:`TrainConfig` (name, type from ``ctinit.schema``, default, comment); keys that may
 change between a checkpoint and ``--resume`` also go into ``RESUME_SAFE_KEYS``. Values are parsed as YAML 1.2
 (``1e-3`` is a float). Every invalid value is one line naming the key, the value and what is allowed.
 """
@@ -16,14 +16,12 @@ from typing import Annotated, Literal, Optional, Union
 import yaml
 
 from ctinit.atomic import write_text
-from ctinit.config import (
-    INNER_OPTIMIZER,
-    META_OPTIMIZER,
-    RESET_PERIOD,
+from ctinit.meta.defaults import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
+from ctinit.meta.optim import OptimizerSpec
+from ctinit.schema import (
     Bool,
     Float,
     NonNegInt,
-    OptimizerSpec,
     PositiveFloat,
     PositiveInt,
     Precision,

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..config import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
+from .defaults import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
 from .compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
 from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step

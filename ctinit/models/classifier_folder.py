@@ -16,13 +16,12 @@ folder back is :mod:`ctinit.trained_model`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..atomic import check_replaceable, folder_content, owned_dir, staged_dir
+from ..atomic import check_output_folder, folder_content, owned_dir, staged_dir
 from ..errors import CheckpointError, ConfigError
 from ..hubio.cards import card_license, check_license, dataset_id, render_card
 from ..hubio.names import CARD_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME
@@ -151,33 +150,25 @@ def _saved_by_ctinit(folder: Path) -> bool:
     return isinstance(config, dict) and isinstance(config.get("ctinit"), dict)
 
 
-def check_out_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Refuse an ``--out`` that is a file, cannot be written, is a non-empty folder (unless ``overwrite``), holds
-    files of a model's names that ctinit did not save (even with ``overwrite``: they are the user's) or holds the
-    current folder (a new model replaces the folder whole); called before any training so that nothing is lost."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is a file; choose a folder")
-    content = folder_content(out)
-    if content and not overwrite:
+def check_model_out_dir(out: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an ``--out`` for a model that is a non-empty folder (unless ``overwrite``), or that
+    :func:`ctinit.atomic.check_output_folder` refuses: a file, files of a model's names that ctinit did not save (even
+    with ``overwrite``: they are the user's), a folder holding the current one or beside which nothing can be written
+    (a new model is staged beside ``out`` and replaces it whole); called before any training."""
+    if folder_content(out) and not overwrite:
         raise ConfigError(f"--out {out}: exists and is not empty; choose a new folder or pass --overwrite")
-    theirs = [name for name in content if name in MODEL_FILES]
-    if theirs and not _saved_by_ctinit(out):
-        raise ConfigError(f"--out {out}: holds {', '.join(theirs)} that ctinit did not save (no 'ctinit' entry in "
-                          f"{CONFIG_NAME}); --overwrite replaces only a model saved by ctinit: choose another folder")
-    if out.is_dir():
-        check_replaceable(out)  # a model replaces the folder whole
-    # The model is written into a new folder beside OUT, then renamed: OUT's folder must be writable.
-    parent = next((p for p in out.resolve().parents if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: {parent} is not writable; choose a folder you can write to")
-    return out
+    return check_output_folder(out, ours=MODEL_FILES, written_by_us=_saved_by_ctinit, replaced_whole=True,
+                               theirs=f"ctinit did not save (no 'ctinit' entry in {CONFIG_NAME}); --overwrite replaces "
+                                      "only a model saved by ctinit: choose another folder")
+
+
+check_out_dir = check_model_out_dir  # its name before the results folder's check took another; for one release
 
 
 def own_out_dir(out: str | Path, overwrite: bool = False):
     """``with own_out_dir(out, overwrite):`` holds ``--out`` for a whole command (:func:`ctinit.atomic.owned_dir`
-    with :func:`check_out_dir`): a second command on it is refused before it trains."""
-    return owned_dir(out, lambda folder: check_out_dir(folder, overwrite))
+    with :func:`check_model_out_dir`): a second command on it is refused before it trains."""
+    return owned_dir(out, lambda folder: check_model_out_dir(folder, overwrite))
 
 
 def save_finetuned(classifier, out: str | Path, *, labels=None, made_with: dict | None = None,
@@ -193,5 +184,5 @@ def save_finetuned(classifier, out: str | Path, *, labels=None, made_with: dict 
     return out
 
 
-__all__ = ["MODEL_FILES", "check_finite", "check_out_dir", "image_processor", "own_out_dir", "save_finetuned",
+__all__ = ["MODEL_FILES", "check_finite", "check_model_out_dir", "check_out_dir", "image_processor", "own_out_dir", "save_finetuned",
            "type_name", "write_model_folder"]

@@ -1,0 +1,73 @@
+"""The ``folder:DIR`` reader: one sub-folder of images per class, optionally under ``DIR/train`` and ``DIR/test``
+(images read by :mod:`ctinit.images`, the reader ``ctinit predict`` uses too)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..images import IMAGE_SUFFIXES, is_image_file, read_image_array
+from .raw import RawTask, stack_images, task_error
+
+
+def _class_dirs(directory: Path) -> list[Path]:
+    return sorted((p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
+
+
+def _read_class_tree(directory: Path, spec: str) -> tuple[list[str], dict[str, list[Path]]]:
+    dirs = _class_dirs(directory)
+    if not dirs:
+        raise task_error(
+            f"{directory}: no class sub-folders (task spec {spec!r}); put the images of each class "
+            f"in their own folder, e.g. {directory / 'cat'}/001.png"
+        )
+    files: dict[str, list[Path]] = {}
+    for d in dirs:
+        images = sorted(p for p in d.iterdir() if is_image_file(p))
+        if not images:
+            raise task_error(
+                f"{d}: empty class folder (no {'/'.join(e[1:] for e in IMAGE_SUFFIXES)} images); "
+                f"add images or remove the folder"
+            )
+        files[d.name] = images
+    return [d.name for d in dirs], files
+
+
+def _is_split_layout(directory: Path) -> bool:
+    train, test = directory / "train", directory / "test"
+    return train.is_dir() and test.is_dir() and bool(_class_dirs(train)) and bool(_class_dirs(test))
+
+
+def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
+    where = str(directory)
+    if not directory.exists():
+        raise task_error(f"{where}: directory not found (task spec {spec!r}); check the path")
+    if not directory.is_dir():
+        raise task_error(f"{where}: is not a directory (task spec {spec!r}); folder: specs need DIR/<class>/<image> folders")
+    if _is_split_layout(directory):
+        train_names, train_files = _read_class_tree(directory / "train", spec)
+        test_names, test_files = _read_class_tree(directory / "test", spec)
+        classes = sorted(set(train_names) | set(test_names))
+        split_files = [train_files, test_files]
+    else:
+        classes, files = _read_class_tree(directory, spec)
+        split_files = [files]
+    index = {c: i for i, c in enumerate(classes)}
+    groups, labels = [], []
+    for files in split_files:
+        arrays, ys = [], []
+        for cname in sorted(files):
+            for p in files[cname]:
+                arrays.append(read_image_array(p))
+                ys.append(index[cname])
+        groups.append(arrays)
+        labels.append(np.asarray(ys, dtype=np.int64))
+    xs = stack_images(groups, image_size)
+    if len(xs) == 2:
+        return RawTask(where, xs[0], labels[0], xs[1], labels[1], classes=classes,
+                    names=("train images", "train labels"), test_names=("test images", "test labels"))
+    return RawTask(where, xs[0], labels[0], None, None, classes=classes, names=("images", "labels"))
+
+
+__all__ = ["read_folder"]
