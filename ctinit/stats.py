@@ -16,14 +16,14 @@ def t_quantile_975(df: int) -> float:
 
 
 def mean_ci95(values: list[float]) -> dict:
-    """Mean and 95% t-interval of independent values; ``ci95`` is None with fewer than two values."""
+    """Mean, standard deviation and 95% t-interval of independent values; ``ci95`` is None with fewer than two."""
     n = len(values)
     mean = sum(values) / n
     if n < 2:
         return {"mean": mean, "ci95": None, "n": n}
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_quantile_975(n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n}
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}
 
 
 #: What a paired interval says about "A - B".

@@ -8,16 +8,9 @@ from __future__ import annotations
 
 import math
 
-#: 97.5% quantiles of Student's t for 1..30 degrees of freedom (beyond: the normal's 1.96 is within 2%).
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+from ctinit.stats import T975, mean_ci95, t_quantile_975  # noqa: F401 (T975, t_quantile_975: the study's names too)
+
 ALPHA = 0.05
-
-
-def t_quantile_975(df: int) -> float:
-    if df < 1:
-        raise ValueError("a t-interval needs at least 2 values (df >= 1)")
-    return T975[df - 1] if df <= len(T975) else 1.96
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -63,17 +56,6 @@ def t_quantile(p: float, df: int) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
     return (lo + hi) / 2
-
-
-def mean_ci95(values: list[float]) -> dict:
-    """Mean and 95% t-interval of independent values; ``ci95`` is None with fewer than two values."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return {"mean": mean, "ci95": None, "n": n}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": n, "sd": sd}
 
 
 def verdict(ci95: list[float] | None) -> str:
