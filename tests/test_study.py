@@ -376,3 +376,14 @@ def test_a_tiny_ratio_study_chooses_inside_each_meta_seed_writes_partial_results
     assert recorded_specs == [] and again["claims"] == result["claims"]
     lines = (tmp_path / "finetune.jsonl").read_text().splitlines()
     assert len(lines) == len({json.loads(line)["key"] for line in lines})  # one line per finished result
+    # a fresh output folder with the finished meta-seeds' records (what the repository keeps): nothing is redone
+    recorded_specs.clear()
+    fresh = dataclasses.replace(config, out=tmp_path / "fresh", records=tmp_path / "meta_seeds")
+    resumed = json.loads(json.dumps(cli.run(fresh, echo=False)))
+    assert recorded_specs == [] and not (tmp_path / "fresh" / "runs").exists()
+    assert resumed["claims"] == result["claims"] and resumed["progress"]["meta_seeds_reused"] == 2
+    record = json.loads((tmp_path / "meta_seeds" / "meta_seed_1.json").read_text())
+    assert "/" not in json.dumps(record["choices"]) and record["split"] == splits[1]
+    # a record made under another config is not reused
+    other = dataclasses.replace(fresh, preset={**fresh.preset, "finetune_steps": 2})
+    assert ratio.load_record(other, 1, splits[1]) is None and ratio.load_record(fresh, 1, splits[1]) == record

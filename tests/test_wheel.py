@@ -62,3 +62,17 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
     registry = json.loads((ROOT / "ctinit" / "zoo" / "registry.json").read_text())
     assert [z["name"] for z in data["zoo"]] == [e["name"] for e in registry]
     assert "quickstart" in [r["name"] for r in data["recipes"]] and data["tasks"]
+    # and fine-tunes a zoo entry by name on a user's npz file, with no meta-training first
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "t.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (24, 28, 28), dtype=np.uint8), y_train=np.arange(24) % 3,
+             x_test=rng.integers(0, 256, (9, 28, 28), dtype=np.uint8), y_test=np.arange(9) % 3)
+    tuned = subprocess.run([sys.executable, "-c", "import sys; from ctinit.cli import main; sys.exit(main(sys.argv[1:]))",
+                            "finetune", "--init", f"zoo:{registry[0]['name']}", "--data", f"npz:{data}", "--steps", "3",
+                            "--batch-size", "8", "--json", "--no-progress", "--out", str(tmp_path / "model")],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    assert 0.0 <= json.loads(tuned.stdout)["test_accuracy"] <= 1.0
+    assert (tmp_path / "model" / "model.safetensors").is_file()

@@ -89,7 +89,8 @@ class TrainConfig:
     mixed_precision: Precision = "no"  # autocast for the inner steps; phi and meta-updates stay fp32
     execution: Literal[EXECUTIONS] = "auto"  # auto | sequential | batched
     compile: Literal[COMPILE_MODES] = "auto"  # auto (CPU: backbone where this run measures it faster) | off | graphs | inductor | backbone
-    channels_last: Bool = False  # channels-last convolutions (a GPU layout option; off until measured faster)
+    # auto (CPU, sequential, >= 100 steps: measured in the run's first steps, kept where >= 1.05x faster) | true | false
+    channels_last: Union[Bool, Literal["auto"]] = "auto"
     max_nonfinite_steps: PositiveInt = 10  # stop when a task's inner loss is non-finite this many steps in a row
     log_every: PositiveInt = 50
     log_with: Optional[Union[TRACKERS, list[TRACKERS]]] = None  # Accelerate trackers (a name or a list)

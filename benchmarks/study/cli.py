@@ -31,6 +31,10 @@ def parser() -> argparse.ArgumentParser:
                    help="override a preset value, e.g. --set steps=2000 (JSON values)")
     p.add_argument("--optional-algorithms", action="store_true",
                    help="ratio presets: add their optional algorithms (FOMAML, FOMAML-CTS, Leap) to the comparison")
+    p.add_argument("--records", default=None, metavar="DIR",
+                   help="ratio presets: where finished meta-seeds are recorded and reused from (one small JSON each; "
+                        "default OUT/meta_seeds); point it at benchmarks/recorded/study-ratio/SUITE to resume a "
+                        "run from the repository on a fresh machine")
     p.add_argument("--backbone", default=None, help="override the backbone (e.g. resnet20 on a GPU)")
     p.add_argument("--image-size", type=int, default=None, help="override the input size (e.g. 32 for colour tasks)")
     return p
@@ -44,7 +48,7 @@ def config_from_argv(argv: list[str] | None) -> tuple[StudyConfig, bool]:
     preset = "quick" if args.quick else args.preset or "full"
     command = "python -m benchmarks.study " + " ".join(argv if argv is not None else sys.argv[1:])
     return build_config(preset, args.suite, args.set, args.out, args.backbone, args.image_size,
-                        args.optional_algorithms, command), args.json
+                        args.optional_algorithms, command, args.records), args.json
 
 
 def recorded_config(config: StudyConfig) -> dict:

@@ -138,6 +138,13 @@ class StudyConfig:
     schedules: tuple = SCHEDULES
     lr_factors: tuple = LR_FACTORS
     command: str = ""
+    #: The ratio protocol's finished meta-seeds (one small JSON each; default OUT/meta_seeds): read to reuse them,
+    #: written as each finishes. Pointed at a folder in the repository, a run resumes on a fresh machine.
+    records: Path | None = None
+
+    @property
+    def records_dir(self) -> Path:
+        return Path(self.records) if self.records else self.out / "meta_seeds"
 
     @property
     def protocol(self) -> str:
@@ -146,7 +153,7 @@ class StudyConfig:
 
 def build_config(preset_name: str, suite_name: str, overrides: list[str], out: str | None = None,
                  backbone: str | None = None, image_size: int | None = None, optional_algorithms: bool = False,
-                 command: str = "") -> StudyConfig:
+                 command: str = "", records: str | None = None) -> StudyConfig:
     """The config of one run from the command line's choices; a bad choice raises StudyError (one line)."""
     presets = {**PRESETS, **RATIO_PRESETS}
     if preset_name not in presets:
@@ -181,6 +188,9 @@ def build_config(preset_name: str, suite_name: str, overrides: list[str], out: s
         split = suite["ratio_split"]
         if len(suite["meta_train"]) + len(suite["meta_test"]) - split["meta_test"] - split["validation"] < 2:
             raise StudyError(f"suite {suite_name}: too few tasks left for meta-training after its ratio_split")
+    elif records:
+        raise StudyError(f"--records applies to the ratio presets ({', '.join(RATIO_PRESETS)}), not to --preset "
+                         f"{preset_name}")
     elif optional_algorithms:
         raise StudyError(f"--optional-algorithms applies to the ratio presets ({', '.join(RATIO_PRESETS)}), "
                          f"not to --preset {preset_name}")
@@ -190,4 +200,4 @@ def build_config(preset_name: str, suite_name: str, overrides: list[str], out: s
     return StudyConfig(preset_name=preset_name, preset=preset, suite_name=suite_name, suite=suite,
                        out=Path(out or default_out), base=base, algorithms=algorithms,
                        baselines=BASELINES if preset_name in PRESETS else (*algorithms[1:], "scratch"),
-                       command=command)
+                       command=command, records=Path(records) if records else None)

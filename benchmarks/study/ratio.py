@@ -3,8 +3,11 @@ suite into meta-train, validation and meta-test tasks, and its own rate choice p
 tasks; meta-seed after meta-seed, so that an interrupted run leaves complete meta-seeds (``partial`` results)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections import Counter
+from pathlib import Path
 from typing import Callable
 
 from .claims import ahead_of_every, equivalence_claims, finish_claims
@@ -15,6 +18,44 @@ from .search import choose_rate
 from .stats import paired_claim, per_task_summaries, summary
 
 CURVES_NOTE = "measured on meta-test tasks, not used for selection"
+RECORD_VERSION = 1
+
+
+def fingerprint(config: StudyConfig) -> str:
+    """What a meta-seed's result depends on (preset, shared setup, algorithms, suite); a record made under another
+    fingerprint is not reused."""
+    what = {"version": RECORD_VERSION, "preset": config.preset, "base": config.base,
+            "algorithms": list(config.algorithms), "suite": config.suite}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def record_path(config: StudyConfig, meta_seed: int) -> Path:
+    return config.records_dir / f"meta_seed_{meta_seed}.json"
+
+
+def save_record(config: StudyConfig, m: int, split: dict, choices: dict, values: dict) -> None:
+    """One finished meta-seed as a small JSON file (no weights, no path): what a later run, on this machine or a
+    fresh one, reuses instead of redoing the meta-seed. ``values``: as ``run_meta_seed`` returns them."""
+    from ctinit.atomic import write_text
+
+    record = {"meta_seed": m, "fingerprint": fingerprint(config), "suite": config.suite_name, "split": split,
+              "choices": {a: {k: c[k] for k in ("scores", "chosen_lr", "at_edge")} for a, c in choices.items()},
+              **{kind: {label: [[t, s, v] for (mm, t, s), v in sorted(acc.items()) if mm == m]
+                        for label, acc in by_label.items()} for kind, by_label in values.items()}}
+    config.records_dir.mkdir(parents=True, exist_ok=True)
+    write_text(record_path(config, m), json.dumps(record, indent=1) + "\n")
+
+
+def load_record(config: StudyConfig, m: int, split: dict) -> dict | None:
+    """A finished meta-seed's record, or None when there is none (or it was made under another config)."""
+    path = record_path(config, m)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("fingerprint") != fingerprint(config) or record.get("split") != split:
+        say(f"  {path.name}: made under another config; meta-seed {m} is redone")
+        return None
+    return record
 
 
 def split_tasks(suite: dict, seed: int) -> dict:
@@ -35,43 +76,57 @@ def split_tasks(suite: dict, seed: int) -> dict:
 
 
 def run_ratio(config: StudyConfig, ws: Workspace, clock: Clock, publish: Callable[[dict], None]) -> dict:
-    """Every meta-seed in turn: choose each algorithm's rate on the validation tasks, fine-tune the chosen inits
-    (and scratch) on the meta-test tasks, fine-tune every other candidate too (the beta curves: reporting only);
-    after each meta-seed ``publish`` gets the result so far (``partial`` until the last)."""
-    preset, seeds = config.preset, config.preset["meta_seeds"]
-    n_ft = preset["finetune_seeds_per_meta_seed"]
-    ft_full = recipe_of(preset, preset["finetune_steps"])
-    ft_limited = recipe_of(preset, preset["limited_finetune_steps"])
+    """Every meta-seed in turn (a meta-seed with a record in ``config.records_dir`` is reused as recorded); after
+    each one ``publish`` gets the result so far (``partial`` until the last)."""
+    seeds = config.preset["meta_seeds"]
     splits = {m: split_tasks(config.suite, m) for m in seeds}
     choices: dict = {}
-    full: dict = {}
-    limited: dict = {}
-    curves: dict = {}
+    values: dict = {"full": {}, "limited": {}, "curves": {}}
     result = {}
     for i, m in enumerate(seeds):
-        split = splits[m]
-        say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] meta-test {', '.join(split['meta_test'])}; validation "
-            f"{', '.join(split['validation'])}; {len(split['meta_train'])} meta-train tasks x {preset['steps']} steps, "
-            f"K {preset['reset_period']}")
-        clock.start("selection")
-        choices[m] = {a: choose_rate(ws, config, a, m, split) for a in config.algorithms}
-        clock.stop()
-        clock.start("finetune")
-        chosen = {m: {**{a: choices[m][a]["init"] for a in config.algorithms},
-                      "scratch": f"scratch:{choices[m]['cts']['init']}"}}
-        tasks = {m: split["meta_test"]}
-        for label, values in ws.evaluate_by_meta_seed(chosen, tasks, n_ft, ft_full).items():
-            full.setdefault(label, {}).update(values)
-        for label, values in ws.evaluate_by_meta_seed(chosen, tasks, n_ft, ft_limited, preset["limited_per_class"]).items():
-            limited.setdefault(label, {}).update(values)
-        candidates = {m: {f"{a}@{lr:g}": init for a in config.algorithms for lr, init in choices[m][a]["inits"].items()}}
-        for label, values in ws.evaluate_by_meta_seed(candidates, tasks, n_ft, ft_full).items():
-            curves.setdefault(label, {}).update(values)
-        clock.stop()
-        result = ratio_result(config, {s: splits[s] for s in seeds[:i + 1]}, choices, full, limited, curves)
+        record = load_record(config, m, splits[m])
+        if record is not None:
+            say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] reusing {record_path(config, m).name}")
+            ws.counts["meta_seeds_reused"] = ws.counts.get("meta_seeds_reused", 0) + 1
+            choices[m] = record["choices"]
+            mine = {kind: {label: {(m, t, s): v for t, s, v in rows} for label, rows in record[kind].items()}
+                    for kind in values}
+        else:
+            say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] meta-test {', '.join(splits[m]['meta_test'])}; validation "
+                f"{', '.join(splits[m]['validation'])}; {len(splits[m]['meta_train'])} meta-train tasks x "
+                f"{config.preset['steps']} steps, K {config.preset['reset_period']}")
+            choices[m], mine = run_meta_seed(config, ws, clock, m, splits[m])
+            save_record(config, m, splits[m], choices[m], mine)
+        for kind, by_label in mine.items():
+            for label, acc in by_label.items():
+                values[kind].setdefault(label, {}).update(acc)
+        result = ratio_result(config, {s: splits[s] for s in seeds[:i + 1]}, choices, values["full"],
+                              values["limited"], values["curves"])
         result["progress"] = {"meta_seeds_done": i + 1, "meta_seeds_planned": len(seeds), **ws.counts}
         publish(result)
     return result
+
+
+def run_meta_seed(config: StudyConfig, ws: Workspace, clock: Clock, m: int, split: dict) -> tuple[dict, dict]:
+    """One meta-seed: choose each algorithm's rate on the validation tasks, fine-tune the chosen inits (and
+    scratch) on the meta-test tasks, full and limited data, and every other candidate too (the beta curves:
+    reporting only). Returns the choices and ``{"full"|"limited"|"curves": {label: {(m, task, seed): accuracy}}}``."""
+    preset, n_ft = config.preset, config.preset["finetune_seeds_per_meta_seed"]
+    clock.start("selection")
+    choices = {a: choose_rate(ws, config, a, m, split) for a in config.algorithms}
+    clock.stop()
+    clock.start("finetune")
+    chosen = {m: {**{a: choices[a]["init"] for a in config.algorithms}, "scratch": f"scratch:{choices['cts']['init']}"}}
+    candidates = {m: {f"{a}@{lr:g}": init for a in config.algorithms for lr, init in choices[a]["inits"].items()}}
+    tasks = {m: split["meta_test"]}
+    values = {
+        "full": ws.evaluate_by_meta_seed(chosen, tasks, n_ft, recipe_of(preset, preset["finetune_steps"])),
+        "limited": ws.evaluate_by_meta_seed(chosen, tasks, n_ft, recipe_of(preset, preset["limited_finetune_steps"]),
+                                            preset["limited_per_class"]),
+        "curves": ws.evaluate_by_meta_seed(candidates, tasks, n_ft, recipe_of(preset, preset["finetune_steps"])),
+    }
+    clock.stop()
+    return choices, values
 
 
 def ratio_result(config: StudyConfig, splits: dict, choices: dict, full: dict, limited: dict, curves: dict) -> dict:

@@ -18,7 +18,6 @@ import contextlib
 import copy
 import logging
 import re
-import time
 from typing import Callable, Sequence
 
 import torch
@@ -26,17 +25,14 @@ from torch import nn
 
 from .defaults import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
-from .compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
 from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step
 from .execution import (  # noqa: F401 - EXECUTIONS, COMPILE_MODES: re-exported (tests, benchmarks import them here)
     COMPILE_MODES,
     EXECUTIONS,
-    choose_compile,
     choose_execution,
-    measures_compile,
-    uncached_autocast,
 )
 from .engine_state import EngineState
+from .measured import MeasuredExecution
 from .layout import FlatLayout
 from .leap import LeapState
 from .optim import OptimizerSpec
@@ -45,7 +41,7 @@ from .rules import REDUCE_DTYPE, MetaRule, cts_update, get_rule, gradient_direct
 
 log = logging.getLogger(__name__)
 
-class TrajectoryEngine(EngineState):
+class TrajectoryEngine(MeasuredExecution, EngineState):
     """Trains T task trajectories from a shared initialization phi and meta-learns phi.
 
     Args:
@@ -74,8 +70,9 @@ class TrajectoryEngine(EngineState):
             ``backbone`` on the CPU with sequential execution when ``planned_steps`` is given and this run's timings
             show it pays off, else ``off``.
         planned_steps: the run's total number of global steps (for ``compile: auto``: whether compiling pays off).
-        channels_last: run convolutions on channels-last inputs (and, batched, weights): a layout for tensor
-            cores to be measured on the GPU; the parameters stay in their flat buffers either way.
+        channels_last: run convolutions on channels-last inputs (and, batched, weights); the parameters stay in
+            their flat buffers either way. ``auto``: measured on the CPU (sequential, ``planned_steps`` >= 100;
+            see ``autolayout.py``), else off.
         heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
             batch comes from these (e.g. a validation split of the task) instead of a fresh training batch.
 
@@ -111,7 +108,7 @@ class TrajectoryEngine(EngineState):
         grad_scaling: bool = False,
         execution: str = "auto",
         compile: str = "off",
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         heldout_batches: Sequence[Callable[[], object]] | None = None,
         planned_steps: int | None = None,
     ):
@@ -186,7 +183,7 @@ class TrajectoryEngine(EngineState):
         self.skip_counts = torch.zeros(self.num_tasks, dtype=torch.long, device=device)
         self.skip_streak = torch.zeros(self.num_tasks, dtype=torch.long, device=device)
         self._thetas_snapshot = torch.empty_like(self.thetas)
-        self.channels_last = bool(channels_last)
+        self.channels_last = channels_last is True  # 'auto' is decided below, once the execution is known
         # On the CPU a host read costs nothing (there is no asynchronous device to wait for), while undoing a skipped
         # task's inner step with torch.where costs a snapshot and a select over every parameter and state tensor; so
         # there the inner steps of a step without a skip run unmasked. sync_free=True forces the device-side path
@@ -216,10 +213,10 @@ class TrajectoryEngine(EngineState):
         self._leap = LeapState(self.thetas) if self.rule.direction == "path_length" else None
 
         self.planned_steps = planned_steps
-        self._auto_compile = None  # compiled.AutoCompile while compile 'auto' decides on the CPU
         self._compiled_forward = None
         self._input_shape = None
         self._compile_requested = compile
+        self.channels_last = self._choose_layout(channels_last)  # measured.py: 'auto' measures on the CPU
         self.compile = self._choose_compile(compile)
         self._capture = None
         self._compiled_body = None
@@ -245,15 +242,8 @@ class TrajectoryEngine(EngineState):
             losses, accuracies, finite, delta = self._compiled_body(meta_due, draw=True)
             for source in self.batches:
                 source.advance()
-        elif self._auto_compile is not None:
-            self._backbone_compiled = self._auto_compile.use_compiled()
-            started = time.perf_counter()
-            losses, accuracies, finite, delta = self._step_body(meta_due)
-            self._auto_compile.done(time.perf_counter() - started)
-            if self._auto_compile.phase in ("on", "off"):
-                self.compile = "backbone" if self._auto_compile.phase == "on" else "off"
-                self._backbone_compiled = self.compile == "backbone"
-                self._auto_compile = None
+        elif self._measuring:
+            losses, accuracies, finite, delta = self._measured_step(meta_due)
         else:
             losses, accuracies, finite, delta = self._step_body(meta_due)
         reset_due = self.rule.direction != "none" and self.step_count % self.reset_period == 0
@@ -289,23 +279,6 @@ class TrajectoryEngine(EngineState):
         return losses, accuracies, finite, delta
 
     # ------------------------------------------------------------------ execution
-    def _choose_compile(self, mode: str) -> str:
-        """The compile mode to start with (``execution.choose_compile``); ``auto`` measured on the CPU starts ``off``
-        with an ``AutoCompile`` that decides later (``engine.compile`` then says what it chose)."""
-        device = self.phi.device
-        chosen = choose_compile(mode, device, self.execution, self.rule.direction, self.rule.name,
-                                self.scalers is not None, self.all_reduce is not None, self.batches)
-        if measures_compile(mode, device, self.execution, self.planned_steps):
-            autocast = self.autocast is not contextlib.nullcontext
-            self._auto_compile = AutoCompile(lambda: max(self.planned_steps - self.step_count, 0),
-                                             lambda: graph_key(self.phi_module, self._input_shape or (), autocast))
-        self._backbone_compiled = chosen == "backbone"
-        if chosen == "graphs":
-            self.autocast = uncached_autocast(self.autocast)
-        if chosen != "off":
-            log.info("compile: %s", chosen)
-        return chosen
-
     def _run_batched(self, batches) -> tuple[torch.Tensor, torch.Tensor] | None:
         """One batched forward/backward, or None when this step cannot run batched (then it runs sequentially)."""
         if not self._batched.ready(batches):
@@ -355,14 +328,6 @@ class TrajectoryEngine(EngineState):
             for t, opt in enumerate(self.optimizers):
                 self.scalers[t].unscale_(opt)  # self.grads now holds true gradients (the meta rules read them)
         return torch.stack(losses), (torch.stack(accuracies) if accuracies else None)
-
-    def _task_backbone(self, t: int):
-        """Task t's backbone as the loss function calls it: the module, or it through the compiled forward."""
-        if not self._backbone_compiled:
-            return self.backbones[t]
-        if self._compiled_forward is None:
-            self._compiled_forward = compile_forward()
-        return CompiledBackbone(self.backbones[t], self._compiled_forward)
 
     def _finite_mask(self, losses: torch.Tensor) -> torch.Tensor:
         """The bool mask of tasks whose loss (and, with loss scaling, gradient row) is finite, on the device; the

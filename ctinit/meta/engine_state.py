@@ -55,10 +55,8 @@ class EngineState:
                  "meta_optimizer": copy.deepcopy(self.meta_optimizer.state_dict()), "tasks": tasks}
         if self._leap is not None:
             state["leap"] = self._leap.state_dict()
-        if self._compile_requested == "auto":
-            # what compile 'auto' decided (or measured so far): a resumed run runs its steps as this one would have
-            state["compile"] = {"mode": self.compile} if self._auto_compile is None else \
-                {"mode": "measuring", **self._auto_compile.state_dict()}
+        # what channels_last and compile 'auto' decided (or measured so far): a resumed run runs as this one would
+        state.update(self._measured_state())
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -80,8 +78,7 @@ class EngineState:
             self._capture.invalidate()  # the loaded optimizer state consists of new tensors
         if self._leap is not None and "leap" in state:
             self._leap.load_state_dict(state["leap"])
-        if self._compile_requested == "auto" and state.get("compile"):
-            self._load_compile_state(state["compile"])
+        self._load_measured_state(state)
 
     def task_state(self, t: int) -> dict:
         """Slot t's task-private state, as CPU copies: the backbone state that is not meta-learned (parameters
@@ -137,10 +134,3 @@ class EngineState:
         # A captured or compiled step holds the old head's and optimizer's tensors: capture again on the next step.
         self._capture = None
         self._compiled_body = None
-
-    def _load_compile_state(self, state: dict) -> None:
-        if state["mode"] != "measuring":
-            self.compile, self._auto_compile = state["mode"], None
-            self._backbone_compiled = self.compile == "backbone"
-        elif self._auto_compile is not None:
-            self._auto_compile.load_state_dict(state)

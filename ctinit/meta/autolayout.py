@@ -1,0 +1,77 @@
+"""``channels_last: auto``: on the CPU, whether the convolutions run on channels-last inputs, measured per run.
+
+Channels-last hands oneDNN its preferred layout and skips the reorders around every convolution: on the 2-core Zen 4
+development machine it made a CTS step of convnet4-32 1.54x faster (2 threads) and ResNet-20's 1.21x
+(benchmarks/RESULTS.md, "CPU execution modes"). It is the same fp32 training up to rounding (another summation order
+inside the convolutions), but whether it is faster depends on the CPU, its ISA, the thread count and the shapes, so
+``auto`` measures instead of assuming: the first steps of the run alternate between the two layouts (one warm-up
+step each, then TRIAL_PAIRS interleaved pairs), and channels-last stays on only if it measured at least MIN_SPEEDUP
+faster. Every one of those steps trains as usual; only the layout of its inputs differs.
+
+The choice is recorded beside ``compile: auto``'s (``compiled.RECORD_NAME``, keyed by CPU model, threads, torch,
+backbone and input shape) and a later run on the same machine takes it from there without a trial, so that runs
+after the first one on a machine make the same choice (bitwise-reproducible runs should set ``channels_last``
+to true or false). Runs shorter than MIN_PLANNED_STEPS do not measure (contiguous).
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from typing import Callable
+
+from .compiled import read_record, write_record
+
+log = logging.getLogger(__name__)
+
+TRIAL_PAIRS = 3
+MIN_SPEEDUP = 1.05
+MIN_PLANNED_STEPS = 100
+
+
+class AutoLayout:
+    """``use_channels_last()`` says which layout the next step runs in, ``done(seconds)`` reports its time; after
+    2 + 2 * TRIAL_PAIRS steps ``decided`` is True and ``channels_last`` holds the choice."""
+
+    def __init__(self, key: Callable[[], str]):
+        self.key = key  # called after the first step (the input shape is part of it)
+        self.times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
+        self.decided = False
+        self.channels_last = False
+        self.speedup: float | None = None
+        self._next = "contiguous"
+
+    def use_channels_last(self) -> bool:
+        if self.decided:
+            return self.channels_last
+        steps = len(self.times["contiguous"]) + len(self.times["channels_last"])
+        if steps == 1:
+            record = read_record("layout:" + self.key())
+            if record and isinstance(record.get("speedup"), (int, float)):
+                self._decide(float(record["speedup"]), "measured on this machine before")
+                return self.channels_last
+        self._next = ("contiguous", "channels_last")[steps % 2]
+        return self._next == "channels_last"
+
+    def done(self, seconds: float) -> None:
+        if self.decided:
+            return
+        self.times[self._next].append(seconds)
+        if min(len(v) for v in self.times.values()) > TRIAL_PAIRS:
+            # the first step of each layout is warm-up (oneDNN primitive creation, allocator) and not used
+            contiguous, last = (statistics.median(self.times[k][1:]) for k in ("contiguous", "channels_last"))
+            self._decide(contiguous / last, f"over {TRIAL_PAIRS} interleaved pairs of steps")
+            write_record("layout:" + self.key(), {"speedup": round(self.speedup, 3)})
+
+    def _decide(self, speedup: float, how: str) -> None:
+        self.speedup, self.channels_last, self.decided = speedup, speedup >= MIN_SPEEDUP, True
+        log.info("channels_last: %s (auto: %.2fx the contiguous layout's step speed, %s)",
+                 "on" if self.channels_last else "off", speedup, how)
+
+    # what a checkpoint keeps, so that a resumed run continues in the layout this one chose
+    def state_dict(self) -> dict:
+        return {"times": {k: list(v) for k, v in self.times.items()}, "decided": self.decided,
+                "channels_last": self.channels_last, "speedup": self.speedup}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.times = {k: list(v) for k, v in state["times"].items()}
+        self.decided, self.channels_last, self.speedup = state["decided"], state["channels_last"], state["speedup"]
