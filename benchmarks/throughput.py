@@ -472,8 +472,11 @@ def metrics_rate(out: Path) -> float:
 def bench_scaling(args) -> dict:
     recipe = str(REPO_ROOT / "training" / "recipes" / "quickstart.yaml")
     steps, every = args.scaling_steps, max(1, args.scaling_steps // 4)
-    overrides = [f"steps={steps}", f"log_every={every}", f"backbone={args.scaling_backbone}", "device=cpu"]
+    overrides = [f"steps={steps}", f"log_every={every}", f"backbone={args.scaling_backbone}", "device=cpu",
+                 *args.scaling_set]
+    eager = ["channels_last=false", "compile='off'"]  # the engine before its measured CPU choices (issue 21)
     setups = {
+        "1 process, 2 threads, eager": ({"OMP_NUM_THREADS": "2"}, [sys.executable, "-m"], eager),
         "1 process, 1 thread": ({"OMP_NUM_THREADS": "1"}, [sys.executable, "-m"]),
         "1 process, 2 threads": ({"OMP_NUM_THREADS": "2"}, [sys.executable, "-m"]),
         "2 processes (torchrun), 1 thread each": ({"OMP_NUM_THREADS": "1"},
@@ -483,9 +486,10 @@ def bench_scaling(args) -> dict:
     rates = {k: [] for k in setups}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.scaling_repeats):
-            for name, (env, launcher) in setups.items():
-                out = Path(tmp) / f"run-{r}-{len(rates[name])}-{name.split()[0]}-{env['OMP_NUM_THREADS']}"
-                cmd = [*launcher, "ctinit_training.meta_train", "--config", recipe, "--out", str(out), "--no-progress", *overrides]
+            for i, (name, (env, launcher, *extra)) in enumerate(setups.items()):
+                out = Path(tmp) / f"run-{r}-{i}"
+                cmd = [*launcher, "ctinit_training.meta_train", "--config", recipe, "--out", str(out), "--no-progress",
+                       *overrides, *(extra[0] if extra else [])]
                 proc = subprocess.run(cmd, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
                                       capture_output=True, text=True)
                 if proc.returncode != 0:
@@ -496,9 +500,10 @@ def bench_scaling(args) -> dict:
     best = {k: max(v) for k, v in rates.items()}  # the run least disturbed by other load on the machine
 
     def efficiency(r):
-        one, two_threads, two_procs = r.values()
+        eager, one, two_threads, two_procs = r.values()
         return {"efficiency_2_processes": two_procs / (2 * one), "efficiency_2_threads": two_threads / (2 * one),
-                "speedup_2_processes_over_2_threads": two_procs / two_threads}
+                "speedup_2_processes_over_2_threads": two_procs / two_threads,
+                "speedup_over_eager": {k: v / eager for k, v in r.items()}}
     return {"recipe": "training/recipes/quickstart.yaml", "overrides": overrides, "repeats": args.scaling_repeats,
             "task_steps_per_s": med, "best_task_steps_per_s": best, "all_runs": rates,
             **efficiency(med), "best": efficiency(best)}
@@ -634,6 +639,8 @@ def main(argv=None) -> int:
     p.add_argument("--scaling-steps", type=int, default=80)
     p.add_argument("--scaling-repeats", type=int, default=2)
     p.add_argument("--scaling-backbone", default=SMALL)
+    p.add_argument("--scaling-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --scaling: a trainer override for every run (e.g. image_size=32)")
     p.add_argument("--finetune", action="store_true", help="also measure ctinit.finetune against a plain loop")
     p.add_argument("--finetune-backbone", default=SMALL)
     p.add_argument("--finetune-batch-size", type=int, default=128)
@@ -726,6 +733,8 @@ def main(argv=None) -> int:
             print(f"scaling: {k}: {v:.1f} task-steps/s")
         print(f"scaling: efficiency of 2 processes {s['efficiency_2_processes']:.2f}, of 2 threads {s['efficiency_2_threads']:.2f} "
               f"(medians); best runs: {s['best']['efficiency_2_processes']:.2f}, {s['best']['efficiency_2_threads']:.2f}")
+        print("scaling: over 1 process, 2 threads, eager (medians): "
+              + ", ".join(f"{k} {v:.2f}x" for k, v in s["speedup_over_eager"].items()))
     if "finetune" in result and "error" not in result["finetune"]:
         f = result["finetune"]
         print(f"finetune: {f['images_per_s']['finetune']:.0f} images/s vs plain loop {f['images_per_s']['plain']:.0f} "

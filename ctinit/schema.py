@@ -34,7 +34,8 @@ __all__ = [
 
 class YAML12Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's float syntax: ``1e-3``, ``1E5`` and ``.5`` are floats (YAML 1.1 needs a
-    dot and a signed exponent, so PyYAML reads ``1e-3`` as the string '1e-3')."""
+    dot and a signed exponent, so PyYAML reads ``1e-3`` as the string '1e-3'), and YAML 1.2's booleans (only
+    true/false: ``off`` and ``no`` stay strings)."""
 
 
 YAML12Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -44,6 +45,12 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-
                     |[-+]?\.(?:inf|Inf|INF)
                     |\.(?:nan|NaN|NAN))$""", re.X)
 YAML12Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+# YAML 1.2's booleans: only true and false. YAML 1.1 also reads yes/no/on/off as booleans, which turned
+# `compile=off` and `mixed_precision=no` into False.
+for _first, _resolvers in YAML12Loader.yaml_implicit_resolvers.items():
+    _resolvers[:] = [(tag, regexp) for tag, regexp in _resolvers if tag != "tag:yaml.org,2002:bool"]
+YAML12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
 # integers keep their resolver (it comes first for digits-only text, so "12" stays an int)
 for _first in "0123456789-+":
     _res = YAML12Loader.yaml_implicit_resolvers[_first]
