@@ -9,8 +9,10 @@ One global step (see ``TrajectoryEngine.step``):
    are kept; hard: inner optimizer state is cleared and, with ``reset_heads``, heads are re-initialized).
 
 Memory layout (one ``[T, P]`` buffer of thetas, one of gradients, phi a ``[P]`` vector) and optimizer-state
-formats: ``layout.py``; execution and compile choices: ``execution.py``; checkpoint and task-pool state:
-``engine_state.py``; Leap's running state: ``leap.py``. The choices are logged and kept in ``engine.execution`` and ``engine.compile``.
+formats: ``layout.py``; execution and compile choices: ``execution.py``; the layout and compile choices measured
+per run on the CPU (``channels_last``/``compile: auto``): ``measured.py``; checkpoint and task-pool state:
+``engine_state.py``; Leap's running state: ``leap.py``. The choices are logged and kept in ``engine.execution``,
+``engine.channels_last`` and ``engine.compile``.
 """
 from __future__ import annotations
 
