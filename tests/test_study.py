@@ -132,6 +132,19 @@ def test_suites_are_the_bundled_suites_and_search_only_meta_train_tasks():
         assert set(suite["search_validation"]) < set(suite["meta_train"])  # the search scores on meta-train tasks
 
 
+def test_the_colour_meta_test_tasks_are_many_shot():
+    """Every task the ratio protocol can draw as a colour meta-test task has >= 100 training images per class."""
+    from ctinit.tasks import load_task
+
+    for spec in SUITES["colour"]["meta_test_pool"]:
+        task = load_task(spec, image_size=32)
+        assert int(torch.bincount(task.y_train).min()) >= 100, spec
+    for m in range(10):
+        split = ratio.split_tasks(SUITES["colour"], m)
+        assert set(split["meta_test"]) <= set(SUITES["colour"]["meta_test_pool"])
+        assert not set(split["meta_test"]) & set(split["validation"] + split["meta_train"])
+
+
 def test_every_task_a_split_can_draw_has_the_limited_data_examples_per_class():
     """The limited-data stage takes ``limited_per_class`` training images of every class (the suite's own value
     where it sets one): every meta-test task of every suite must have that many, and so must every task the
@@ -140,7 +153,8 @@ def test_every_task_a_split_can_draw_has_the_limited_data_examples_per_class():
 
     for suite in SUITES.values():
         per_class = suite.get("limited_per_class", PRESETS["full"]["limited_per_class"])
-        drawable = [t for t in suite["meta_train"] + suite["meta_test"] if t not in suite["pinned_meta_train"]]
+        drawable = suite.get("meta_test_pool") or \
+            [t for t in suite["meta_train"] + suite["meta_test"] if t not in suite["pinned_meta_train"]]
         assert set(suite["meta_test"]) <= set(drawable)
         for spec in drawable:
             task = load_task(spec, image_size=suite.get("image_size", 28))
@@ -320,8 +334,13 @@ def test_the_ratio_preset_answers_the_issue():
     assert {"cts", "reptile", "mtl"} <= set(preset["algorithms"])
     assert {"fomaml", "fomaml-cts", "leap"} <= set(preset["optional_algorithms"])
     assert set(preset["algorithms"] + preset["optional_algorithms"]) <= set(preset["rate_grid"])
-    for suite in SUITES.values():  # a claim averages over >= 8 distinct unseen tasks across meta-seeds
-        assert len({t for m in preset["meta_seeds"] for t in ratio.split_tasks(suite, m)["meta_test"]}) >= 8
+    # on glyph a claim averages over >= 8 distinct unseen tasks across meta-seeds; colour draws only its 3
+    # many-shot tasks (>= 100 training images per class, test_the_colour_meta_test_tasks_are_many_shot)
+    glyph_tests = {t for m in preset["meta_seeds"] for t in ratio.split_tasks(SUITES["glyph"], m)["meta_test"]}
+    assert len(glyph_tests) >= 8
+    colour = SUITES["colour"]
+    drawn = [tuple(ratio.split_tasks(colour, m)["meta_test"]) for m in preset["meta_seeds"]]
+    assert {t for d in drawn for t in d} == set(colour["meta_test_pool"]) and len(set(drawn)) == 3
     full = build_config("ratio", "glyph", [], optional_algorithms=True)
     assert full.algorithms[0] == "cts" and "leap" in full.algorithms and full.baselines[-1] == "scratch"
     assert build_config("ratio", "glyph", []).baselines == ("reptile", "mtl", "scratch")

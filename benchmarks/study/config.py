@@ -42,7 +42,8 @@ BASE = {
 
 #: Task suites: meta-train tasks, meta-test tasks, and which meta-train tasks the staged presets' search holds out
 #: for scoring. ``ratio_split``: how many tasks each meta-seed of the ratio protocol draws as meta-test and as
-#: validation tasks (the rest, with ``pinned_meta_train``, are its meta-train tasks). Adding a suite is one entry.
+#: validation tasks (the rest, with ``pinned_meta_train``, are its meta-train tasks); ``meta_test_pool`` (default:
+#: every task not pinned) the tasks it may draw as meta-test tasks. Adding a suite is one entry.
 SUITES = {
     "glyph": {
         "meta_train": ["builtin:fashion-mnist", "builtin:latin", "builtin:greek", "builtin:cyrillic",
@@ -60,10 +61,10 @@ SUITES = {
         "meta_test": ["builtin:colour-cards", "builtin:colour-mahjong", "builtin:colour-textures"],
         "search_validation": ["builtin:colour-emoji-objects", "builtin:colour-icons-places"],
         "image_size": 32,
-        # The ratio preset's splits can draw colour-emoji-objects (16 training images in its smallest class) as a
-        # meta-test task; limited-data fine-tuning takes 10 per class.
-        "limited_per_class": 10,
         "pinned_meta_train": [],
+        # The ratio protocol's meta-test tasks are many-shot (>= 100 training images per class): only these three
+        # are; the other six (16-80 per class) are drawn as validation and meta-train tasks only.
+        "meta_test_pool": ["builtin:colour-cards", "builtin:colour-mahjong", "builtin:colour-textures"],
         "ratio_split": {"meta_test": 2, "validation": 1},
     },
 }

@@ -59,16 +59,17 @@ def load_record(config: StudyConfig, m: int, split: dict) -> dict | None:
 
 
 def split_tasks(suite: dict, seed: int) -> dict:
-    """One meta-seed's split of the suite. The drawable tasks (all but ``pinned_meta_train``) are put in one
-    seeded random order; meta-seed m takes the next ``ratio_split["meta_test"]`` of them in that order (wrapping
-    round) as its meta-test tasks, so that every task is a meta-test task about equally often and a few meta-seeds
+    """One meta-seed's split of the suite. The tasks it may draw as meta-test tasks (``meta_test_pool``, default
+    all but ``pinned_meta_train``) are put in one seeded random order; meta-seed m takes the next
+    ``ratio_split["meta_test"]`` of them in that order (wrapping round) as its meta-test tasks, so that every task is a meta-test task about equally often and a few meta-seeds
     already cover them all; its validation tasks are drawn at random (seeded by m) from the rest; what is left,
     with the pinned tasks, is its meta-train set. The same seed gives the same split."""
     pinned = list(suite.get("pinned_meta_train", []))
     pool = sorted(t for t in suite["meta_train"] + suite["meta_test"] if t not in pinned)
-    random.Random("ctinit-study-split").shuffle(pool)
+    test_pool = sorted(suite.get("meta_test_pool", pool))
+    random.Random("ctinit-study-split").shuffle(test_pool)
     n_test, n_val = suite["ratio_split"]["meta_test"], suite["ratio_split"]["validation"]
-    meta_test = [pool[(seed * n_test + i) % len(pool)] for i in range(n_test)]
+    meta_test = [test_pool[(seed * n_test + i) % len(test_pool)] for i in range(n_test)]
     rest = sorted(t for t in pool if t not in meta_test)
     validation = random.Random(f"ctinit-study-validation-{seed}").sample(rest, n_val)
     return {"meta_test": sorted(meta_test), "validation": sorted(validation),
