@@ -45,8 +45,10 @@ class MeasuredExecution:
         self._auto_compile = None
         if measures_compile(mode, device, self.execution, self.planned_steps):
             autocast = self.autocast is not contextlib.nullcontext
+            # the layout is part of what was measured (it is decided first, see the module docstring)
             self._auto_compile = AutoCompile(lambda: max(self.planned_steps - self.step_count, 0),
-                                             lambda: graph_key(self.phi_module, self._input_shape or (), autocast))
+                                             lambda: graph_key(self.phi_module, self._input_shape or (), autocast)
+                                             + (":channels_last" if self.channels_last else ""))
         self._backbone_compiled = chosen == "backbone"
         if chosen == "graphs":
             self.autocast = uncached_autocast(self.autocast)
