@@ -401,8 +401,14 @@ def test_a_tiny_ratio_study_chooses_inside_each_meta_seed_writes_partial_results
     resumed = json.loads(json.dumps(cli.run(fresh, echo=False)))
     assert recorded_specs == [] and not (tmp_path / "fresh" / "runs").exists()
     assert resumed["claims"] == result["claims"] and resumed["progress"]["meta_seeds_reused"] == 2
-    record = json.loads((tmp_path / "meta_seeds" / "meta_seed_1.json").read_text())
+    record = json.loads(ratio.record_path(fresh, 1).read_text())
     assert "/" not in json.dumps(record["choices"]) and record["split"] == splits[1]
-    # a record made under another config is not reused
+    # a record made under another config is not reused; more meta-seeds (or another margin) keep the records
     other = dataclasses.replace(fresh, preset={**fresh.preset, "finetune_steps": 2})
     assert ratio.load_record(other, 1, splits[1]) is None and ratio.load_record(fresh, 1, splits[1]) == record
+    more = dataclasses.replace(fresh, preset={**fresh.preset, "meta_seeds": [0, 1, 2], "equivalence_margin": 0.03})
+    assert ratio.load_record(more, 1, splits[1]) == record
+    # finished meta-training runs made with other execution choices are reused (they change rounding only)
+    from benchmarks.study.runs import training_config
+    assert training_config({"steps": 2, "channels_last": True, "compile": "off"}) == \
+        training_config({"steps": 2, "channels_last": "auto", "compile": "auto"})

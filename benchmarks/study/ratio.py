@@ -21,16 +21,28 @@ CURVES_NOTE = "measured on meta-test tasks, not used for selection"
 RECORD_VERSION = 1
 
 
+#: Preset keys that do not change what one meta-seed computes (how many meta-seeds, how claims are judged).
+NOT_PER_META_SEED = ("meta_seeds", "equivalence_margin", "optional_algorithms", "algorithms", "rate_grid")
+
+
 def fingerprint(config: StudyConfig) -> str:
-    """What a meta-seed's result depends on (preset, shared setup, algorithms, suite); a record made under another
-    fingerprint is not reused."""
-    what = {"version": RECORD_VERSION, "preset": config.preset, "base": config.base,
-            "algorithms": list(config.algorithms), "suite": config.suite}
+    """What one meta-seed's result depends on: the preset's per-meta-seed settings, the rate grids of the
+    algorithms run, the trainer's full config of every meta-training (defaults included; execution choices left
+    out) and the suite. A record under another fingerprint is not reused."""
+    from ctinit_training.config import DEFAULTS
+
+    from .runs import training_config
+
+    what = {"version": RECORD_VERSION, "algorithms": list(config.algorithms), "suite": config.suite,
+            "preset": {k: v for k, v in config.preset.items() if k not in NOT_PER_META_SEED},
+            "rate_grid": {a: config.preset["rate_grid"][a] for a in config.algorithms},
+            "trainer": training_config({**DEFAULTS, **config.base})}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def record_path(config: StudyConfig, meta_seed: int) -> Path:
-    return config.records_dir / f"meta_seed_{meta_seed}.json"
+    """The record's file: the fingerprint is in its name, so runs of other configs can share a folder."""
+    return config.records_dir / f"meta_seed_{meta_seed}-{fingerprint(config)}.json"
 
 
 def save_record(config: StudyConfig, m: int, split: dict, choices: dict, values: dict) -> None:
@@ -53,7 +65,7 @@ def load_record(config: StudyConfig, m: int, split: dict) -> dict | None:
         return None
     record = json.loads(path.read_text())
     if record.get("fingerprint") != fingerprint(config) or record.get("split") != split:
-        say(f"  {path.name}: made under another config; meta-seed {m} is redone")
+        say(f"  {path.name}: does not match this run's config or split; meta-seed {m} is redone")
         return None
     return record
 

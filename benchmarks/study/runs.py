@@ -17,6 +17,17 @@ def say(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+#: Trainer keys that choose how a run executes, not what it trains (they change floating-point rounding only):
+#: a finished run made with other values of these is reused.
+EXECUTION_KEYS = ("channels_last", "compile", "execution")
+
+
+def training_config(config: dict) -> dict:
+    """What a meta-training run's result depends on: its config without the validation schedule and the
+    execution choices (EXECUTION_KEYS)."""
+    return {k: v for k, v in config.items() if k != "validation" and k not in EXECUTION_KEYS}
+
+
 def run_name(prefix: str, algorithm: str, K: int, schedule: str, lr: float, seed: int) -> str:
     return f"{prefix}{algorithm}-K{K}-{schedule}-lr{lr:.4g}-s{seed}"
 
@@ -75,7 +86,7 @@ class Workspace:
             if not record.is_file():
                 continue
             saved = json.loads(record.read_text())
-            same = {k: v for k, v in saved["config"].items() if k != "validation"} == without_validation
+            same = training_config(saved["config"]) == training_config(config)
             if same and (not validation or saved["config"]["validation"] == config["validation"]) \
                     and (run_dir / "init" / "model.safetensors").is_file():
                 say(f"  {name}: reusing {run_dir}")

@@ -9,9 +9,10 @@ step each, then TRIAL_PAIRS interleaved pairs), and channels-last stays on only 
 faster. Every one of those steps trains as usual; only the layout of its inputs differs.
 
 The choice is recorded beside ``compile: auto``'s (``compiled.RECORD_NAME``, keyed by CPU model, threads, torch,
-backbone and input shape) and a later run on the same machine takes it from there without a trial, so that runs
-after the first one on a machine make the same choice (bitwise-reproducible runs should set ``channels_last``
-to true or false). Runs shorter than MIN_PLANNED_STEPS do not measure (contiguous).
+backbone and input shape) and a later run on the same machine runs the same alternating first steps and then takes
+the recorded choice instead of its own timings, so runs after the first one on a machine train alike (runs that
+must be bitwise reproducible everywhere set ``channels_last`` to true or false). Runs shorter than
+MIN_PLANNED_STEPS, and runs whose ``compile`` is set to a compiled mode, do not measure (contiguous).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class AutoLayout:
     2 + 2 * TRIAL_PAIRS steps ``decided`` is True and ``channels_last`` holds the choice."""
 
     def __init__(self, key: Callable[[], str]):
-        self.key = key  # called after the first step (the input shape is part of it)
+        self.key = key  # called at the end of the trial (the input shape is part of it)
         self.times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
         self.decided = False
         self.channels_last = False
@@ -43,12 +44,9 @@ class AutoLayout:
     def use_channels_last(self) -> bool:
         if self.decided:
             return self.channels_last
+        # The trial's steps always alternate the same way, recorded decision or not, so that every run on a
+        # machine trains its first steps in the same layouts (and, after the first run there, decides alike).
         steps = len(self.times["contiguous"]) + len(self.times["channels_last"])
-        if steps == 1:
-            record = read_record("layout:" + self.key())
-            if record and isinstance(record.get("speedup"), (int, float)):
-                self._decide(float(record["speedup"]), "measured on this machine before")
-                return self.channels_last
         self._next = ("contiguous", "channels_last")[steps % 2]
         return self._next == "channels_last"
 
@@ -57,6 +55,10 @@ class AutoLayout:
             return
         self.times[self._next].append(seconds)
         if min(len(v) for v in self.times.values()) > TRIAL_PAIRS:
+            record = read_record("layout:" + self.key())
+            if record and isinstance(record.get("speedup"), (int, float)):
+                self._decide(float(record["speedup"]), "measured on this machine before")
+                return
             # the first step of each layout is warm-up (oneDNN primitive creation, allocator) and not used
             contiguous, last = (statistics.median(self.times[k][1:]) for k in ("contiguous", "channels_last"))
             self._decide(contiguous / last, f"over {TRIAL_PAIRS} interleaved pairs of steps")

@@ -1,6 +1,7 @@
 """The engine's measured execution choices: ``channels_last: auto`` (``autolayout.py``) and ``compile: auto``
 (``compiled.py``), made from the run's own first steps on the CPU. The layout is chosen first (its trial steps run
-eager), then the compile decision is measured in the chosen layout, so the compiled graph sees one layout only.
+eager: it is measured only where ``compile`` is auto or off), then the compile decision is measured in the chosen
+layout, so the compiled graph sees one layout only.
 While either is measuring, every step is timed; each choice is kept in the checkpoint, so a resumed run runs its
 steps as the first run would have."""
 from __future__ import annotations
@@ -23,15 +24,16 @@ class MeasuredExecution:
     """Mixed into ``TrajectoryEngine``: sets ``channels_last``, ``compile`` and ``_backbone_compiled``."""
 
     def _choose_layout(self, mode) -> bool:
-        """The layout to start with; ``auto`` on the CPU with sequential execution and a run of at least
-        MIN_PLANNED_STEPS starts an ``AutoLayout`` (elsewhere ``auto`` is contiguous)."""
+        """The layout to start with; ``auto`` on the CPU with sequential execution, ``compile`` auto or off and a run
+        of at least MIN_PLANNED_STEPS starts an ``AutoLayout`` (elsewhere ``auto`` is contiguous)."""
         if mode not in LAYOUT_MODES:
             from ..errors import ConfigError
             raise ConfigError(f"channels_last must be true, false or auto, got {mode!r}")
         self._layout_requested = mode
         self._auto_layout = None
+        # only where the trial's steps run eager (a compiled graph would be traced again for the other layout)
         if mode == "auto" and self.phi.device.type == "cpu" and self.execution == "sequential" \
-                and (self.planned_steps or 0) >= MIN_PLANNED_STEPS:
+                and self._compile_requested in ("auto", "off") and (self.planned_steps or 0) >= MIN_PLANNED_STEPS:
             self._auto_layout = AutoLayout(lambda: graph_key(self.phi_module, self._input_shape or (),
                                                              self.autocast is not contextlib.nullcontext))
         return mode is True
@@ -101,11 +103,15 @@ class MeasuredExecution:
         return state
 
     def _load_measured_state(self, state: dict) -> None:
-        layout = state.get("layout") if self._layout_requested == "auto" else None
-        if layout and not layout.get("measuring"):
-            self.channels_last, self._auto_layout = bool(layout["channels_last"]), None
-        elif layout and self._auto_layout is not None:
-            self._auto_layout.load_state_dict(layout)
+        if self._layout_requested == "auto":
+            # a checkpoint without the key (made before channels_last 'auto' existed) ran contiguous: continue so
+            layout = state.get("layout", {"channels_last": False})
+            if layout.get("measuring") and self._auto_layout is not None:
+                self._auto_layout.load_state_dict(layout)
+            elif not layout.get("measuring"):
+                # the layout is a per-step choice of sequential execution only (batched fixes it at construction)
+                self.channels_last = bool(layout["channels_last"]) and self.execution == "sequential"
+                self._auto_layout = None
         compile_state = state.get("compile") if self._compile_requested == "auto" else None
         if compile_state and compile_state["mode"] != "measuring":
             self.compile, self._auto_compile = compile_state["mode"], None
