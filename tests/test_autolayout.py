@@ -86,3 +86,12 @@ def test_channels_last_trains_as_the_contiguous_layout():
         contiguous.step(), last.step()
     moved = (contiguous.phi - start).abs().max().item()
     assert moved > 0.1 and (last.phi - contiguous.phi).abs().max().item() <= TOLERANCE * moved
+
+
+def test_a_run_from_before_the_auto_default_resumes_under_it():
+    from ctinit_training.config import DEFAULTS, changed_keys
+
+    before = {**DEFAULTS, "tasks": ["builtin:latin"], "channels_last": False}
+    assert changed_keys(before, {**before, "channels_last": "auto"}) == []
+    assert changed_keys({**before, "channels_last": "auto"}, before) == ["channels_last"]  # a decided layout may differ
+    assert changed_keys(before, {**before, "channels_last": True}) == ["channels_last"]
