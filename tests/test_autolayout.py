@@ -2,20 +2,12 @@
 kept only where it measured faster; the choice is recorded per machine and kept in checkpoints, and channels-last
 trains as the contiguous layout does (up to rounding)."""
 import pytest
-import torch
 
 from ctinit.errors import ConfigError
 from ctinit.meta import compiled as compiled_module
 from ctinit.meta.autolayout import MIN_PLANNED_STEPS, TRIAL_PAIRS, AutoLayout
 
-from test_compiled import STEPS, TOLERANCE, tiny_engine
-
-
-@pytest.fixture
-def record(tmp_path, monkeypatch):
-    path = tmp_path / "record.json"
-    monkeypatch.setattr(compiled_module, "record_path", lambda: path)
-    return path
+from test_compiled import STEPS, TOLERANCE, record, tiny_engine  # noqa: F401 - record: the fixture
 
 
 def drive(seconds_of):
