@@ -51,7 +51,8 @@ def _recipe(args, seed: int = 0):
         optimizer["weight_decay"] = args.weight_decay
     overrides = dict(steps=args.steps, batch_size=args.batch_size, optimizer=optimizer, seed=seed,
                      eval_every=args.eval_every, augment=not args.no_augment, hflip=args.hflip,
-                     mixed_precision=args.mixed_precision, progress=not args.no_progress)
+                     mixed_precision=args.mixed_precision, progress=not args.no_progress,
+                     channels_last={"auto": "auto", "on": True, "off": False}[args.channels_last])
     if args.milestones is not None:
         overrides["milestones"] = tuple(args.milestones)
     if args.gamma is not None:
@@ -295,6 +296,10 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
                         "npz hflip, on for folder: and hf:, on only for fashion-mnist, colour-fashion and "
                         "colour-textures among the bundled tasks)")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="(default: %(default)s)")
+    g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
+                   help="input memory layout of the training steps: auto measures on the CPU over the first steps "
+                        "(runs of 100+ steps) and keeps the faster one; on/off fix it, e.g. for runs that must match "
+                        "bitwise across machines (default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
 
 

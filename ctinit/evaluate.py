@@ -178,8 +178,9 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
         runs_file = make_results_dir(out) / RUNS_NAME
         done = _finished_runs(runs_file)
     # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
+    # channels_last is how the steps run, not what they compute (up to rounding): runs made either way count
     finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items()
-                    if k not in ("seed", "progress") and not (k == "hflip" and v is None)}
+                    if k not in ("seed", "progress", "channels_last") and not (k == "hflip" and v is None)}
     if validation_fraction or score != "test":  # 0 trains on the whole split, as runs recorded before the option did
         finetune_key["validation"] = [validation_fraction, score]
     if validation_fraction or max_train_per_class or max_train_samples:  # runs on subsets drawn another way differ

@@ -1,6 +1,8 @@
 """``channels_last: auto``: on the CPU the run's first steps alternate between the two layouts and channels-last is
 kept only where it measured faster; the choice is recorded per machine and kept in checkpoints, and channels-last
 trains as the contiguous layout does (up to rounding)."""
+import json
+
 import pytest
 
 from ctinit.errors import ConfigError
@@ -87,3 +89,76 @@ def test_a_run_from_before_the_auto_default_resumes_under_it():
     assert changed_keys(before, {**before, "channels_last": "auto"}) == []
     assert changed_keys({**before, "channels_last": "auto"}, before) == ["channels_last"]  # a decided layout may differ
     assert changed_keys(before, {**before, "channels_last": True}) == ["channels_last"]
+
+
+# ------------------------------------------------------------------------------------------------ fine-tuning
+def tiny_task(size=16):
+    import torch
+
+    from ctinit.tasks import TaskData
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(3).repeat_interleave(20)
+    x = torch.randint(0, 40, (len(y), 1, size, size), generator=g, dtype=torch.uint8)
+    for c in range(3):
+        x[y == c, :, 2 + 4 * c:5 + 4 * c, :] = 220
+    return TaskData("bars", "npz:bars.npz", x, y, x[::4], y[::4], 3, [str(c) for c in range(3)])
+
+
+def tiny_finetune(steps, **overrides):
+    import torch
+
+    from ctinit.finetune import finetune
+    from ctinit.models import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("convnet4-32", 16)
+    result = finetune(backbone, tiny_task(), steps=steps, batch_size=8, progress=False, device="cpu", **overrides)
+    return backbone, result
+
+
+def test_finetuning_measures_the_layout_on_long_cpu_runs_and_reuses_the_record(record, monkeypatch):
+    import ctinit.meta.autolayout as autolayout_module
+    from ctinit.finetune import FINETUNE_TRIAL_PAIRS
+
+    seen = []
+    real = autolayout_module.AutoLayout.use_channels_last
+    monkeypatch.setattr(autolayout_module.AutoLayout, "use_channels_last",
+                        lambda self: seen.append(real(self)) or seen[-1])
+    _, short = tiny_finetune(MIN_PLANNED_STEPS - 1)
+    assert seen == [] and not short.channels_last  # too short to measure: contiguous
+    _, result = tiny_finetune(MIN_PLANNED_STEPS)
+    trial = [False, True] * (FINETUNE_TRIAL_PAIRS + 1)
+    assert seen == trial
+    keys = [k for k in json.loads(record.read_text()) if k.startswith("layout:finetune:")]
+    assert len(keys) == 1  # its own key, apart from meta-training's
+    # a recorded choice is taken after the same alternating steps, whatever this run's own timings say
+    for speedup, expected in ((2.0, True), (1.0, False)):
+        record.write_text(json.dumps({keys[0]: {"speedup": speedup}}))
+        seen.clear()
+        _, result = tiny_finetune(MIN_PLANNED_STEPS)
+        assert seen == trial and result.channels_last is expected
+    seen.clear()
+    _, fixed = tiny_finetune(MIN_PLANNED_STEPS, channels_last=False)
+    assert seen == [] and not fixed.channels_last
+
+
+def test_finetuning_in_channels_last_trains_as_the_contiguous_layout():
+    import torch
+
+    from ctinit.models import build_backbone
+
+    # SGD: Adam divides by the gradients' running RMS, which turns rounding in near-zero gradients into whole steps.
+    # No augmentation: a zero-padded crop has constant regions, where the convolutions' outputs tie up to rounding,
+    # and max pooling then routes a gradient to one position or another: the two runs part by a jump (7e-3 after
+    # 150 steps here), not by accumulating rounding.
+    sgd = {"optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "augment": False}
+    torch.manual_seed(0)
+    start = torch.cat([p.detach().reshape(-1) for p in build_backbone("convnet4-32", 16).parameters()])
+    contiguous, a = tiny_finetune(150, channels_last=False, **sgd)
+    last, b = tiny_finetune(150, channels_last=True, **sgd)
+    assert b.channels_last and not a.channels_last
+    flat = lambda m: torch.cat([p.detach().reshape(-1) for p in m.parameters()])  # noqa: E731
+    moved = (flat(contiguous) - start).abs().max().item()
+    assert moved > 0.05 and (flat(last) - flat(contiguous)).abs().max().item() <= TOLERANCE * moved
+    assert abs(a.test_accuracy - b.test_accuracy) <= 1 / 15  # 15 test images: at most one flipped by rounding

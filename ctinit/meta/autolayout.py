@@ -5,8 +5,8 @@ development machine it made a CTS step of convnet4-32 1.54x faster (2 threads) a
 (benchmarks/RESULTS.md, "CPU execution modes"). It is the same fp32 training up to rounding (another summation order
 inside the convolutions), but whether it is faster depends on the CPU, its ISA, the thread count and the shapes, so
 ``auto`` measures instead of assuming: the first steps of the run alternate between the two layouts (one warm-up
-step each, then TRIAL_PAIRS interleaved pairs), and channels-last stays on only if it measured at least MIN_SPEEDUP
-faster. Every one of those steps trains as usual; only the layout of its inputs differs.
+step each, then TRIAL_PAIRS interleaved pairs), and channels-last stays on only if its fastest step was at least
+MIN_SPEEDUP faster than the contiguous layout's fastest. Every one of those steps trains as usual; only the layout of its inputs differs.
 
 The choice is recorded beside ``compile: auto``'s (``compiled.RECORD_NAME``, keyed by CPU model, threads, torch,
 backbone and input shape) and a later run on the same machine runs the same alternating first steps and then takes
@@ -17,7 +17,6 @@ MIN_PLANNED_STEPS, and runs whose ``compile`` is set to a compiled mode, do not 
 from __future__ import annotations
 
 import logging
-import statistics
 from typing import Callable
 
 from .compiled import read_record, write_record
@@ -31,10 +30,12 @@ MIN_PLANNED_STEPS = 100
 
 class AutoLayout:
     """``use_channels_last()`` says which layout the next step runs in, ``done(seconds)`` reports its time; after
-    2 + 2 * TRIAL_PAIRS steps ``decided`` is True and ``channels_last`` holds the choice."""
+    2 + 2 * trial_pairs steps ``decided`` is True and ``channels_last`` holds the choice. Meta-training's steps
+    (every task's) are long and use TRIAL_PAIRS; fine-tuning's are short and noisier, and use more."""
 
-    def __init__(self, key: Callable[[], str]):
+    def __init__(self, key: Callable[[], str], trial_pairs: int = TRIAL_PAIRS):
         self.key = key  # called at the end of the trial (the input shape is part of it)
+        self.trial_pairs = trial_pairs
         self.times: dict[str, list[float]] = {"contiguous": [], "channels_last": []}
         self.decided = False
         self.channels_last = False
@@ -54,14 +55,16 @@ class AutoLayout:
         if self.decided:
             return
         self.times[self._next].append(seconds)
-        if min(len(v) for v in self.times.values()) > TRIAL_PAIRS:
+        if min(len(v) for v in self.times.values()) > self.trial_pairs:
             record = read_record("layout:" + self.key())
             if record and isinstance(record.get("speedup"), (int, float)):
                 self._decide(float(record["speedup"]), "measured on this machine before")
                 return
-            # the first step of each layout is warm-up (oneDNN primitive creation, allocator) and not used
-            contiguous, last = (statistics.median(self.times[k][1:]) for k in ("contiguous", "channels_last"))
-            self._decide(contiguous / last, f"over {TRIAL_PAIRS} interleaved pairs of steps")
+            # The first step of each layout is warm-up (oneDNN primitive creation, allocator) and not used; of the
+            # rest, the fastest: other work on the machine only ever adds time to a step (on a loaded 2-core machine
+            # fine-tuning steps took 20 or 60 ms at random), so the minimum is the least disturbed measurement.
+            contiguous, last = (min(self.times[k][1:]) for k in ("contiguous", "channels_last"))
+            self._decide(contiguous / last, f"over {self.trial_pairs} interleaved pairs of steps")
             write_record("layout:" + self.key(), {"speedup": round(self.speedup, 3)})
 
     def _decide(self, speedup: float, how: str) -> None:
