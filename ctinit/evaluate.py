@@ -213,14 +213,16 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     runs.append({"init": entry["label"], "task": spec, "seed": seed,
                                  "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
                                  "train_loss": result.train_loss, "train_size": len(task.y_train),
-                                 "curve": [[int(s), float(a)] for s, a in result.curve], "seconds": result.seconds})
+                                 "curve": [[int(s), float(a)] for s, a in result.curve], "seconds": result.seconds,
+                                 "channels_last": result.channels_last})
                     if runs_file is not None:
                         _append_line(runs_file, {"key": key, **runs[-1]})
                     if log:
                         log(f"{meta['display']} | {entry['label']} | seed {seed}: test accuracy {result.test_accuracy:.4f}")
     finally:
         bar.close()
-    finetune_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress")}
+    # the recipe; the layout setting is how it ran (each run records the layout it ran in)
+    finetune_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress", "channels_last")}
     results = {
         "ctinit_version": __version__,
         "command": command,
@@ -228,6 +230,7 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
         "seconds": time.perf_counter() - start,
         "seeds": seeds,
         "finetune": finetune_cfg,
+        "channels_last": cfg.channels_last,
         "max_train_per_class": max_train_per_class,
         "max_train_samples": max_train_samples,
         "validation_fraction": validation_fraction,
