@@ -5,8 +5,8 @@ flip where the task allows it, unless ``FinetuneConfig.hflip`` says otherwise), 
 
 Plain torch: ``torch.autocast`` for mixed precision and a ``GradScaler`` for fp16. ``channels_last: auto`` (the
 default) measures on the CPU whether channels-last inputs make the steps faster, as meta-training does
-(``meta/autolayout.py``): the first steps alternate the two layouts and the faster one is kept (convnet4-32 1.69x,
-ResNet-20 1.29x on the 2-core Zen 4 machine, benchmarks/RESULTS.md). It is the same fp32 training up to rounding;
+(``meta/autolayout.py``): the first steps alternate the two layouts and the faster one is kept (convnet4-32 1.47x,
+ResNet-20 1.25x on one thread of the 2-core Zen 4 machine, benchmarks/RESULTS.md). It is the same fp32 training up to rounding;
 runs that must match bitwise across machines set it to true or false. The caller says where to run
 (``device=``); a multi-process job (meta-validation in the trainer) passes its own device, and nothing here
 joins a collective.
