@@ -553,7 +553,8 @@ def bench_finetune(args, device) -> dict:
             last["end"] = left
 
         t0 = time.perf_counter()
-        finetune(copy.deepcopy(backbone), task, FinetuneConfig(steps=steps, batch_size=batch, progress=False),
+        finetune(copy.deepcopy(backbone), task, FinetuneConfig(steps=steps, batch_size=batch, progress=False,
+                                                                channels_last=False),
                  device=device, on_step=on_step)
         # set-up until the end of the first step, and what follows the last step (the test-split evaluation)
         calls.append((last["first"] - t0, time.perf_counter() - last["end"]))

@@ -170,7 +170,7 @@ def provenance(source, task, spec: str, config, result) -> dict:
         task_entry["spec"] = spec
     if dataset:
         task_entry["dataset"] = dataset
-    recipe = {k: v for k, v in asdict(config).items() if k not in ("progress", "seed", "steps")}
+    recipe = {k: v for k, v in asdict(config).items() if k not in ("progress", "seed", "steps", "channels_last")}
     recipe["hflip"] = uses_hflip(config, task)  # the choice made, not "the task's setting"
     return {"base_model": base, "task": task_entry, "steps": result.steps, "seed": config.seed, "recipe": recipe,
             "test_accuracy": result.test_accuracy, "test_loss": result.test_loss}

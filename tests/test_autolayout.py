@@ -39,7 +39,7 @@ def test_auto_stays_contiguous_where_channels_last_is_not_faster(record):
     # warm-up steps are slow and not counted; then channels-last is 2% faster: below MIN_SPEEDUP
     times = iter([9.0, 9.0] + [1.0, 0.98] * TRIAL_PAIRS)
     auto, ran = drive(lambda cl: next(times))
-    assert auto.decided and not auto.channels_last and auto.speedup == pytest.approx(1 / 0.98)
+    assert auto.decided and not auto.channels_last and auto.speedup == round(1 / 0.98, 3)  # as recorded
 
 
 def test_the_engine_measures_long_cpu_runs_only_and_keeps_the_choice_in_checkpoints(record):
@@ -105,7 +105,9 @@ def tiny_task(size=16):
     return TaskData("bars", "npz:bars.npz", x, y, x[::4], y[::4], 3, [str(c) for c in range(3)])
 
 
-def tiny_finetune(steps, **overrides):
+def tiny_finetune(steps, layouts=None, **overrides):
+    """Fine-tune a small ConvNet on ``tiny_task``; ``layouts``: a list that gets, per training step, whether the
+    backbone's input really was channels-last in memory."""
     import torch
 
     from ctinit.finetune import finetune
@@ -113,6 +115,9 @@ def tiny_finetune(steps, **overrides):
 
     torch.manual_seed(0)
     backbone = build_backbone("convnet4-32", 16)
+    if layouts is not None:
+        backbone.register_forward_pre_hook(lambda m, args: layouts.append(
+            args[0].is_contiguous(memory_format=torch.channels_last)) if m.training else None)
     result = finetune(backbone, tiny_task(), steps=steps, batch_size=8, progress=False, device="cpu", **overrides)
     return backbone, result
 
@@ -136,11 +141,38 @@ def test_finetuning_measures_the_layout_on_long_cpu_runs_and_reuses_the_record(r
     for speedup, expected in ((2.0, True), (1.0, False)):
         record.write_text(json.dumps({keys[0]: {"speedup": speedup}}))
         seen.clear()
-        _, result = tiny_finetune(MIN_PLANNED_STEPS)
+        layouts = []
+        _, result = tiny_finetune(MIN_PLANNED_STEPS, layouts)
         assert seen == trial and result.channels_last is expected
+        # the inputs themselves: alternating over the trial, then all in the chosen layout
+        assert layouts == trial + [expected] * (MIN_PLANNED_STEPS - len(trial))
     seen.clear()
-    _, fixed = tiny_finetune(MIN_PLANNED_STEPS, channels_last=False)
-    assert seen == [] and not fixed.channels_last
+    layouts = []
+    _, fixed = tiny_finetune(MIN_PLANNED_STEPS, layouts, channels_last=True)
+    assert seen == [] and fixed.channels_last and layouts == [True] * MIN_PLANNED_STEPS
+
+
+def test_an_evaluation_with_a_fixed_layout_reuses_only_runs_made_in_it():
+    from ctinit.evaluate import _layout_matches
+
+    assert _layout_matches("auto", {"channels_last": True}) and _layout_matches("auto", {})
+    assert _layout_matches(False, {}) and _layout_matches(False, {"channels_last": False})  # {}: before the option
+    assert not _layout_matches(False, {"channels_last": True}) and not _layout_matches(True, {})
+
+
+def test_meta_validation_fine_tunes_in_the_runs_layout_setting(monkeypatch):
+    import ctinit.finetune as finetune_module
+    from ctinit_training.validation import meta_validate
+
+    settings = []
+    monkeypatch.setattr(finetune_module, "finetune",
+                        lambda model, task, config, device=None: settings.append(config.channels_last) or
+                        type("R", (), {"test_accuracy": 0.5})())
+    import torch
+
+    phi = torch.nn.Linear(2, 2)
+    validation = {"steps": 100, "batch_size": 8, "lr": 1e-3, "seed": 0}
+    assert meta_validate(phi, ["a", "b"], validation, False) == 0.5 and settings == [False, False]
 
 
 def test_finetuning_in_channels_last_trains_as_the_contiguous_layout():

@@ -13,12 +13,14 @@ from .rundir import RunDir
 log = logging.getLogger("ctinit.meta_train")
 
 
-def meta_validate(phi_module, tasks, validation: dict) -> float:
-    """Mean test accuracy of a copy of phi briefly fine-tuned on each meta-validation task."""
+def meta_validate(phi_module, tasks, validation: dict, channels_last="auto") -> float:
+    """Mean test accuracy of a copy of phi briefly fine-tuned on each meta-validation task; ``channels_last``: the
+    run's own setting (a run fixed to one layout for reproducibility validates in it too)."""
     from ctinit.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(steps=validation["steps"], batch_size=validation["batch_size"],
-                            optimizer={"name": "adam", "lr": validation["lr"]}, seed=validation["seed"], progress=False)
+                            optimizer={"name": "adam", "lr": validation["lr"]}, seed=validation["seed"], progress=False,
+                            channels_last=channels_last)
     device = next(phi_module.parameters()).device
     accuracies = [finetune(copy.deepcopy(phi_module), task, config, device=device).test_accuracy for task in tasks]
     return sum(accuracies) / len(accuracies)
@@ -36,7 +38,8 @@ class Validator:
 
     def __call__(self, engine, step: int) -> None:
         if self.is_main:
-            accuracy = meta_validate(engine.phi_module, self.tasks, self.validation)
+            accuracy = meta_validate(engine.phi_module, self.tasks, self.validation,
+                                     self.config.get("channels_last", "auto"))
             improved = accuracy > self.best["accuracy"]
             if improved:
                 self.best = {"accuracy": accuracy, "step": step}

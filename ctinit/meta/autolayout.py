@@ -64,8 +64,9 @@ class AutoLayout:
             # rest, the fastest: other work on the machine only ever adds time to a step (on a loaded 2-core machine
             # fine-tuning steps took 20 or 60 ms at random), so the minimum is the least disturbed measurement.
             contiguous, last = (min(self.times[k][1:]) for k in ("contiguous", "channels_last"))
-            self._decide(contiguous / last, f"over {self.trial_pairs} interleaved pairs of steps")
-            write_record("layout:" + self.key(), {"speedup": round(self.speedup, 3)})
+            # decided on the value recorded, so that the runs that take the record decide as this one did
+            self._decide(round(contiguous / last, 3), f"over {self.trial_pairs} interleaved pairs of steps")
+            write_record("layout:" + self.key(), {"speedup": self.speedup})
 
     def _decide(self, speedup: float, how: str) -> None:
         self.speedup, self.channels_last, self.decided = speedup, speedup >= MIN_SPEEDUP, True

@@ -100,18 +100,30 @@ def read_record(key: str) -> dict | None:
         return None
 
 
+def _lock(f) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: unlocked, as before
+        return
+    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+
+
 def write_record(key: str, entry: dict) -> None:
     path = record_path()
     if path is None:
         return
     try:
-        records = json.loads(path.read_text()) if path.exists() else {}
-        records = records if isinstance(records, dict) else {}
-        records[key] = entry
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(records, indent=1))
-        os.replace(tmp, path)
+        # processes on one machine (the study's two suites, say) write here at once: the read-modify-write holds a
+        # lock, or one process's entry would be lost and its next run would measure (and maybe decide) again
+        with open(path.with_suffix(".lock"), "w") as lock:
+            _lock(lock)
+            records = json.loads(path.read_text()) if path.exists() else {}
+            records = records if isinstance(records, dict) else {}
+            records[key] = entry
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(records, indent=1))
+            os.replace(tmp, path)
     except (OSError, ValueError):
         log.debug("compile: could not record the measurement in %s", path)
 
