@@ -141,7 +141,7 @@ def provenance(source, task, spec: str, config, result) -> dict:
     folder's name, never a path), the task (its name; a spec only when it names no local file), steps, seed, recipe."""
     from dataclasses import asdict
 
-    from .finetune import uses_hflip
+    from .finetune import EXECUTION_FIELDS, uses_hflip
     from .loading import init_info
     from .hubio import dataset_id
 
@@ -170,7 +170,7 @@ def provenance(source, task, spec: str, config, result) -> dict:
         task_entry["spec"] = spec
     if dataset:
         task_entry["dataset"] = dataset
-    recipe = {k: v for k, v in asdict(config).items() if k not in ("progress", "seed", "steps", "channels_last")}
+    recipe = {k: v for k, v in asdict(config).items() if k not in ("seed", "steps", *EXECUTION_FIELDS)}
     recipe["hflip"] = uses_hflip(config, task)  # the choice made, not "the task's setting"
     return {"base_model": base, "task": task_entry, "steps": result.steps, "seed": config.seed, "recipe": recipe,
             "test_accuracy": result.test_accuracy, "test_loss": result.test_loss}

@@ -36,7 +36,7 @@ import torch
 
 from .version import __version__
 from .errors import ConfigError
-from .finetune import FinetuneConfig, finetune
+from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune
 from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
@@ -178,9 +178,9 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
         runs_file = make_results_dir(out) / RUNS_NAME
         done = _finished_runs(runs_file)
     # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
-    # channels_last is how the steps run, not what they compute (up to rounding): runs made either way count
-    finetune_key = {k: v for k, v in dataclasses.asdict(cfg).items()
-                    if k not in ("seed", "progress", "channels_last") and not (k == "hflip" and v is None)}
+    # the recipe (the seed is set per run; channels_last and progress are how runs execute: runs made either way count)
+    finetune_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed" and k not in EXECUTION_FIELDS}
+    finetune_key = {k: v for k, v in finetune_cfg.items() if not (k == "hflip" and v is None)}
     if validation_fraction or score != "test":  # 0 trains on the whole split, as runs recorded before the option did
         finetune_key["validation"] = [validation_fraction, score]
     if validation_fraction or max_train_per_class or max_train_samples:  # runs on subsets drawn another way differ
@@ -222,8 +222,6 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                         log(f"{meta['display']} | {entry['label']} | seed {seed}: test accuracy {result.test_accuracy:.4f}")
     finally:
         bar.close()
-    # the recipe; the layout setting is how it ran (each run records the layout it ran in)
-    finetune_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("seed", "progress", "channels_last")}
     results = {
         "ctinit_version": __version__,
         "command": command,

@@ -55,6 +55,11 @@ class FinetuneConfig:
     progress: Bool = True
 
 
+#: FinetuneConfig fields that say how a run executes, not what it computes (up to rounding): left out of recorded
+#: recipes and of the keys that tell finished runs apart.
+EXECUTION_FIELDS = ("progress", "channels_last")
+
+
 @dataclass
 class FinetuneResult:
     test_accuracy: float
@@ -69,6 +74,11 @@ class FinetuneResult:
         return asdict(self)
 
 
+def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """An image batch in channels-last memory when asked (other inputs as they are)."""
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+
 @torch.no_grad()
 def evaluate(backbone: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
              channels: int = 3, channels_last: bool = False) -> tuple[float, float]:
@@ -79,9 +89,7 @@ def evaluate(backbone: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Ten
     head.eval()
     correct, loss_sum = 0, 0.0
     for xb, yb in eval_batches(x, y, batch_size, channels):
-        if channels_last and xb.dim() == 4:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        logits = head(backbone(xb)).float()
+        logits = head(backbone(in_layout(xb, channels_last))).float()
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
     backbone.train(was_training)
@@ -150,7 +158,7 @@ class InputLayout:
         if self.trial is not None:
             self.shape = tuple(x.shape)
             self.channels_last = self.trial.use_channels_last()
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+        return in_layout(x, self.channels_last)
 
     def done(self, seconds: float) -> None:
         """The step's compute time (sampling excluded: it is the same in both layouts)."""
