@@ -4,11 +4,13 @@ itself is a benchmark, run by hand)."""
 import dataclasses
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the study runs from a checkout (python -m benchmarks.study), not from an install
@@ -254,6 +256,32 @@ def test_a_run_name_shared_by_two_configs_never_overwrites_a_finished_run(tmp_pa
     assert ws.meta_train("mtl-lr1", "mtl", 1.0, tasks, 2, 2)["init"] == first["init"]
     assert ws.meta_train("mtl-lr1", "mtl", 0.1 * 10 ** 0.5 * 10 ** 0.5, tasks, 2, 2)["init"] == second["init"]
     assert recorded_specs == []  # both reused
+
+
+def test_an_interrupted_run_of_the_same_config_is_continued_from_its_checkpoint(tmp_path, recorded_specs, capsys):
+    # a 2-step run with its step-2 checkpoint and no study.json or init stands for a run stopped half-way
+    # (steps and checkpoint_every may differ on resume); continued to 4 steps it equals a run made in one go
+    base = {**BASE, "image_size": 16, "log_every": 1000, "checkpoint_every": 2}
+    tasks = ["builtin:latin", "builtin:greek"]
+    ws = Workspace(tmp_path / "a", base)
+    ws.meta_train("cts", "cts", 0.5, tasks, 2, 2)
+    run_dir = tmp_path / "a" / "runs" / "cts"
+    (run_dir / "study.json").unlink()
+    shutil.rmtree(run_dir / "init")
+    assert (run_dir / "checkpoints" / "step-2").is_dir()
+    capsys.readouterr()
+    continued = ws.meta_train("cts", "cts", 0.5, tasks, 4, 2)
+    assert "continuing the interrupted run" in capsys.readouterr().err
+    fresh = Workspace(tmp_path / "b", base).meta_train("cts", "cts", 0.5, tasks, 4, 2)
+    a = load_file(str(Path(continued["init"]) / "model.safetensors"))
+    b = load_file(str(Path(fresh["init"]) / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # another config in the same folder is not continued: it starts over
+    (run_dir / "study.json").unlink()
+    shutil.rmtree(run_dir / "init")
+    capsys.readouterr()
+    ws.meta_train("cts", "cts", 0.25, tasks, 4, 2)
+    assert "continuing" not in capsys.readouterr().err
 
 
 def test_t_distribution_by_hand():

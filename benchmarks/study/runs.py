@@ -28,6 +28,23 @@ def training_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "validation" and k not in EXECUTION_KEYS}
 
 
+def resumable(run_dir: Path, config: dict) -> bool:
+    """Whether RUN_DIR holds an interrupted run of this very config with a checkpoint (a session stopped with
+    SIGTERM writes one): continuing it gives the same weights as starting over, a run's worth of time sooner."""
+    import yaml
+
+    from ctinit_training.config import changed_keys
+
+    saved_path, checkpoints = run_dir / "config.yaml", run_dir / "checkpoints"
+    if not (saved_path.is_file() and checkpoints.is_dir() and any(checkpoints.glob("step-*[0-9]"))):
+        return False
+    try:
+        saved = yaml.safe_load(saved_path.read_text())
+    except Exception:  # noqa: BLE001 - an unreadable config.yaml: the run is started over
+        return False
+    return isinstance(saved, dict) and not changed_keys(saved, config)
+
+
 def run_name(prefix: str, algorithm: str, K: int, schedule: str, lr: float, seed: int) -> str:
     return f"{prefix}{algorithm}-K{K}-{schedule}-lr{lr:.4g}-s{seed}"
 
@@ -95,7 +112,11 @@ class Workspace:
         run_dir = candidates[0] if not (candidates[0] / "study.json").is_file() else candidates[1]
         say(f"  {name}: meta-training {algorithm}, meta lr {lr:g} {schedule}, {len(tasks)} tasks x {steps} steps, "
             f"K {reset_period}, seed {seed}")
-        result = run(config, run_dir, progress=False, overwrite=True)  # a stale or partial run of another config
+        resume = resumable(run_dir, config)
+        if resume:
+            say(f"  {name}: continuing the interrupted run from its last checkpoint (the trainer resumes exactly)")
+        # not resumable: a stale or partial run of another config, deleted
+        result = run(config, run_dir, progress=False, resume=resume, overwrite=not resume)
         curve = []
         metrics = run_dir / "metrics.jsonl"
         if metrics.is_file():
