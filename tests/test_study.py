@@ -50,7 +50,7 @@ def test_verdicts():
 
 def test_paired_claim_averages_within_meta_seed_then_over_meta_seeds():
     # meta-seed 0: diffs over (task, seed) 0.1, 0.3 -> 0.2; meta-seed 1: 0.0, 0.2 -> 0.1; meta-seed 2: 0.3, 0.3 -> 0.3
-    # mean 0.2, sd 0.1, half-width 4.303 * 0.1 / sqrt 3 = 0.248434 -> [-0.048434, 0.448434]: inconclusive
+    # mean 0.2, sd 0.1, half-width t(0.975, 2) * 0.1 / sqrt 3 = 4.302653 * 0.057735 = 0.248414 -> inconclusive
     a, b = {}, {}
     for m, diffs in enumerate(((0.1, 0.3), (0.0, 0.2), (0.3, 0.3))):
         for j, d in enumerate(diffs):
@@ -60,7 +60,7 @@ def test_paired_claim_averages_within_meta_seed_then_over_meta_seeds():
     b[(9, "task0", 900)] = 0.1  # unpaired: ignored
     c = st.paired_claim(a, b)
     assert c["diff"] == pytest.approx(0.2)
-    assert c["ci95"] == pytest.approx([0.2 - 0.248434, 0.2 + 0.248434], abs=1e-6)
+    assert c["ci95"] == pytest.approx([0.2 - 0.248414, 0.2 + 0.248414], abs=1e-6)
     assert (c["verdict"], c["n_pairs"], c["n_meta_seeds"]) == ("inconclusive", 6, 3)
     assert c["per_meta_seed"] == pytest.approx([0.2, 0.1, 0.3])
     # the same differences, each meta-seed shifted up: the interval excludes 0 -> holds; reversed -> fails
@@ -374,6 +374,32 @@ def test_the_ratio_preset_answers_the_issue():
     assert build_config("ratio", "glyph", []).baselines == ("reptile", "mtl", "scratch")
 
 
+def test_the_committed_ratio_records_are_reused_by_this_code():
+    # a change to anything a meta-seed computes changes the fingerprint, and the committed records would be redone
+    for suite in ("glyph", "colour"):
+        names = {p.name.split("-")[-1] for p in (ROOT / "benchmarks/recorded/study-ratio" / suite).glob("meta_seed_*")}
+        assert names == {ratio.fingerprint(build_config("ratio", suite, [])) + ".json"}
+
+
+def test_a_changed_finetuning_default_changes_the_fingerprint(monkeypatch):
+    import ctinit.finetune
+    from ctinit.finetune import FinetuneConfig
+
+    from benchmarks.study import runs
+
+    config = build_config("ratio", "glyph", [])
+    before = ratio.fingerprint(config)
+    assert runs.changed_settings() == {} and runs.current_settings() == runs.RECORDED_SETTINGS
+
+    @dataclasses.dataclass
+    class Changed(FinetuneConfig):
+        gamma: float = 0.5
+
+    monkeypatch.setattr(ctinit.finetune, "FinetuneConfig", Changed)
+    assert runs.changed_settings()["finetune"]["gamma"] == 0.5
+    assert ratio.fingerprint(config) != before
+
+
 def test_a_tiny_ratio_study_chooses_inside_each_meta_seed_writes_partial_results_and_resumes(
         tmp_path, recorded_specs, monkeypatch):
     sets = ["steps=2", "reset_period=1", "meta_seeds=[0, 1]", "finetune_seeds_per_meta_seed=2",
@@ -416,7 +442,11 @@ def test_a_tiny_ratio_study_chooses_inside_each_meta_seed_writes_partial_results
     assert {"cts_beats_reptile_full", "cts_beats_scratch_limited", "cts_same_as_mtl_full",
             "cts_ahead_of_every_baseline_full"} <= set(result["claims"])
     assert result["beta_curves_on_meta_test"]["note"] == "measured on meta-test tasks, not used for selection"
-    assert "/" not in json.dumps(result["config"])  # no local path is recorded
+    # no local path is recorded (the machine's description is free text: a CPU's name may hold a slash)
+    assert "/" not in json.dumps({k: v for k, v in result["config"].items() if k != "made"})
+    made = result["config"]["made"]
+    assert set(made) == {"0", "1"} and all(m["wall_seconds"] >= 0 and m["cpu_seconds"] >= 0 for m in made.values())
+    assert made["0"]["machine"]["torch"] == torch.__version__
     # a rerun reuses every meta-training run and fine-tuning result: no task is loaded again
     recorded_specs.clear()
     again = json.loads(json.dumps(cli.run(config, echo=False)))
@@ -431,6 +461,7 @@ def test_a_tiny_ratio_study_chooses_inside_each_meta_seed_writes_partial_results
     assert resumed["claims"] == result["claims"] and resumed["progress"]["meta_seeds_reused"] == 2
     record = json.loads(ratio.record_path(fresh, 1).read_text())
     assert "/" not in json.dumps(record["choices"]) and record["split"] == splits[1]
+    assert record["made"] == result["config"]["made"]["1"] and resumed["config"]["made"] == result["config"]["made"]
     # a record made under another config is not reused; more meta-seeds (or another margin) keep the records
     other = dataclasses.replace(fresh, preset={**fresh.preset, "finetune_steps": 2})
     assert ratio.load_record(other, 1, splits[1]) is None and ratio.load_record(fresh, 1, splits[1]) == record

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -28,15 +29,17 @@ NOT_PER_META_SEED = ("meta_seeds", "equivalence_margin", "optional_algorithms", 
 def fingerprint(config: StudyConfig) -> str:
     """What one meta-seed's result depends on: the preset's per-meta-seed settings, the rate grids of the
     algorithms run, the trainer's full config of every meta-training (defaults included; execution choices left
-    out) and the suite. A record under another fingerprint is not reused."""
+    out), the suite, and the fine-tuning settings beyond the recipe once they differ from those the records were
+    made with (``runs.changed_settings``). A record under another fingerprint is not reused."""
     from ctinit_training.config import DEFAULTS
 
-    from .runs import training_config
+    from .runs import changed_settings, training_config
 
+    changed = changed_settings()
     what = {"version": RECORD_VERSION, "algorithms": list(config.algorithms), "suite": config.suite,
             "preset": {k: v for k, v in config.preset.items() if k not in NOT_PER_META_SEED},
             "rate_grid": {a: config.preset["rate_grid"][a] for a in config.algorithms},
-            "trainer": training_config({**DEFAULTS, **config.base})}
+            "trainer": training_config({**DEFAULTS, **config.base}), **({"settings": changed} if changed else {})}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -45,12 +48,14 @@ def record_path(config: StudyConfig, meta_seed: int) -> Path:
     return config.records_dir / f"meta_seed_{meta_seed}-{fingerprint(config)}.json"
 
 
-def save_record(config: StudyConfig, m: int, split: dict, choices: dict, values: dict) -> None:
+def save_record(config: StudyConfig, m: int, split: dict, choices: dict, values: dict, made: dict) -> None:
     """One finished meta-seed as a small JSON file (no weights, no path): what a later run, on this machine or a
-    fresh one, reuses instead of redoing the meta-seed. ``values``: as ``run_meta_seed`` returns them."""
+    fresh one, reuses instead of redoing the meta-seed. ``values``: as ``run_meta_seed`` returns them; ``made``:
+    the machine and the time it took (``made_by``)."""
     from ctinit.atomic import write_text
 
     record = {"meta_seed": m, "fingerprint": fingerprint(config), "suite": config.suite_name, "split": split,
+              "made": made,
               "choices": {a: {k: c[k] for k in ("scores", "chosen_lr", "at_edge")} for a, c in choices.items()},
               **{kind: {label: [[t, s, v] for (mm, t, s), v in sorted(acc.items()) if mm == m]
                         for label, acc in by_label.items()} for kind, by_label in values.items()}}
@@ -68,6 +73,16 @@ def load_record(config: StudyConfig, m: int, split: dict) -> dict | None:
         say(f"  {path.name}: does not match this run's config or split; meta-seed {m} is redone")
         return None
     return record
+
+
+def made_by(started: tuple[float, float]) -> dict:
+    """Where and in how long a meta-seed was made: the machine, and the wall and CPU seconds since ``started``
+    (perf_counter, process_time) in this process; meta-training runs or fine-tuning results that an earlier
+    process left in OUT are reused and not counted."""
+    from .report import machine
+
+    return {"machine": machine(), "wall_seconds": round(time.perf_counter() - started[0]),
+            "cpu_seconds": round(time.process_time() - started[1])}
 
 
 def split_tasks(suite: dict, seed: int) -> dict:
@@ -94,6 +109,7 @@ def run_ratio(config: StudyConfig, ws: Workspace, clock: Clock, publish: Callabl
     seeds = config.preset["meta_seeds"]
     splits = {m: split_tasks(config.suite, m) for m in seeds}
     choices: dict = {}
+    made: dict = {}
     values: dict = {"full": {}, "limited": {}, "curves": {}}
     result = {}
     for i, m in enumerate(seeds):
@@ -101,20 +117,23 @@ def run_ratio(config: StudyConfig, ws: Workspace, clock: Clock, publish: Callabl
         if record is not None:
             say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] reusing {record_path(config, m).name}")
             ws.counts["meta_seeds_reused"] = ws.counts.get("meta_seeds_reused", 0) + 1
-            choices[m] = record["choices"]
+            choices[m], made[m] = record["choices"], record.get("made")  # records before 2026-12-04 have none
             mine = {kind: {label: {(m, t, s): v for t, s, v in rows} for label, rows in record[kind].items()}
                     for kind in values}
         else:
             say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] meta-test {', '.join(splits[m]['meta_test'])}; validation "
                 f"{', '.join(splits[m]['validation'])}; {len(splits[m]['meta_train'])} meta-train tasks x "
                 f"{config.preset['steps']} steps, K {config.preset['reset_period']}")
+            started = (time.perf_counter(), time.process_time())
             choices[m], mine = run_meta_seed(config, ws, clock, m, splits[m])
-            save_record(config, m, splits[m], choices[m], mine)
+            made[m] = made_by(started)
+            save_record(config, m, splits[m], choices[m], mine, made[m])
         for kind, by_label in mine.items():
             for label, acc in by_label.items():
                 values[kind].setdefault(label, {}).update(acc)
         result = ratio_result(config, {s: splits[s] for s in seeds[:i + 1]}, choices, values["full"],
                               values["limited"], values["curves"])
+        result["config"]["made"] = {str(s): made[s] for s in seeds[:i + 1]}
         result["progress"] = {"meta_seeds_done": i + 1, "meta_seeds_planned": len(seeds), **ws.counts}
         publish(result)
     return result
@@ -175,7 +194,7 @@ def ratio_result(config: StudyConfig, splits: dict, choices: dict, full: dict, l
     meta_test = sorted({t for s in splits.values() for t in s["meta_test"]})
     n_ft = preset["finetune_seeds_per_meta_seed"]
     return {
-        "suite": config.suite_name, "protocol": "ratio", "partial": done != list(planned),
+        "suite": config.suite_name, "protocol": "ratio", "partial": set(done) != set(planned),
         "main": main, "claims": finish_claims(claims), "selection": selection, "recommendation": recommendation,
         "beta_curves_on_meta_test": beta_curves,
         "algorithms": {n: {"meta_seeds": len(done), "mean_accuracy": main[n]["full"]["mean"],

@@ -14,7 +14,10 @@ CURVES_LABEL = "measured on meta-test tasks, not used for selection"
 def machine() -> dict:
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    from ctinit.meta.compiled import cpu_model
+
+    return {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
@@ -127,6 +130,12 @@ def plot_beta(beta: dict, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- markdown
+def _fmt_range(s: dict) -> str:
+    """A mean with the range of its per-meta-seed means (no interval: a descriptive summary)."""
+    values = s["per_meta_seed"]
+    return f"{s['mean']:.3f}" + (f" ({min(values):.3f} - {max(values):.3f})" if len(values) > 1 else "")
+
+
 def _fmt(stats: dict) -> str:
     ci = stats["ci95"]
     return f"{stats['mean']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{stats['mean']:.3f}"
@@ -230,11 +239,12 @@ def markdown_ratio(result: dict) -> str:
             counts = ", ".join(f"{lr} x{n}" for lr, n in r["chosen_lr_counts"].items())
             lines.append(f"- {name}: chosen {counts}; most often {r['most_chosen_lr']:g}")
     tasks = sorted({t for n in result["main"] for t in result["main"][n]["per_task"]})
-    lines += ["", "Per meta-test task (all data; mean over the meta-seeds that drew it, [95% interval] where 2 or more):",
+    lines += ["", "Per meta-test task (all data; descriptive and unpaired, the claims above are the comparisons): mean "
+              "over the meta-seeds that drew the task (lowest - highest of their means, where 2 or more).",
               "", "| task | meta-seeds | " + " | ".join(result["main"]) + " |", "|---" * (len(result["main"]) + 2) + "|"]
     for t in tasks:
         row = [result["main"][n]["per_task"][t] for n in result["main"]]
-        lines.append(f"| {t} | {row[0]['meta_seeds']} | " + " | ".join(_fmt(s) for s in row) + " |")
+        lines.append(f"| {t} | {row[0]['meta_seeds']} | " + " | ".join(_fmt_range(s) for s in row) + " |")
     curves = result["beta_curves_on_meta_test"]
     lines += ["", f"Every candidate rate, fine-tuned on the meta-test tasks ({curves['note']}):", ""]
     for name, curve in curves.items():

@@ -28,6 +28,39 @@ def training_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "validation" and k not in EXECUTION_KEYS}
 
 
+#: What every recorded fine-tuning result (and FOMAML's meta-training) was made with beyond the recipe: FinetuneConfig's
+#: other defaults, run_evaluation's validation split and FOMAML's held-out fraction. The record fingerprints and the
+#: ledger keys were made without them; ``changed_settings`` keeps that valid only while they are unchanged.
+RECORDED_SETTINGS = {"finetune": {"milestones": [0.4, 0.7, 0.9], "gamma": 0.3, "augment": True, "hflip": None,
+                                  "mixed_precision": "no", "optimizer_defaults": {"momentum": 0.0, "weight_decay": 0.0,
+                                                                                  "betas": [0.9, 0.999], "nesterov": False}},
+                     "validation_fraction": 0.1, "fomaml_heldout_fraction": 0.1}
+
+
+def current_settings() -> dict:
+    """RECORDED_SETTINGS' fields as the code sets them now."""
+    import dataclasses
+    import inspect
+
+    from ctinit.evaluate import run_evaluation
+    from ctinit.finetune import FinetuneConfig
+
+    defaults = json.loads(json.dumps(dataclasses.asdict(FinetuneConfig())))
+    optimizer = {k: defaults["optimizer"][k] for k in ("momentum", "weight_decay", "betas", "nesterov")}
+    return {"finetune": {**{k: defaults[k] for k in ("milestones", "gamma", "augment", "hflip", "mixed_precision")},
+                         "optimizer_defaults": optimizer},
+            "validation_fraction": inspect.signature(run_evaluation).parameters["validation_fraction"].default,
+            "fomaml_heldout_fraction": FOMAML_HELDOUT_FRACTION}
+
+
+def changed_settings() -> dict:
+    """Empty while the settings are RECORDED_SETTINGS, else all of them: added to a record's fingerprint and a
+    ledger key, so that a changed default never lets a result made under the old one be reused, while the keys
+    of the results made before this check stay as they are."""
+    now = current_settings()
+    return {} if now == RECORDED_SETTINGS else now
+
+
 def resumable(run_dir: Path, config: dict) -> bool:
     """Whether RUN_DIR holds an interrupted run of this very config with a checkpoint (a session stopped with
     SIGTERM writes one): continuing it gives the same weights as starting over, a run's worth of time sooner."""
@@ -158,8 +191,11 @@ class Workspace:
 
         records = self._records()
 
+        changed = changed_settings()
+
         def key(init, task, seed):
-            return json.dumps([self._init_key(init), task, seed, recipe, per_class], sort_keys=True)
+            return json.dumps([self._init_key(init), task, seed, recipe, per_class, *([changed] if changed else [])],
+                              sort_keys=True)
 
         config = FinetuneConfig(steps=recipe["steps"], batch_size=recipe["batch_size"],
                                 optimizer=dict(recipe["optimizer"]), eval_every=recipe["steps"], progress=False)

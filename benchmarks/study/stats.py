@@ -99,13 +99,19 @@ def _p_two_sided(mean: float, sd: float, n: int) -> float:
 def paired_claim(favoured: dict, other: dict) -> dict:
     """The claim "favoured > other" as a paired difference over the keys both have ((meta-seed, task,
     fine-tuning seed), or any key whose first element is the meta-seed): mean within each meta-seed, then a
-    t-interval over meta-seeds. ``p``: the two-sided p-value of the mean difference (None with one meta-seed)."""
+    t-interval over meta-seeds (the exact t quantile). ``p``: the two-sided p-value of the mean difference (None
+    with one meta-seed)."""
     keys = sorted(set(favoured) & set(other))
     if not keys:
         raise ValueError("no pairs: the two sides share no (meta-seed, task, seed) key")
     diffs = per_meta_seed_means({k: favoured[k] - other[k] for k in keys})
     stats = mean_ci95(list(diffs.values()))
-    p = _p_two_sided(stats["mean"], stats["sd"], stats["n"]) if stats["ci95"] is not None else None
+    p = None
+    if stats["ci95"] is not None:
+        p = _p_two_sided(stats["mean"], stats["sd"], stats["n"])
+        # the exact quantile (not T975's 3 decimals): the interval excludes 0 exactly when p < 0.05
+        half = t_quantile(0.975, stats["n"] - 1) * stats["sd"] / math.sqrt(stats["n"])
+        stats["ci95"] = [stats["mean"] - half, stats["mean"] + half]
     return {"verdict": verdict(stats["ci95"]), "diff": stats["mean"], "ci95": stats["ci95"], "p": p,
             "n_pairs": len(keys), "n_meta_seeds": len(diffs), "per_meta_seed": list(diffs.values())}
 
@@ -150,7 +156,8 @@ def holm_verdicts(claims: dict) -> None:
     carries a p-value; a composite claim (``parts``: the names of its pairwise claims) holds when every part holds
     after the adjustment, fails when any fails. A difference holds (fails) when its adjusted p is below 5% and
     its sign is in (against) the claim's favour; an equivalence claim is ``equivalent`` when its adjusted TOST p
-    is below 5%."""
+    is below 5%, else ``inconclusive``: the TOST p tests equivalence only, so "different" (the raw verdict's 90%
+    interval wholly outside the margin) has no Holm counterpart."""
     adjusted = holm({name: c.get("p") for name, c in claims.items() if "parts" not in c})
     for name, c in claims.items():
         if "parts" in c:
