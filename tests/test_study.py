@@ -381,6 +381,23 @@ def test_the_committed_ratio_records_are_reused_by_this_code():
         assert names == {ratio.fingerprint(build_config("ratio", suite, [])) + ".json"}
 
 
+def test_the_summary_renders_the_recorded_results_and_refuses_other_files(tmp_path, capsys, monkeypatch):
+    from benchmarks.study import summary
+
+    monkeypatch.chdir(ROOT)
+    path = Path("benchmarks/recorded/study-ratio/glyph/results.json")
+    result = json.loads(path.read_text())
+    assert summary.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    c = result["claims"]["cts_beats_scratch_full"]
+    assert f"scratch {c['diff']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] ({c['verdict']}, " in out
+    assert f"over {result['progress']['meta_seeds_done']} meta-seeds" in out
+    assert "`benchmarks/recorded/study-ratio/glyph/`" in out  # where the records are, as the command named it
+    (tmp_path / "other.json").write_text(json.dumps({"protocol": "staged"}))
+    assert summary.main([str(tmp_path / "other.json")]) == 2 and summary.main([]) == 2
+    assert "not a ratio study's results" in capsys.readouterr().err
+
+
 def test_a_changed_finetuning_default_changes_the_fingerprint(monkeypatch):
     import ctinit.finetune
     from ctinit.finetune import FinetuneConfig
