@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from .report import _fmt
+
 BASELINES = ("reptile", "mtl", "scratch")
 
 
@@ -31,8 +33,7 @@ def suite_block(result: dict, where: str) -> str:
     for name, a in result["main"].items():
         chosen = ", ".join(f"{a['chosen_lr'][m]:g}" for m in done) if "chosen_lr" in a else "-"
         full, per_task = a["full"], ", ".join(f"{t} {v['mean']:.3f}" for t, v in sorted(a["per_task"].items()))
-        lines.append(f"| {name} | {chosen} | {full['mean']:.3f} [{full['ci95'][0]:.3f}, {full['ci95'][1]:.3f}] | "
-                     f"{a['limited']['mean']:.3f} | {per_task} |")
+        lines.append(f"| {name} | {chosen} | {_fmt(full)} | {a['limited']['mean']:.3f} | {per_task} |")
     for setting, label in (("full", "CTS minus the others, all data (95% interval; verdict, Holm)"),
                            ("limited", "20 per class")):
         parts = [f"{b} {_claim(claims[f'cts_beats_{b}_{setting}'])}" for b in BASELINES
