@@ -40,3 +40,34 @@ def no_user_hub_settings(request, monkeypatch, empty_hf_home):
                        ("HUGGINGFACE_ASSETS_CACHE", "assets"), ("HF_XET_CACHE", "xet")):
         if hasattr(constants, name):
             monkeypatch.setattr(constants, name, str(empty_hf_home / path) if path else str(empty_hf_home))
+
+
+#: The token the local Hub knows as user ``me`` (member of ``org``), with write access.
+LOCAL_HUB_TOKEN = "hf_LocalHubTokenThatMustNeverBePrinted42"
+
+
+@pytest.fixture
+def local_hub(monkeypatch, tmp_path):
+    """A Hub on 127.0.0.1 (``tests/local_hub.py``) that huggingface_hub talks to over HTTP, in this process and in
+    subprocesses: ``HF_ENDPOINT`` and ``HF_TOKEN`` are set (huggingface_hub reads the endpoint at import, so its
+    constants are set too) and ``HF_HOME``/``HF_HUB_CACHE`` are empty folders of this test."""
+    from huggingface_hub import constants
+
+    from local_hub import LocalHub
+
+    hub = LocalHub().start()
+    hub.add_token(LOCAL_HUB_TOKEN, "me", orgs=("org",))
+    home = tmp_path / "hf-home"
+    for name, value in (("HF_ENDPOINT", hub.url), ("HF_TOKEN", LOCAL_HUB_TOKEN), ("HF_HOME", str(home)),
+                        ("HF_HUB_CACHE", str(home / "hub")), ("HF_HUB_DISABLE_TELEMETRY", "1"),
+                        ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    hub.token = LOCAL_HUB_TOKEN
+    yield hub
+    hub.stop()
