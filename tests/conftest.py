@@ -68,6 +68,10 @@ def local_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    import importlib
+
+    # stderr holds the error line only (the module, not the class huggingface_hub.utils exports under that name)
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.utils.tqdm"), "HF_HUB_DISABLE_PROGRESS_BARS", True)
     hub.token = LOCAL_HUB_TOKEN
     yield hub
     hub.stop()

@@ -2,6 +2,7 @@
 cache or a folder, checked before anything is downloaded, and the cached copy when offline."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,42 @@ def _remember_ref(snapshot: Path, revision: str, commit: str) -> None:
             ref.write_text(commit)
     except OSError:  # a read-only cache still works online
         pass
+
+
+def _matches_etag(path: Path, etag: str) -> bool | None:
+    """Whether a file's bytes are those its Hub ETag names: the git blob sha1 (a regular file) or the sha256 (an
+    LFS file); None when the ETag is neither (nothing to check)."""
+    if len(etag) == 40:
+        digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    elif len(etag) == 64:
+        digest = hashlib.sha256()
+    else:
+        return None
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest() == etag.lower()
+
+
+def _check_downloaded(folder: Path, repo_id: str, revision: str | None, local_dir: bool) -> None:
+    """Refuse (and remove) a downloaded file whose bytes are not the ones the Hub's ETag names, so that a corrupt
+    download never stays in the cache as if it were the model. In the cache a file links to ``blobs/ETAG``; in a
+    ``local_dir`` huggingface_hub keeps the ETag in ``.cache/huggingface/download/NAME.metadata`` (second line)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts):
+        if local_dir:
+            meta = folder / ".cache" / "huggingface" / "download" / (path.relative_to(folder).as_posix() + ".metadata")
+            lines = meta.read_text().splitlines() if meta.is_file() else []
+            etag, blob = (lines[1].strip() if len(lines) > 1 else ""), path
+        else:
+            blob = path.resolve()
+            etag = blob.name if path.is_symlink() and blob.parent.name == "blobs" else ""
+        if not etag or _matches_etag(blob, etag) is not False:
+            continue
+        for stale in {path, blob}:
+            stale.unlink(missing_ok=True)
+        raise CheckpointError(f"{repo_id}@{revision or 'main'}: the downloaded {path.name} does not match the checksum "
+                              f"the Hub sent (ETag {etag[:12]}...); it was removed from the cache: download again, "
+                              f"and if it happens again the file or a proxy on the way is corrupt")
 
 
 def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: bool = True,
@@ -80,6 +117,8 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, need_weights: boo
     except Exception as e:  # noqa: BLE001 - mapped to one line
         raise_hub_error(e, repo_id, revision)
     folder = Path(folder)
+    if info is not None:  # just downloaded (offline, the copy was checked when it was downloaded)
+        _check_downloaded(folder, repo_id, revision, local_dir is not None)
     commit = getattr(info, "sha", None) if info is not None else None
     if commit and local_dir is None and not COMMIT_HASH.match(revision or "main"):
         _remember_ref(folder, revision or "main", commit)

@@ -52,6 +52,13 @@ def http_status(exc: BaseException) -> int | None:
     return getattr(getattr(exc, "response", None), "status_code", None)
 
 
+def retry_after(exc: BaseException) -> str:
+    """``", retry after N s"`` from a failed request's ``Retry-After`` header, or ``""``."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    value = str(headers.get("Retry-After", "")).strip()
+    return f", retry after {value} s" if value.isdigit() else ""
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether a huggingface_hub / network exception means the Hub could not be reached (a server error too)."""
     if isinstance(exc, _network_types()):
@@ -91,6 +98,12 @@ def hub_error(exc: BaseException, repo_id: str, revision: str | None) -> CtinitE
     if _is(exc, "EntryNotFoundError"):
         return CheckpointError(f"{where}: a file is missing in this Hub repo ({first}); an initialization repo holds "
                                f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+    if isinstance(exc, OSError) and "Consistency check failed" in str(exc):  # huggingface_hub's size check
+        return CheckpointError(f"{where}: a download from the Hub was cut short (fewer bytes than the Hub announced); "
+                               f"nothing of it was kept: download again")
+    if http_status(exc) == 429:
+        return CheckpointError(f"{repo_id}: the Hub is rate-limiting these requests (HTTP 429){retry_after(exc)}; "
+                               f"wait, then rerun")
     if is_connection_error(exc):
         if hub_offline():
             return CheckpointError(f"{where}: HF_HUB_OFFLINE=1 is set and there is no cached copy; download it once "
@@ -112,4 +125,5 @@ def raise_hub_error(exc: BaseException, repo_id: str, revision: str | None) -> N
     raise error from exc
 
 
-__all__ = ["http_status", "hub_cache", "hub_error", "hub_offline", "is_connection_error", "raise_hub_error"]
+__all__ = ["http_status", "hub_cache", "hub_error", "hub_offline", "is_connection_error", "raise_hub_error",
+           "retry_after"]

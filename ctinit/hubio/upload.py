@@ -20,7 +20,7 @@ from ..errors import CheckpointError, ConfigError
 from ..tokens import TOKEN_SHAPED, TOKEN_SHAPED_BYTES, get_token, scrub
 from ..version import __version__
 from .cards import PLACEHOLDER
-from .errors import http_status, hub_error, hub_offline, is_connection_error
+from .errors import http_status, hub_error, hub_offline, is_connection_error, retry_after
 from .names import PICKLE_SUFFIXES, parse_hub_id
 
 #: Never uploaded: pickle files and hidden files.
@@ -166,8 +166,14 @@ def _push_error(exc: BaseException, repo: str, revision: str | None, token: str)
     if status in (401, 403):
         return ConfigError(f"{repo}: not allowed to write (HTTP {status}); use a token with write access to "
                            f"{repo.split('/')[0]} (HF_TOKEN or `hf auth login`)")
+    if status == 429:
+        return CheckpointError(f"{repo}: the Hub is rate-limiting these requests (HTTP 429){retry_after(exc)}; the push "
+                               f"did not complete: wait, then push again")
+    if isinstance(status, int) and status >= 500:
+        return CheckpointError(f"{repo}: the Hub failed (HTTP {status}); the push did not complete: push again later")
     if is_connection_error(exc):
-        return CheckpointError(f"{repo}: cannot reach the Hub to push ({type(exc).__name__}); check the network")
+        return CheckpointError(f"{repo}: cannot reach the Hub to push ({type(exc).__name__}); the push did not "
+                               f"complete: check the network and push again")
     error = hub_error(exc, repo, revision)
     if error is None:
         return type(exc)(scrub(str(exc), token)) if isinstance(exc, CheckpointError) else exc
