@@ -13,6 +13,7 @@ HF_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: an end-to-end test of more than ~20 s (deselect with -m 'not slow')")
     config.addinivalue_line("markers", "user_hub_env: keep the user's HF_* variables (the opt-in real-Hub tests)")
 
 

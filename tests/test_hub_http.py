@@ -29,34 +29,23 @@ def run(*args, env=None, expect=0):
     return proc.stdout, proc.stderr
 
 
-def one_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 def cached_snapshots(repo_id: str) -> list[Path]:
     folder = Path(os.environ["HF_HUB_CACHE"]) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
     return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A tiny meta-training run (no Hub), exported and pushed by the tests."""
+@pytest.fixture
+def export(tmp_path):
+    """An init folder as ``ctinit-hub export`` writes it (a tiny run exported in this process)."""
+    from ctinit_hub.__main__ import main as hub_main
     from ctinit_training.meta_train import main as meta_train_main
 
-    out = tmp_path_factory.mktemp("http-run") / "run"
-    assert meta_train_main(["--config", str(TINY), "--out", str(out), *TRAIN]) == 0
-    return out
+    assert meta_train_main(["--config", str(TINY), "--out", str(tmp_path / "run"), *TRAIN]) == 0
+    assert hub_main(["export", str(tmp_path / "run"), str(tmp_path / "export"), "--license", "mit"]) == 0
+    return tmp_path / "export"
 
 
-@pytest.fixture
-def export(trained_run, tmp_path):
-    out = tmp_path / "export"
-    run("ctinit-hub", "export", str(trained_run), str(out), "--license", "mit")
-    return out
-
-
+@pytest.mark.slow  # eight runs of the installed commands: about 40 s on an idle 2-core machine
 def test_publish_list_download_finetune_push_and_pipeline_by_id(local_hub, tmp_path):
     """The issue's whole path: meta-train and push an init, list it, download it by id in a fresh cache, fine-tune
     it, fine-tune again offline from the cache, push the fine-tuned model, load it with transformers by id."""
@@ -111,55 +100,40 @@ def test_publish_list_download_finetune_push_and_pipeline_by_id(local_hub, tmp_p
     assert label in json.loads(pushed["config.json"])["id2label"].values() and backbone
 
 
-def test_push_pins_revisions_and_keeps_the_card_on_the_hub(local_hub, export, tmp_path):
+def test_push_pins_revisions_and_keeps_the_card_on_the_hub(local_hub, export, tmp_path, capsys):
     """``ctinit-hub push`` twice: the first commit stays downloadable by hash and by tag; the card already on the
-    Hub is kept unless --overwrite-card; a branch; an unchanged push makes no commit."""
+    Hub is kept unless --overwrite-card; a branch; an unchanged push makes no commit. (In this process: the
+    commands' ``main``, huggingface_hub over HTTP.)"""
     from huggingface_hub import HfApi
 
-    out, _ = run("ctinit-hub", "push", str(export), "--repo", "org/pinned", "--private")
+    from ctinit_hub.__main__ import main as hub_main
+
+    def ok(*argv):
+        assert hub_main(list(argv)) == 0
+        out, err = capsys.readouterr()
+        assert LOCAL_HUB_TOKEN not in out + err
+        return out.strip().splitlines(), err
+
+    out, _ = ok("push", str(export), "--repo", "org/pinned", "--private")
     first = local_hub.head("org/pinned")
-    assert out.strip() == f"{local_hub.url}/org/pinned/commit/{first}" and local_hub.repos["org/pinned"].private
+    assert out == [f"{local_hub.url}/org/pinned/commit/{first}"] and local_hub.repos["org/pinned"].private
     HfApi().create_tag("org/pinned", tag="v1")
     (export / "extra.txt").write_text("second push\n")
-    _, err = run("ctinit-hub", "push", str(export), "--repo", "org/pinned")
+    _, err = ok("push", str(export), "--repo", "org/pinned")
     assert "kept the model card already on org/pinned" in err
     second = local_hub.head("org/pinned")
     assert second != first and "extra.txt" in local_hub.files("org/pinned")
     for pin in (f"org/pinned@{first}", "org/pinned@v1"):
-        out, _ = run("ctinit-hub", "pull", pin, "--out", str(tmp_path / pin.split("@")[1][:8]))
-        assert out.splitlines()[0] == first and not (tmp_path / pin.split("@")[1][:8] / "extra.txt").exists()
-    out, _ = run("ctinit-hub", "pull", "org/pinned")
-    assert out.splitlines()[0] == second
-    run("ctinit-hub", "push", str(export), "--repo", "org/pinned")  # nothing changed: no new commit
+        target = tmp_path / pin.split("@")[1][:8]
+        out, _ = ok("pull", pin, "--out", str(target))
+        assert out[0] == first and not (target / "extra.txt").exists() and (target / "model.safetensors").is_file()
+    out, _ = ok("pull", "org/pinned")
+    assert out[0] == second
+    ok("push", str(export), "--repo", "org/pinned")  # nothing changed: no new commit
     assert local_hub.head("org/pinned") == second
-    run("ctinit-hub", "push", str(export), "--repo", "org/pinned", "--revision", "dev", "--overwrite-card")
-    assert local_hub.head("org/pinned", "dev") != second and local_hub.head("org/pinned") == second
-
-    # a private repo without a token: one line, exit 2, nothing cached
-    _, err = run("ctinit-hub", "pull", "org/pinned", env={"HF_TOKEN": ""}, expect=2)
-    assert "no Hub model repo of that name (if it is private, set HF_TOKEN" in one_line(err)
-    _, err = run("ctinit-hub", "pull", "org/pinned@no-such-tag", expect=2)
-    assert "no revision 'no-such-tag'" in one_line(err)
-    _, err = run("ctinit-hub", "pull", "org/never-made", expect=2)
-    assert "no Hub model repo of that name" in one_line(err)
-
-
-def test_push_zoo_over_http(local_hub, tmp_path, monkeypatch):
-    """``ctinit-hub push-zoo --org`` pushes the zoo entries it can (the registry's weights), with their cards."""
-    from ctinit import zoo
-
-    entries = [name for name in zoo.names() if zoo.weights_path(name).is_file()] if hasattr(zoo, "weights_path") else []
-    if not entries:
-        pytest.skip("no zoo entry with local weights in this checkout")
-    out, _ = run("ctinit-hub", "push-zoo", "--org", "org")
-    for line in out.splitlines():
-        item = json.loads(line)
-        files = local_hub.files(item["repo_id"])
-        assert item["commit"] == local_hub.head(item["repo_id"]) and "model.safetensors" in files
-        assert metadata_load_bytes(files["README.md"], tmp_path)["library_name"] in ("ctinit", "transformers")
-
-
-def metadata_load_bytes(data: bytes, tmp_path: Path) -> dict:
-    path = tmp_path / "card.md"
-    path.write_bytes(data)
-    return metadata_load(path)
+    (export / "dev.txt").write_text("on a branch\n")
+    ok("push", str(export), "--repo", "org/pinned", "--revision", "dev")
+    assert "dev.txt" in local_hub.files("org/pinned", "dev") and "dev.txt" not in local_hub.files("org/pinned")
+    card = tmp_path / "card.md"
+    card.write_bytes(local_hub.files("org/pinned")["README.md"])
+    assert metadata_load(card)["library_name"] == "ctinit" and 'from_pretrained("org/pinned")' in card.read_text()
