@@ -45,6 +45,7 @@ class Repo:
     commits: dict = field(default_factory=dict)  # sha -> {path: bytes}
     branches: dict = field(default_factory=dict)
     tags: dict = field(default_factory=dict)
+    messages: dict = field(default_factory=dict)  # sha -> commit summary
     prs: int = 0
 
     def resolve(self, revision: str) -> str | None:
@@ -79,6 +80,7 @@ class LocalHub:
         self.tokens: dict[str, tuple[str, tuple[str, ...], bool]] = {}
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.user_agents: list[str] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -224,6 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path, query = url.path, {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.hub.requests.append((self.command, path))
+        self.hub.user_agents.append(self.headers.get("User-Agent", ""))
         fault = self.hub.take_fault(self.command, path)
         if fault is not None and fault.kind == "status":
             self._body() if self.command in ("POST", "PUT") else None
@@ -364,7 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 return self._error(400, f"unsupported commit operation {key!r} (files go inline: regular mode)")
         commit = self.hub._commit_id(repo_id, parent, files, message)
-        repo.commits[commit] = files
+        repo.commits[commit], repo.messages[commit] = files, message
         pr_url = None
         if create_pr:
             repo.prs += 1

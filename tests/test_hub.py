@@ -141,91 +141,63 @@ def test_export_bad_input_is_one_line(run, export, tmp_path, capsys):
     assert not (tmp_path / "o4").exists() and not (tmp_path / "o5").exists()  # nothing half-written
 
 
-# ------------------------------------------------------------------------------ push / pull / list, mocked
+# ------------------------------------------------------------------------------ push / pull over HTTP (local Hub)
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
-    """HfApi's write methods recorded instead of called; a token that must never be printed."""
-    from huggingface_hub import constants
-
-    calls = {}
+def hub(local_hub, monkeypatch):
+    """The local Hub (tests/local_hub.py), reached over HTTP with ``TOKEN``: a token that must never be printed."""
+    local_hub.add_token(TOKEN, "me", orgs=("org",))
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setattr("ctinit_hub.remote.get_token", lambda: TOKEN)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-    def record(name, result=None):
-        def method(self, *args, **kwargs):
-            calls[name] = (args, kwargs, getattr(self, "token", None))
-            return result
-        return method
-
-    commit = SimpleNamespace(commit_url=f"https://huggingface.co/me/tiny/commit/{SHA}", oid=SHA, pr_url=None)
-    calls["remote_card"] = False
-    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
-    monkeypatch.setattr("huggingface_hub.HfApi.file_exists",
-                        lambda self, repo_id, filename, **kw: calls["remote_card"] and filename == "README.md")
-    real_init = __import__("huggingface_hub").HfApi.__init__
-
-    def init(self, *args, **kwargs):
-        calls["HfApi"] = kwargs
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr("huggingface_hub.HfApi.__init__", init)
-
-    def upload(self, *args, **kwargs):  # record what the staged folder held at upload time
-        folder = Path(kwargs["folder_path"])
-        calls["upload_folder"] = (args, kwargs, getattr(self, "token", None))
-        calls["uploaded"] = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-        return commit
-
-    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", record("create_repo"))
-    monkeypatch.setattr("huggingface_hub.HfApi.create_branch", record("create_branch"))
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload)
-    return calls
+    return local_hub
 
 
-def test_push_creates_repo_uploads_and_prints_commit_url(export_copy, fake_hub, capsys):
+def uploaded(hub, repo_id, revision="main"):
+    """The files of a repo on the local Hub, without the .gitattributes every new repo starts with."""
+    return {p: d for p, d in hub.files(repo_id, revision).items() if p != ".gitattributes"}
+
+
+def test_push_creates_repo_uploads_and_prints_commit_url(export_copy, hub, capsys):
     code = hub_main(["push", str(export_copy), "--repo", "me/tiny", "--private", "--revision", "dev",
                      "--commit-message", "first init"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert out.strip() == f"https://huggingface.co/me/tiny/commit/{SHA}"
+    commit = hub.head("me/tiny", "dev")
+    assert out.strip() == f"{hub.url}/me/tiny/commit/{commit}"
     assert TOKEN not in out + err
-    args, kwargs, token = fake_hub["create_repo"]
-    assert args == ("me/tiny",) and kwargs["private"] is True and kwargs["exist_ok"] is True and token == TOKEN
-    assert fake_hub["create_branch"][1]["branch"] == "dev"
-    assert fake_hub["HfApi"]["library_name"] == "ctinit" and fake_hub["HfApi"]["library_version"] == ctinit.__version__
-    up = fake_hub["upload_folder"][1]
-    # uploaded from a temporary copy: the user's folder is never edited
-    assert up["repo_id"] == "me/tiny" and up["folder_path"] != str(export_copy) and up["revision"] == "dev"
-    assert up["commit_message"] == "first init" and "*.bin" in up["ignore_patterns"] and up["create_pr"] is False
-    uploaded = fake_hub["uploaded"]["README.md"].decode()
-    assert 'ctinit.from_pretrained("me/tiny")' in uploaded and "YOUR-ORG" not in uploaded
-    assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()
-    assert set(fake_hub["uploaded"]) == {p.name for p in export_copy.iterdir()}
-    for data in fake_hub["uploaded"].values():
+    assert hub.repos["me/tiny"].private and hub.head("me/tiny") != commit  # the branch holds the upload, not main
+    assert hub.repos["me/tiny"].messages[commit] == "first init"
+    assert f"ctinit/{ctinit.__version__}" in hub.user_agents[-1]  # HfApi(library_name="ctinit", library_version=...)
+    files = uploaded(hub, "me/tiny", "dev")
+    card = files["README.md"].decode()
+    assert 'ctinit.from_pretrained("me/tiny")' in card and "YOUR-ORG" not in card
+    assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()  # the user's folder is never edited
+    assert set(files) == {p.name for p in export_copy.iterdir()}
+    for data in files.values():
         assert TOKEN.encode() not in data
 
 
-def test_push_keeps_an_existing_remote_card_unless_overwrite_card(export_copy, fake_hub, capsys):
-    fake_hub["remote_card"] = True
+def test_push_keeps_an_existing_remote_card_unless_overwrite_card(export_copy, hub, capsys):
+    assert hub_main(["push", str(export_copy), "--repo", "me/tiny"]) == 0
+    on_hub = hub.files("me/tiny")["README.md"]
+    (export_copy / "README.md").write_text((export_copy / "README.md").read_text() + "\nedited here\n")
+    (export_copy / "notes.txt").write_text("new\n")
     assert hub_main(["push", str(export_copy), "--repo", "me/tiny", "--create-pr"]) == 0
-    assert "README.md" not in fake_hub["uploaded"] and "config.json" in fake_hub["uploaded"]
-    assert fake_hub["upload_folder"][1]["create_pr"] is True and "create_branch" not in fake_hub
     assert "kept the model card" in capsys.readouterr().err
+    pr = hub.files("me/tiny", "refs/pr/1")
+    assert pr["README.md"] == on_hub and "notes.txt" in pr and "notes.txt" not in hub.files("me/tiny")
     assert hub_main(["push", str(export_copy), "--repo", "me/tiny", "--overwrite-card"]) == 0
-    assert "README.md" in fake_hub["uploaded"]
+    assert b"edited here" in hub.files("me/tiny")["README.md"]
 
 
-def test_push_refuses_the_token_in_a_large_binary_file_or_a_file_name(export_copy, fake_hub, capsys):
+def test_push_refuses_the_token_in_a_large_binary_file_or_a_file_name(export_copy, hub, capsys):
     def refused(needle):
         assert hub_main(["push", str(export_copy), "--repo", "me/tiny"]) == 2
         out, err = capsys.readouterr()
         lines = err.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], err
         assert TOKEN not in out + err and "Traceback" not in err
-        assert "upload_folder" not in fake_hub
+        assert not hub.requests  # refused before any request
 
     blob = bytearray(os.urandom(2 << 20))  # 2 MiB of binary, the token across the 1 MiB chunk edge
     at = (1 << 20) - 10
@@ -242,7 +214,7 @@ def test_push_refuses_the_token_in_a_large_binary_file_or_a_file_name(export_cop
     refused("a file name holds a Hugging Face token (sub/hf_***.txt)")
 
 
-def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, fake_hub, monkeypatch, capsys):
+def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, hub, monkeypatch, capsys):
     def fails(needle, args=None):
         assert hub_main(args or ["push", str(export_copy), "--repo", "me/tiny"]) == 2
         out, err = capsys.readouterr()
@@ -257,52 +229,47 @@ def test_push_refusals_are_one_line_and_never_show_the_token(export_copy, fake_h
     fails("holds pickle files")
     (export_copy / "optimizer.pt").unlink()
     fails("write a Hub id as ORG/NAME", ["push", str(export_copy), "--repo", "tiny"])
-
-    def forbidden(self, *args, **kwargs):
-        from huggingface_hub import errors
-
-        exc = errors.HfHubHTTPError.__new__(errors.HfHubHTTPError)
-        Exception.__init__(exc, f"403 Forbidden for token {TOKEN}")
-        exc.response = SimpleNamespace(status_code=403, headers={})
-        raise exc
-
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", forbidden)
+    assert not hub.requests
+    hub.add_token(TOKEN, "someone-else", write=False)  # the Hub answers 403: a token that cannot write to me/
     fails("not allowed to write (HTTP 403)")
-    assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()  # restored after the failed upload
-    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: None)
+    assert "YOUR-ORG/cts-tiny" in (export_copy / "README.md").read_text()  # the user's folder is never edited
+    assert "me/tiny" not in hub.repos
+    monkeypatch.delenv("HF_TOKEN")
     fails("no Hugging Face token: set HF_TOKEN")
-    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    requests = len(hub.requests)
     fails("HF_HUB_OFFLINE is set")
-    assert "upload_folder" not in fake_hub
+    assert len(hub.requests) == requests and "me/tiny" not in hub.repos
 
 
-def test_pull_prints_the_resolved_commit_and_refuses_pickle_repos(export, fake_hub, monkeypatch, tmp_path, capsys):
-    files = ["config.json", WEIGHTS_NAME, "README.md", "recipe.yaml"]
-    monkeypatch.setattr("huggingface_hub.HfApi.model_info",
-                        lambda self, repo_id, revision=None, **kw: SimpleNamespace(
-                            sha=SHA, siblings=[SimpleNamespace(rfilename=f) for f in files]))
-    seen = {}
+def test_pull_prints_the_resolved_commit_and_refuses_pickle_repos(export, hub, tmp_path, capsys):
+    from huggingface_hub import HfApi
 
-    def download(repo_id, **kwargs):
-        seen.update(kwargs, repo_id=repo_id)
-        shutil.copytree(export, kwargs["local_dir"], dirs_exist_ok=True)
-        return kwargs["local_dir"]
-
-    monkeypatch.setattr("huggingface_hub.snapshot_download", download)
+    assert hub_main(["push", str(export), "--repo", "me/tiny"]) == 0
+    HfApi().create_tag("me/tiny", tag="v1")
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "more.txt").write_text("after v1\n")
+    HfApi().upload_folder(repo_id="me/tiny", folder_path=str(tmp_path / "extra"))
+    v1 = hub.repos["me/tiny"].tags["v1"]
+    capsys.readouterr()
     assert hub_main(["pull", "me/tiny", "--revision", "v1", "--out", str(tmp_path / "pulled")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == [SHA, str(tmp_path / "pulled")]
-    assert seen["repo_id"] == "me/tiny" and seen["revision"] == SHA and "*.bin" in seen["ignore_patterns"]  # the commit model_info reported
-    assert (tmp_path / "pulled" / "README.md").is_file()
+    assert out == [v1, str(tmp_path / "pulled")]  # the commit the tag names, not main's
+    assert (tmp_path / "pulled" / "README.md").is_file() and not (tmp_path / "pulled" / "more.txt").exists()
+    assert hub.count("GET", f"/me/tiny/resolve/{v1}/") >= 1  # the files of that commit were downloaded
 
-    files[:] = ["config.json", "pytorch_model.bin"]
-    seen.clear()
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text("{}")
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"pickle")
+    HfApi().create_repo("me/pickled")
+    HfApi().upload_folder(repo_id="me/pickled", folder_path=str(tmp_path / "pickled"))
     assert hub_main(["pull", "me/pickled"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "only pickle weights on the Hub" in err[0] and not seen
+    assert len(err) == 1 and "only pickle weights on the Hub" in err[0]
+    assert hub.count("GET", "/me/pickled/resolve/") == 0 and hub.count("HEAD", "/me/pickled/resolve/") == 0
 
 
 def test_list_shows_ctinit_models_as_a_table(monkeypatch, capsys):
@@ -357,7 +324,7 @@ def test_push_and_pull_against_the_real_hub(export_copy, tmp_path, capsys):
         HfApi().delete_repo(repo, missing_ok=True)
 
 
-def test_meta_train_push_to_hub_exports_and_uploads_at_the_end(fake_hub, tmp_path, capsys):
+def test_meta_train_push_to_hub_exports_and_uploads_at_the_end(hub, tmp_path, capsys):
     from ctinit_training.meta_train import main as meta_train_main
 
     args = ["--config", str(TINY), "--out", str(tmp_path / "run"), "--no-progress", "steps=2", "reset_period=2",
@@ -365,10 +332,10 @@ def test_meta_train_push_to_hub_exports_and_uploads_at_the_end(fake_hub, tmp_pat
     assert meta_train_main(args + ["--push-to-hub", "not a repo"]) == 2  # refused before any training
     assert "write a Hub id as ORG/NAME" in capsys.readouterr().err and not (tmp_path / "run").exists()
     assert meta_train_main(args + ["--push-to-hub", "me/tiny", "--private"]) == 0
-    uploaded = fake_hub["uploaded"]
-    assert {"config.json", WEIGHTS_NAME, "README.md", "recipe.yaml", "preprocessor_config.json"} <= set(uploaded)
-    assert fake_hub["create_repo"][1]["private"] is True
-    assert 'ctinit.from_pretrained("me/tiny")' in uploaded["README.md"].decode()
-    for data in uploaded.values():
+    files = uploaded(hub, "me/tiny")
+    assert {"config.json", WEIGHTS_NAME, "README.md", "recipe.yaml", "preprocessor_config.json"} <= set(files)
+    assert hub.repos["me/tiny"].private
+    assert 'ctinit.from_pretrained("me/tiny")' in files["README.md"].decode()
+    for data in files.values():
         assert str(tmp_path).encode() not in data and TOKEN.encode() not in data
-    assert f"pushed to me/tiny: https://huggingface.co/me/tiny/commit/{SHA}" in capsys.readouterr().err
+    assert f"pushed to me/tiny: {hub.url}/me/tiny/commit/{hub.head('me/tiny')}" in capsys.readouterr().err
