@@ -297,50 +297,33 @@ def test_finetune_overwrite_replaces_the_model(model, unique_root, capsys):
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
-    from huggingface_hub import constants
-
-    calls = {}
-    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    real_init = __import__("huggingface_hub").HfApi.__init__
-
-    def init(self, *args, **kwargs):
-        calls["HfApi"] = kwargs
-        real_init(self, *args, **kwargs)
-
-    def upload(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        calls["upload"] = kwargs
-        calls["files"] = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-        return SimpleNamespace(commit_url=f"https://huggingface.co/me/model/commit/{SHA}", pr_url=None)
-
-    monkeypatch.setattr("huggingface_hub.HfApi.__init__", init)
-    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, *a, **k: calls.setdefault("create", (a, k)))
-    monkeypatch.setattr("huggingface_hub.HfApi.file_exists", lambda self, *a, **k: False)
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload)
-    return calls
+def hub(local_hub, monkeypatch):
+    """The local Hub (tests/local_hub.py) over HTTP, with ``TOKEN`` as the user's token (never printed)."""
+    local_hub.add_token(TOKEN, "me")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return local_hub
 
 
-def test_finetune_push_to_hub_uploads_the_model_folder(model, unique_root, fake_hub, capsys):
+def test_finetune_push_to_hub_uploads_the_model_folder(model, unique_root, hub, capsys):
     from huggingface_hub import ModelCard
 
     args = ["finetune", "--init", str(unique_root / "my-init"), "--data", f"npz:{unique_root / 'bars.npz'}",
             "--steps", "2", "--batch-size", "8", "--no-progress", "--json", "--push-to-hub", "me/model", "--private"]
     assert cli_main(args) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["commit_url"].endswith(SHA) and TOKEN not in out + err
-    assert fake_hub["HfApi"]["library_name"] == "ctinit" and fake_hub["create"][1]["private"] is True
-    files = fake_hub["files"]
+    assert json.loads(out)["commit_url"] == f"{hub.url}/me/model/commit/{hub.head('me/model')}"
+    assert TOKEN not in out + err
+    assert "ctinit/" in hub.user_agents[-1] and hub.repos["me/model"].private
+    files = {p: d for p, d in hub.files("me/model").items() if p != ".gitattributes"}
     assert set(files) == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
     for name, data in files.items():
         assert unique_root.name.encode() not in data and TOKEN.encode() not in data, name
-    card = (unique_root / "card.md")
-    card.write_bytes(files["README.md"])
-    assert 'pipeline("image-classification", model="me/model")' in card.read_text()
+    card = ModelCard(files["README.md"].decode())  # huggingface_hub's parser reads the pushed card
+    assert card.data.library_name and card.data.pipeline_tag == "image-classification"
+    assert 'pipeline("image-classification", model="me/model")' in card.text
 
 
-def test_image_classifier_save_pretrained_and_push_to_hub(unique_root, fake_hub):
+def test_image_classifier_save_pretrained_and_push_to_hub(unique_root, hub):
     from transformers import AutoModelForImageClassification
 
     classifier = ctinit.ImageClassifier(ctinit.build_backbone("resnet20"), num_classes=2).eval()
@@ -351,9 +334,12 @@ def test_image_classifier_save_pretrained_and_push_to_hub(unique_root, fake_hub)
     x = torch.randn(2, 3, 28, 28)
     assert torch.allclose(loaded(x).logits, classifier(x), atol=1e-5) and loaded.config.id2label[1] == "dog"
     info = classifier.push_to_hub("me/py-model", labels=["cat", "dog"])
-    assert info.commit_url.endswith(SHA) and "model.safetensors" in fake_hub["files"]
-    info = loaded.push_to_hub("me/py-model")  # a loaded fine-tuned model pushes through the same code
-    assert info.commit_url.endswith(SHA) and fake_hub["upload"]["repo_id"] == "me/py-model"
+    assert info.oid == hub.head("me/py-model") and "model.safetensors" in hub.files("me/py-model")
+    # by id, over HTTP: the weights pushed are the weights loaded
+    by_id = AutoModelForImageClassification.from_pretrained("me/py-model").eval()
+    assert torch.allclose(by_id(x).logits, classifier(x), atol=1e-5)
+    info = loaded.push_to_hub("me/py-model", commit_message="again")  # a loaded model pushes through the same code
+    assert info.oid == hub.head("me/py-model")
 
 
 def test_a_hub_init_is_named_by_id_and_commit_and_becomes_base_model(model, unique_root):
@@ -382,30 +368,24 @@ def test_a_hub_init_is_named_by_id_and_commit_and_becomes_base_model(model, uniq
     assert "[`org/cts-init`](https://huggingface.co/org/cts-init) (commit `cccccccccc`)" in card.text
 
 
-def test_predict_takes_a_hub_id_and_fetches_only_safe_files(model, unique_root, monkeypatch, capsys):
-    import shutil
+def test_predict_takes_a_hub_id_and_fetches_only_safe_files(model, unique_root, hub, capsys):
+    from huggingface_hub import HfApi
 
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    files = ["config.json", "model.safetensors", "preprocessor_config.json", "README.md"]
-    monkeypatch.setattr("huggingface_hub.HfApi.model_info", lambda self, repo_id, revision=None, **kw: SimpleNamespace(
-        sha=SHA, siblings=[SimpleNamespace(rfilename=f) for f in files]))
-    seen = {}
-
-    def download(repo_id, **kwargs):
-        seen.update(kwargs, repo_id=repo_id)
-        target = unique_root / "snapshot"
-        shutil.copytree(model, target, dirs_exist_ok=True)
-        return str(target)
-
-    monkeypatch.setattr("huggingface_hub.snapshot_download", download)
+    assert cli_main(["finetune", "--init", str(unique_root / "my-init"), "--data", f"npz:{unique_root / 'bars.npz'}",
+                     "--steps", "1", "--batch-size", "8", "--no-progress", "--push-to-hub", "me/bars"]) == 0
+    HfApi().create_tag("me/bars", tag="v2")
+    (unique_root / "more").mkdir(exist_ok=True)
+    (unique_root / "more" / "optimizer.pt").write_bytes(b"a pickle that must never be downloaded")
+    HfApi().upload_folder(repo_id="me/bars", folder_path=str(unique_root / "more"))
     from PIL import Image
 
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(unique_root / "zero.png")
     capsys.readouterr()
+    before = len(hub.requests)
     assert cli_main(["predict", "--model", "me/bars@v2", str(unique_root / "zero.png"), "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert len(row["predictions"]) == 3 and {p["label"] for p in row["predictions"]} == set(CLASSES)
-    assert seen["repo_id"] == "me/bars" and seen["revision"] == SHA and "*.bin" in seen["ignore_patterns"]
-    assert set(seen["allow_patterns"]) == {"config.json", "model.safetensors", "preprocessor_config.json"}
+    v2 = hub.repos["me/bars"].tags["v2"]
+    downloads = [p for m, p in hub.requests[before:] if m == "GET" and "/me/bars/resolve/" in p]
+    assert {p.rsplit("/", 1)[1] for p in downloads} == {"config.json", "model.safetensors", "preprocessor_config.json"}
+    assert all(f"/resolve/{v2}/" in p for p in downloads)  # the commit v2 named: no card, never a pickle
