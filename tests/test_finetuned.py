@@ -18,7 +18,6 @@ from ctinit.cli import main as cli_main
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["top", "middle", "bottom"]
 TOKEN = "hf_TestTokenThatMustNeverBePrinted123"
-SHA = "b" * 40
 
 
 def make_task(path, size=28, n_per_class=16, seed=0):

@@ -4,7 +4,6 @@ token reaches the Hub), or refused with one line naming the culprit, before anyt
 """
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -74,25 +73,11 @@ CASES = [
 
 
 @pytest.fixture
-def hub(monkeypatch):
-    """HfApi's write methods recorded; the upload records the files of the folder it is given."""
-    from huggingface_hub import constants
-
-    calls = {}
-    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, *a, **k: None)
-    monkeypatch.setattr("huggingface_hub.HfApi.file_exists", lambda self, *a, **k: False)
-
-    def upload(self, *args, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        calls["uploaded"] = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-                             if p.is_file() and not p.is_symlink()}
-        calls["links"] = [p for p in folder.rglob("*") if p.is_symlink()]
-        return SimpleNamespace(commit_url="https://huggingface.co/me/fuzz/commit/x", pr_url=None)
-
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload)
-    return calls
+def hub(local_hub, monkeypatch):
+    """The local Hub (tests/local_hub.py) over HTTP, with ``TOKEN`` as the user's token."""
+    local_hub.add_token(TOKEN, "me")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return local_hub
 
 
 @pytest.mark.parametrize("name,build,expected", CASES, ids=[c[0] for c in CASES])
@@ -104,12 +89,15 @@ def test_push_folder_fuzz(tmp_path, hub, name, build, expected):
     kind, what = expected
     if kind == "ok":
         push_folder(folder, "me/fuzz")
-        assert set(hub["uploaded"]) == what and not hub["links"]  # links became the files they point to
-        assert all(TOKEN.encode() not in data and SHAPED.encode() not in data for data in hub["uploaded"].values())
+        uploaded = {p: d for p, d in hub.files("me/fuzz").items() if p != ".gitattributes"}
+        assert set(uploaded) == what  # links became the files they point to (a commit holds files only)
+        for path, data in uploaded.items():
+            assert data == (folder / path).read_bytes()
+            assert TOKEN.encode() not in data and SHAPED.encode() not in data
     else:
         with pytest.raises(CtinitError) as refused:
             push_folder(folder, "me/fuzz")
         line = str(refused.value)
         assert what in line and "\n" not in line and TOKEN not in line and SHAPED not in line, line
         assert str(folder) in line  # it names the user's folder, never the temporary copy
-        assert "uploaded" not in hub
+        assert not hub.requests  # refused before anything reached the Hub
