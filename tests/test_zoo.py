@@ -194,46 +194,26 @@ def test_init_from_of_another_architecture_is_one_line(tiny_zoo, tmp_path, capsy
     assert not (tmp_path / "a" / "init").exists() and not (tmp_path / "b" / "init").exists()
 
 
-# ------------------------------------------------------------------------------------------- push-zoo, mocked Hub
+# ------------------------------------------------------------------------------- push-zoo, over HTTP (local Hub)
 
 
-@pytest.fixture
-def mocked_hub(monkeypatch):
-    """HfApi's write methods recorded instead of called (as tests/test_hub.py does)."""
-    from huggingface_hub import constants
-
-    calls = {"create_repo": [], "uploaded": {}}
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: "hf_" + "x" * 8)
-    monkeypatch.setattr("huggingface_hub.HfApi.create_repo",
-                        lambda self, repo, **kw: calls["create_repo"].append((repo, kw)))
-    monkeypatch.setattr("huggingface_hub.HfApi.file_exists", lambda self, *a, **kw: True)
-
-    def upload(self, **kwargs):
-        folder = Path(kwargs["folder_path"])
-        calls["uploaded"][kwargs["repo_id"]] = {p.name: p.read_bytes() for p in folder.iterdir()}
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/{'a' * 40}", oid="a" * 40)
-
-    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload)
-    return calls
-
-
-def test_push_zoo_pushes_every_entry_with_card_and_recipe(tiny_zoo, mocked_hub, capsys):
+def test_push_zoo_pushes_every_entry_with_card_and_recipe(tiny_zoo, local_hub, capsys):
     from ctinit_hub.__main__ import main as hub_main
 
     assert hub_main(["push-zoo", "--org", "me", "--dry-run"]) == 0
     item = json.loads(capsys.readouterr().out)
-    assert item["repo_id"] == f"me/{NAME}" and item["commit"] is None and not mocked_hub["uploaded"]
+    assert item["repo_id"] == f"me/{NAME}" and item["commit"] is None and not local_hub.requests
     assert {"config.json", "model.safetensors", "README.md", "recipe.yaml", "preprocessor_config.json"} <= set(item["files"])
 
     assert hub_main(["push-zoo", "--org", "me", "--record"]) == 0
     item = json.loads(capsys.readouterr().out)
-    files = mocked_hub["uploaded"][f"me/{NAME}"]
+    files = local_hub.files(f"me/{NAME}")
+    assert item["commit"] == local_hub.head(f"me/{NAME}")
     assert files["model.safetensors"] == (tiny_zoo / "weights" / NAME / "model.safetensors").read_bytes()
     card = files["README.md"].decode()
     assert f"me/{NAME}" in card and "library_name: ctinit" in card and "recipe.yaml" in files
     assert str(tiny_zoo) not in card  # nothing local is published
-    assert ctinit.zoo.get(NAME)["hub_id"] == f"me/{NAME}" and ctinit.zoo.get(NAME)["revision"] == "a" * 40
+    assert ctinit.zoo.get(NAME)["hub_id"] == f"me/{NAME}" and ctinit.zoo.get(NAME)["revision"] == item["commit"]
     assert hub_main(["push-zoo", "--org", "not/an org"]) == 2
     one_line_error(capsys, "--org")
 
