@@ -1,7 +1,6 @@
 """The zoo: names, the sha256 check, zoo: wherever an init is taken, ctinit list, cards, init_from, push-zoo."""
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
