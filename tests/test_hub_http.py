@@ -45,7 +45,7 @@ def export(tmp_path):
     return tmp_path / "export"
 
 
-@pytest.mark.slow  # eight runs of the installed commands: about 40 s on an idle 2-core machine
+@pytest.mark.slow  # eight runs of the installed commands (torch + transformers imports each): minutes on 2 cores
 def test_publish_list_download_finetune_push_and_pipeline_by_id(local_hub, tmp_path):
     """The issue's whole path: meta-train and push an init, list it, download it by id in a fresh cache, fine-tune
     it, fine-tune again offline from the cache, push the fine-tuned model, load it with transformers by id."""
@@ -129,6 +129,12 @@ def test_push_pins_revisions_and_keeps_the_card_on_the_hub(local_hub, export, tm
         assert out[0] == first and not (target / "extra.txt").exists() and (target / "model.safetensors").is_file()
     out, _ = ok("pull", "org/pinned")
     assert out[0] == second
+    from ctinit.cli import main as cli_main  # fine-tune from the pinned tag: the base model is v1's commit
+
+    assert cli_main(["finetune", "--init", "org/pinned@v1", *FINETUNE, "--out", str(tmp_path / "ft")]) == 0
+    capsys.readouterr()
+    base = json.loads((tmp_path / "ft" / "config.json").read_text())["ctinit"]["base_model"]
+    assert base["repo_id"] == "org/pinned" and base["commit"] == first
     ok("push", str(export), "--repo", "org/pinned")  # nothing changed: no new commit
     assert local_hub.head("org/pinned") == second
     (export / "dev.txt").write_text("on a branch\n")
