@@ -46,6 +46,13 @@ def measure(name: str) -> dict:
             "size": (where / WEIGHTS_NAME).stat().st_size}
 
 
+def mismatches(entry: dict) -> list[str]:
+    """Where the registry's metadata of ``entry`` differs from what its shipped files measure (empty: all true)."""
+    measured = {**measure(entry["name"]), "algorithm": algorithm(entry["name"])}
+    return [f"{entry['name']}: {key} is {entry.get(key)!r} in the registry, {value!r} measured from the files"
+            for key, value in measured.items() if entry.get(key) != value]
+
+
 def training_data(entry: dict) -> str:
     """The data it was trained on, in words (the tasks' specs are in ``tasks``)."""
     tasks = [str(t) for t in entry.get("tasks") or []]
@@ -96,4 +103,5 @@ def with_metadata(entry: dict) -> dict:
     return out
 
 
-__all__ = ["FLOPS_COUNTED", "SCRATCH", "algorithm", "gflops", "measure", "normalise_result", "training_data", "with_metadata"]
+__all__ = ["FLOPS_COUNTED", "SCRATCH", "algorithm", "gflops", "measure", "mismatches", "normalise_result",
+           "training_data", "with_metadata"]
