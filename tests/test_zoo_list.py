@@ -16,14 +16,17 @@ def test_list_fits_100_columns_with_one_line_per_entry(capsys):
     assert WIDTH == 100 and max(len(line) for line in lines) <= 100, max(lines, key=len)
     for entry in SHIPPED:
         [line] = [x for x in lines if x.startswith(f"zoo:{entry['name']} ")]
-        first = next(r for r in entry["results"] if r["against"] == "scratch")
+        first = next((r for r in entry["results"] if r["against"] == "scratch"), None)
+        if first is None:  # an entry not measured yet (a counterpart just shipped)
+            assert line.endswith("not measured")
+            continue
         assert f"{first['init_accuracy']:.3f} vs {first['against_accuracy']:.3f}: " \
                f"{first['difference']['mean'] * 100:+.1f}" in line
         assert entry["algorithm"] in line.split()
 
 
 def test_list_name_and_wide_show_every_result(capsys):
-    entry = SHIPPED[0]
+    entry = next(e for e in SHIPPED if e["results"])
     assert cli_main(["list", f"zoo:{entry['name']}"]) == 0
     text = capsys.readouterr().out
     assert f"parameters: {entry['params']:,}" in text and f"GFLOPs per image: {entry['gflops']}" in text
@@ -51,7 +54,7 @@ def test_list_json_gives_metadata_and_results_schema(capsys):
             assert row[key] == entry[key] and row[key] is not None, key
         assert row["counterpart"] == entry.get("counterpart")
         assert all({"against", "budget", "ci95"} <= set(r) for r in row["results"])
-        assert row["headline"] == next(r for r in entry["results"] if r["against"] == "scratch")
+        assert row["headline"] == next((r for r in entry["results"] if r["against"] == "scratch"), None)
 
 
 def test_list_of_an_entry_not_measured_says_so(tiny_zoo, capsys):

@@ -85,12 +85,15 @@ def test_cards_model_index_parses_with_huggingface_hub(entry):
 
     readme = Path(ctinit.zoo.folder(entry["name"])) / "README.md"
     card = ModelCard.load(readme)
+    assert f"| parameters | {entry['params']:,} |" in readme.read_text()
+    if not entry["results"]:  # nothing measured: no model-index, and the card says so
+        assert "model-index" not in metadata_load(readme) and "Not measured yet" in card.text
+        return
     name, results = model_index_to_eval_results(metadata_load(readme)["model-index"])
     assert name == entry["name"] and len(card.data.eval_results) == len(results)
     expected = {(r["name"], round(r["init_accuracy"], 4)) for r in entry["results"]}
     assert {(r.dataset_name, r.metric_value) for r in results} == expected
     assert all(r.metric_type == "accuracy" and r.task_type == "image-classification" for r in results)
-    assert f"| parameters | {entry['params']:,} |" in readme.read_text()
 
 
 def test_add_links_a_counterpart_and_results_pair_against_it(tiny_zoo, tmp_path, capsys):
