@@ -37,20 +37,39 @@ def gain_text(entry: dict) -> str:
         return "not measured"
     parts = []
     for r in results:
+        against = r.get("against", "scratch")
         text = f"{format_difference(r['difference'])} on {r['name']}"
+        if against != "scratch":
+            text += f" (vs {ZOO_PREFIX}{against})"
         if r.get("verdict") != BETTER:
-            text += " (does not beat scratch)"
+            text += f" (does not beat {'scratch' if against == 'scratch' else ZOO_PREFIX + against})"
         parts.append(text)
     return "; ".join(parts)
+
+
+#: What ``ctinit list --json`` gives of each zoo entry, beside ``init``, ``gain`` and ``headline``.
+ZOO_FIELDS = ("name", "algorithm", "counterpart", "counterpart_of", "backbone", "image_size", "channels", "params",
+              "flops", "gflops", "flops_counted", "size", "license", "tasks", "training_data", "recipe", "command",
+              "seconds", "machine", "meta_lr", "meta_lr_chosen", "hub_id", "revision", "results")
+#: ``ctinit list`` fits a terminal this wide (``--wide`` and ``ctinit list NAME`` do not try).
+WIDTH = 100
+
+
+def headline(entry: dict) -> dict | None:
+    """The entry's headline result: the first one recorded against scratch (the registry's order is the
+    maintainers' choice), else the first of any."""
+    results = entry.get("results") or []
+    against_scratch = [r for r in results if r.get("against", "scratch") == "scratch"]
+    return (against_scratch or results or [None])[0]
 
 
 def zoo_rows() -> list[dict]:
     rows = []
     for e in zoo_entries():
-        rows.append({"name": e["name"], "init": ZOO_PREFIX + e["name"], "backbone": e.get("backbone"),
-                     "image_size": e.get("image_size"), "channels": e.get("channels"), "tasks": e.get("tasks") or [],
-                     "size": e.get("size"), "hub_id": e.get("hub_id"), "revision": e.get("revision"),
-                     "results": e.get("results") or [], "gain": gain_text(e)})
+        row = {k: e.get(k) for k in ZOO_FIELDS}
+        row.update({"init": ZOO_PREFIX + e["name"], "tasks": e.get("tasks") or [], "results": e.get("results") or [],
+                    "gain": gain_text(e), "headline": headline(e)})
+        rows.append(row)
     return rows
 
 
@@ -79,27 +98,97 @@ def _size(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
-def catalog_text(data: dict) -> str:
-    zoo_part = _table(["init", "backbone", "input", "meta-trained on", "gain over scratch (paired, 95% interval)",
-                       "size"],
-                      [[r["init"], str(r["backbone"]), f"{r['channels']}x{r['image_size']}x{r['image_size']}",
-                        _tasks_text(r["tasks"]), r["gain"], _size(r["size"])] for r in data["zoo"]]) \
-        if data["zoo"] else "(none in this version)"
+def _params(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
+
+
+def _input(r: dict) -> str:
+    return f"{r['channels']}x{r['image_size']}x{r['image_size']}"
+
+
+def _headline_text(r: dict | None) -> str:
+    """``0.749 vs 0.414: +33.6 [+30.0, +37.1] on NAME``: absolute accuracies beside the gain."""
+    if r is None:
+        return "not measured"
+    opponent = r.get("against", "scratch")
+    theirs = r.get("against_accuracy", r.get("scratch_accuracy"))
+    vs = "" if opponent == "scratch" else f" zoo:{opponent}"
+    return (f"{r['init_accuracy']:.3f} vs {theirs:.3f}{vs}: {format_difference(r['difference'], unit='')} "
+            f"on {r['name']}")
+
+
+def _clip(line: str, width: int = WIDTH) -> str:
+    return line if len(line) <= width else line[:width - 3].rstrip() + "..."
+
+
+def _wrap(text: str, indent: str = "  ") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_on_hyphens=False)
+
+
+def zoo_table(rows: list[dict], wide: bool = False) -> str:
+    """One line per entry that fits ``WIDTH`` columns (its headline: accuracy vs scratch, gain [95% interval], on
+    which evaluation, at 200 fine-tuning steps unless it says); ``wide``: every column and every result."""
+    if not rows:
+        return "(none in this version)"
+    if wide:
+        return _table(["init", "algorithm", "backbone", "input", "params", "GFLOPs", "size", "license",
+                       "meta-trained on", "counterpart", "results (paired, 95% interval)"],
+                      [[r["init"], str(r.get("algorithm")), str(r["backbone"]), _input(r), _params(r.get("params")),
+                        str(r.get("gflops", "-")), _size(r["size"]), str(r.get("license")), _tasks_text(r["tasks"]),
+                        r.get("counterpart") or r.get("counterpart_of") or "-",
+                        "; ".join(_headline_text(x) + f" ({x.get('budget', '')})" for x in r["results"])
+                        or "not measured"] for r in rows])
+    table = _table(["init", "rule", "input", "params", "headline: accuracy vs scratch: gain [95% CI] on ..."],
+                   [[r["init"], str(r.get("algorithm") or "-"), _input(r), _params(r.get("params")),
+                     _headline_text(r["headline"])] for r in rows])
+    return "\n".join(_clip(line) for line in table.splitlines())
+
+
+def entry_text(row: dict) -> str:
+    """Everything about one entry (``ctinit list NAME``)."""
+    fields = [("algorithm", row.get("algorithm")), ("multi-task counterpart", row.get("counterpart")),
+              ("counterpart of", row.get("counterpart_of")), ("backbone", row["backbone"]), ("input", _input(row)),
+              ("parameters", f"{row['params']:,}" if row.get("params") is not None else None),
+              ("GFLOPs per image", row.get("gflops")), ("FLOPs counted by", row.get("flops_counted")),
+              ("file size", f"{row['size']:,} bytes" if row.get("size") else None), ("licence", row.get("license")),
+              ("training data", row.get("training_data")), ("tasks", ", ".join(row["tasks"])),
+              ("recipe", row.get("recipe")), ("command", row.get("command")),
+              ("training time", f"{row['seconds'] / 60:.0f} minutes" if row.get("seconds") else None),
+              ("machine", row.get("machine")),
+              ("meta rate", f"{row.get('meta_lr')}: {row['meta_lr_chosen']}" if row.get("meta_lr_chosen") else None),
+              ("Hub id", f"{row.get('hub_id')} (revision {row.get('revision') or 'not pushed yet'})")]
+    lines = [f"{row['init']}"] + [w for k, v in fields if v not in (None, "") for w in _wrap(f"  {k}: {v}", "    ")]
+    lines.append("  results (this entry minus its opponent, paired per (task, seed), 95% t-interval):"
+                 if row["results"] else "  results: not measured yet")
+    for r in row["results"]:
+        lines += _wrap(f"  - {r['name']} ({r.get('budget') or str(r.get('steps')) + ' steps'}, {r.get('seeds')} seeds, "
+                     f"{r.get('max_train_per_class') or 'all'} per class): {_headline_text(r).rsplit(' on ', 1)[0]}"
+                     f" pts, {r['verdict']}", "    ")
+    return "\n".join(lines)
+
+
+def catalog_text(data: dict, wide: bool = False) -> str:
     suites: dict[tuple, list[str]] = {}
     for t in data["tasks"]:
         suites.setdefault((t["suite"], t["role"]), []).append(t["spec"].split(":", 1)[1])
-    return "\n".join([
-        "Initializations (ctinit finetune --init zoo:NAME; scratch:zoo:NAME for the same architecture, fresh):",
-        zoo_part, "",
-        "Backbones (scratch:NAME, backbone: NAME in a recipe): " + ", ".join(b["name"] for b in data["backbones"]),
+    lines = [
+        "Initializations (ctinit finetune --init zoo:NAME; scratch:zoo:NAME for the same architecture, fresh;",
+        "ctinit list NAME or --wide for everything; gains in accuracy points after 200 fine-tuning steps):",
+        zoo_table(data["zoo"], wide), "",
+        *_wrap("Backbones (scratch:NAME, backbone: NAME in a recipe): "
+               + ", ".join(b["name"] for b in data["backbones"])),
         "",
         "Bundled tasks (builtin:NAME):",
-        *(f"  {suite} {role}: {', '.join(names)}" for (suite, role), names in suites.items()),
+        *(line for (suite, role), names in suites.items()
+          for line in _wrap(f"  {suite} {role}: {', '.join(names)}", "    ")),
         "",
-        "Recipes (ctinit-train --config NAME): " + (", ".join(r["name"] for r in data["recipes"]) or "-"),
+        *_wrap("Recipes (ctinit-train --config NAME): " + (", ".join(r["name"] for r in data["recipes"]) or "-")),
         "",
         "Initializations published on the Hub: ctinit list --hub [--author ORG]",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def _tasks_text(tasks: list[str]) -> str:
@@ -167,5 +256,5 @@ def print_inits(author: str | None, search: str | None, limit: int, as_json: boo
     return 0
 
 
-__all__ = ["catalog", "catalog_text", "gain_text", "inits_table", "list_inits", "print_inits", "recipes_dir",
-           "zoo_rows"]
+__all__ = ["WIDTH", "ZOO_FIELDS", "catalog", "catalog_text", "entry_text", "gain_text", "headline", "inits_table",
+           "list_inits", "print_inits", "recipes_dir", "zoo_rows", "zoo_table"]

@@ -5,7 +5,7 @@
     ctinit predict --model DIR|ORG/NAME[@REV] IMAGE_OR_FOLDER... [--top-k K] [--batch-size N] [--json]
     ctinit evaluate --init A --init scratch:A --data SPEC [--data SPEC ...] --seeds 3 --steps N --out DIR
     ctinit pick --data SPEC [--inits zoo:A zoo:B ...] [--steps N] [--seeds K] [--json]
-    ctinit list [--json]                 # offline: the zoo, backbones, bundled tasks, recipes
+    ctinit list [NAME] [--wide] [--json] # offline: the zoo, backbones, bundled tasks, recipes
     ctinit list --hub [--author ORG] [--search TEXT]
 
 Logs and progress go to stderr; results go to stdout. Bad input gets one line on stderr and a non-zero exit
@@ -244,10 +244,17 @@ def cmd_list(args) -> int:
         from .catalog import print_inits
 
         return print_inits(args.author, args.search, 50 if args.limit is None else args.limit, args.json, "ctinit list")
-    from .catalog import catalog, catalog_text
+    from .catalog import catalog, catalog_text, entry_text
 
     data = catalog()
-    print(json.dumps(data) if args.json else catalog_text(data))
+    if args.name:  # one zoo entry, everything about it
+        from .zoo import get
+
+        name = get(args.name)["name"]  # an unknown name: one line with the closest
+        [row] = [r for r in data["zoo"] if r["name"] == name]
+        print(json.dumps(row) if args.json else entry_text(row))
+        return 0
+    print(json.dumps(data) if args.json else catalog_text(data, wide=args.wide))
     return 0
 
 
@@ -379,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="offline: the zoo's initializations, the backbones, the bundled tasks and the "
                                      "recipes; --hub: initializations published on the Hub")
+    ls.add_argument("name", nargs="?", default=None, help="a zoo entry (NAME or zoo:NAME): everything about it")
+    ls.add_argument("--wide", action="store_true", help="every column and every result of the zoo (wider than 100)")
     ls.add_argument("--hub", action="store_true", help="list the initializations published on the Hub with ctinit")
     ls.add_argument("--author", default=None, help="(Hub) only this user or organization; implies --hub")
     ls.add_argument("--search", default=None, help="(Hub) only ids containing this text; implies --hub")

@@ -37,30 +37,106 @@ def recipe_file(entry: dict) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
+def _table(results: list[dict], opponent: str) -> list[str]:
+    lines = [f"| evaluation | tasks | train examples per class | steps | seeds | this initialization | {opponent} | "
+             "difference (95% interval) | verdict |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        tasks = ", ".join(f"`{public_spec(t)}`" for t in r.get("tasks", []))
+        per_class = r.get("max_train_per_class") or "all"
+        theirs = r.get("against_accuracy", r.get("scratch_accuracy"))
+        lines.append(f"| {r['name']} | {tasks} | {per_class} | {r.get('steps', '?')} | {r.get('seeds', '?')} | "
+                     f"{r['init_accuracy']:.3f} | {theirs:.3f} | {format_difference(r['difference'])} | "
+                     f"{r['verdict']} |")
+    return lines
+
+
+def _not_better(r: dict, opponent: str) -> str:
+    how = f"it is worse than {opponent}" if r["verdict"] == WORSE else "its interval includes 0"
+    return f"**It does not beat {opponent} on {r['name']}**: {how}."
+
+
 def results_section(entry: dict) -> str:
-    """The card's measured table, or "not measured yet"; a plain sentence wherever it does not beat scratch."""
+    """The card's measured tables (against its multi-task counterpart first, then against scratch), or "not measured
+    yet"; a plain sentence wherever it does not beat its opponent, those against the counterpart first of all."""
     results = entry.get("results") or []
     if not results:
         return ("Not measured yet: no evaluation of this initialization against scratch is recorded, so this card "
                 "claims no gain. Measure one on your data with `ctinit pick --data SPEC --inits zoo:"
                 f"{entry['name']}`.")
-    lines = ["Fine-tuned from this initialization and from scratch (the same architecture, fresh weights) with the "
-             "same recipe, tasks and seeds; the difference is this initialization minus scratch in accuracy points, "
-             "paired per (task, seed), with its 95% t-interval.", "",
-             "| evaluation | tasks | train examples per class | steps | seeds | this initialization | scratch | "
-             "difference (95% interval) | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    notes = []
+    scratch = [r for r in results if r.get("against", "scratch") == "scratch"]
+    others: dict[str, list[dict]] = {}
     for r in results:
-        tasks = ", ".join(f"`{public_spec(t)}`" for t in r.get("tasks", []))
-        per_class = r.get("max_train_per_class") or "all"
-        lines.append(f"| {r['name']} | {tasks} | {per_class} | {r.get('steps', '?')} | {r.get('seeds', '?')} | "
-                     f"{r['init_accuracy']:.3f} | {r['scratch_accuracy']:.3f} | {format_difference(r['difference'])} | "
-                     f"{r['verdict']} |")
-        if r["verdict"] != BETTER:
-            how = "it is worse than scratch" if r["verdict"] == WORSE else "its interval includes 0"
-            notes.append(f"**It does not beat scratch on {r['name']}**: {how}.")
-    return "\n".join(lines + ([""] + notes if notes else []))
+        if r.get("against", "scratch") != "scratch":
+            others.setdefault(r["against"], []).append(r)
+    lines, first = [], []
+    for name, rows in others.items():
+        first += [_not_better(r, f"`zoo:{name}`") for r in rows if r["verdict"] != BETTER]
+        lines += [f"Against `zoo:{name}` (ordinary multi-task pretraining on the same tasks, steps and data), "
+                  "paired per (task, seed), with its 95% t-interval:" if name == entry.get("counterpart") else
+                  f"Against `zoo:{name}`, paired per (task, seed), with its 95% t-interval:", ""]
+        lines += _table(rows, f"`zoo:{name}`") + [""]
+    if scratch:
+        lines += ["Fine-tuned from this initialization and from scratch (the same architecture, fresh weights) with "
+                  "the same recipe, tasks and seeds; the difference is this initialization minus scratch in accuracy "
+                  "points, paired per (task, seed), with its 95% t-interval.", ""]
+        lines += _table(scratch, "scratch")
+        notes = [_not_better(r, "scratch") for r in scratch if r["verdict"] != BETTER]
+        lines += [""] + notes if notes else []
+    if not others and entry.get("counterpart"):
+        first.append(f"Not yet compared with its multi-task counterpart `zoo:{entry['counterpart']}`: whether "
+                     "meta-learning beats ordinary pretraining on the same data is not measured for this entry.")
+    elif not others and entry.get("algorithm") == "cts":
+        first.append("No multi-task counterpart of this entry is shipped yet: whether meta-learning beats ordinary "
+                      "pretraining on the same tasks and data is not measured for it.")
+    return "\n".join((first + [""] if first else []) + lines).rstrip("\n")
+
+
+def weights_section(entry: dict) -> str:
+    """The weights' metadata as torchvision states it, from the registry (measured by hub/zoo_metadata.py)."""
+    minutes = f"{entry['seconds'] / 60:.0f} minutes" if entry.get("seconds") else "unrecorded"
+    rows = [("algorithm", f"`{entry.get('algorithm', '?')}`"),
+            ("parameters", f"{entry['params']:,}" if entry.get("params") is not None else "?"),
+            ("GFLOPs per image", f"{entry.get('gflops')} at {entry.get('channels')}x{entry.get('image_size')}x"
+                                 f"{entry.get('image_size')} ({entry.get('flops_counted', '?')})"),
+            ("file size", f"{entry.get('size'):,} bytes (`model.safetensors`)" if entry.get("size") else "?"),
+            ("licence", f"`{entry.get('license', '?')}`"),
+            ("recipe", f"`{entry.get('recipe')}`"), ("training data", entry.get("training_data", "?")),
+            ("training time", minutes), ("machine", entry.get("machine") or "unrecorded")]
+    if entry.get("counterpart"):
+        rows.append(("multi-task counterpart", f"`zoo:{entry['counterpart']}` (same backbone, input size, tasks, "
+                                               "steps and data, trained with `algorithm: mtl`)"))
+    if entry.get("counterpart_of"):
+        rows.append(("counterpart of", f"`zoo:{entry['counterpart_of']}`: ordinary multi-task pretraining on the same "
+                                       "tasks, steps and data, for comparison"))
+    if entry.get("meta_lr_chosen"):
+        rows.append(("its rate", f"meta SGD {entry.get('meta_lr')}: {entry['meta_lr_chosen']}"))
+    return "\n".join(["## Weights", "", "| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows])
+
+
+def _slug(text: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
+
+
+def eval_results(entry: dict) -> list:
+    """The card's ``model-index``: the mean accuracy of each recorded evaluation (one per evaluation and budget)."""
+    from huggingface_hub import EvalResult
+
+    out, seen = [], set()
+    for r in entry.get("results") or []:
+        key = (r["name"], r.get("budget"))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(EvalResult(
+            task_type="image-classification", task_name="Image classification (fine-tuned from this initialization)",
+            # huggingface_hub groups results by (task, dataset type, config, split): the evaluation names its config
+            dataset_type="ctinit-evaluation", dataset_name=r["name"], dataset_config=_slug(r["name"]),
+            dataset_split=r.get("split", "test"),
+            metric_type="accuracy", metric_value=round(r["init_accuracy"], 4),
+            metric_name=f"mean {r.get('split', 'test')} accuracy, {r.get('budget')}, {r.get('seeds')} seeds",
+            metric_args={"tasks": len(r.get("tasks") or []), "seeds": r.get("seeds"), "steps": r.get("steps"),
+                         "max_train_per_class": r.get("max_train_per_class")}))
+    return out
 
 
 def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
@@ -83,8 +159,11 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
                f"Made with `{entry.get('command')}` in {minutes} on {entry.get('machine') or 'an unrecorded machine'}.")
     text = card.text
     title_end = text.index("\n", text.index("# ")) + 1
-    card.text = replace_results_section(text[:title_end] + "\n" + by_name + "\n" + text[title_end:],
-                                        results_section(entry))
+    head = text[:title_end] + "\n" + by_name + "\n\n" + weights_section(entry) + "\n" + text[title_end:]
+    card.text = replace_results_section(head, results_section(entry))
+    if entry.get("results"):
+        card.data.model_name = entry["name"]
+        card.data.eval_results = eval_results(entry)
     return str(card).rstrip("\n") + "\n"
 
 
@@ -145,4 +224,5 @@ def push_zoo(org: str, *, dry_run: bool = False, private: bool = False, record: 
     return pushed
 
 
-__all__ = ["push_zoo", "recipe_file", "render_zoo_card", "results_section", "stage_entry"]
+__all__ = ["eval_results", "push_zoo", "recipe_file", "render_zoo_card", "results_section", "stage_entry",
+           "weights_section"]

@@ -7,14 +7,21 @@ its measured results. Every change re-renders the entry's card from the registry
         --seconds 5400 --machine "2-core CPU (x86_64), torch 2.13.0+cpu"
     python scripts/zoo.py results glyph-convnet4-32 eval/new-scripts/results.json --name "new scripts, 20 per class"
     python scripts/zoo.py results glyph-convnet4-32 pick.json --name "a new task (ctinit pick, validation)"
+    python scripts/zoo.py add runs/zoo/glyph-convnet4-32-mtl glyph-convnet4-32-mtl --counterpart-of glyph-convnet4-32 \
+        --meta-lr-chosen "the ratio study's choice for MTL on glyph validation tasks (8 of 10 meta-seeds)" ...
+    python scripts/zoo.py results glyph-convnet4-32 eval/results.json --against glyph-convnet4-32-mtl --name ...
+    python scripts/zoo.py refresh                         # re-measure every entry's metadata, re-render every card
     python scripts/zoo.py card glyph-convnet4-32          # re-render the card only
 
 ``add`` copies RUN_DIR/init (config.json without local paths, model.safetensors with ctinit's metadata) into the
 weights folder, computes its sha256 and size and writes the entry (replacing an entry of that name, whose results
 then no longer apply, only with --replace). ``results`` takes a ``ctinit evaluate`` results.json (or its folder) or
 the JSON of ``ctinit pick --json``, pairs the entry's accuracy with scratch of the same architecture per (task,
-seed), and records the mean difference with its 95% t-interval and verdict under --name (replacing a result of
-that name).
+seed) (or with ``--against`` another zoo entry: a CTS entry's multi-task counterpart), and records the mean
+difference with its 95% t-interval and verdict under --name (replacing a result of that name, opponent and budget).
+``add`` and ``refresh`` measure each entry's parameters, FLOPs and file size from its shipped files and state its
+licence and training data (hub/zoo_metadata.py); a counterpart is linked both ways (``counterpart`` on the CTS entry,
+``counterpart_of`` on the multi-task one).
 """
 from __future__ import annotations
 
@@ -87,10 +94,50 @@ def add(args) -> int:
         "sha256": zoo.file_sha256(target / WEIGHTS_NAME), "size": size,
         "hub_id": args.hub_id or f"ctinit/{args.name}", "revision": None, "results": [],
     }
+    if args.counterpart_of:
+        entry["counterpart_of"] = zoo.get(args.counterpart_of)["name"]
+    if args.meta_lr_chosen:
+        entry["meta_lr"] = (recipe.get("meta_optimizer") or {}).get("lr")
+        entry["meta_lr_chosen"] = args.meta_lr_chosen
     items = [e for e in items if e["name"] != args.name] + [entry]
     zoo.write_entries(items)
-    write_card(entry)
+    entry = refresh_entries([args.name])[0]
     print(json.dumps(entry))
+    return 0
+
+
+def refresh_entries(only: list[str] | None = None) -> list[dict]:
+    """Re-measure the metadata of the entries ``only`` (default all), keep counterpart links both ways, rewrite the
+    registry and re-render their cards; returns the refreshed entries."""
+    from ctinit import zoo
+
+    metadata = _zoo_metadata()
+    items = zoo.entries()
+    pairs = {e["counterpart_of"]: e["name"] for e in items if e.get("counterpart_of")}
+    chosen = set(only or [e["name"] for e in items]) | {n for n in pairs if pairs[n] in (only or pairs.values())}
+    out = []
+    for entry in items:
+        if entry["name"] in chosen:
+            entry = metadata.with_metadata(entry)
+            if entry["name"] in pairs:
+                entry["counterpart"] = pairs[entry["name"]]
+        out.append(entry)
+    zoo.write_entries(out)
+    for entry in out:
+        if entry["name"] in chosen:
+            write_card(entry)
+    return [e for e in out if e["name"] in chosen]
+
+
+def _zoo_metadata():
+    from importlib import import_module
+
+    return import_module(_hub().__name__ + ".zoo_metadata")
+
+
+def refresh(args) -> int:
+    for entry in refresh_entries(args.names or None):
+        print(json.dumps({k: entry.get(k) for k in ("name", "algorithm", "params", "gflops", "size", "license")}))
     return 0
 
 
@@ -159,17 +206,25 @@ def results(args) -> int:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read it as JSON ({e})") from None
-    mine, theirs, facts = paired_values(data, entry, args.scratch)
+    metadata = _zoo_metadata()
+    against = zoo.get(args.against)["name"] if args.against else metadata.SCRATCH
+    opponent = (zoo.PREFIX + against) if args.against else args.scratch
+    if args.against and args.scratch:
+        raise ConfigError("--against and --scratch: pass one (the opponent is another zoo entry or scratch)")
+    mine, theirs, facts = paired_values(data, entry, opponent)
     diff = paired_difference(mine, theirs)
     if not diff["n"]:
-        raise ConfigError(f"{path}: no (task, seed) ran both zoo:{entry['name']} and its scratch")
+        raise ConfigError(f"{path}: no (task, seed) ran both zoo:{entry['name']} and {opponent or 'its scratch'}")
     keys = [k for k in mine if k in theirs]
-    record = {"name": args.eval_name or ", ".join(public_spec(t) for t in facts["tasks"]),
-              **{**facts, "tasks": [public_spec(t) for t in facts["tasks"]]},
-              "init_accuracy": sum(mine[k] for k in keys) / len(keys),
-              "scratch_accuracy": sum(theirs[k] for k in keys) / len(keys),
-              "difference": {k: diff[k] for k in ("mean", "ci95", "n")}, "verdict": diff["verdict"]}
-    entry["results"] = [r for r in entry.get("results") or [] if r["name"] != record["name"]] + [record]
+    record = metadata.normalise_result({
+        "name": args.eval_name or ", ".join(public_spec(t) for t in facts["tasks"]),
+        **{**facts, "tasks": [public_spec(t) for t in facts["tasks"]]}, "against": against,
+        "init_accuracy": sum(mine[k] for k in keys) / len(keys),
+        "against_accuracy": sum(theirs[k] for k in keys) / len(keys),
+        "difference": {k: diff[k] for k in ("mean", "ci95", "n")}, "verdict": diff["verdict"]})
+    same = lambda r: (r["name"], r.get("against", metadata.SCRATCH), r.get("budget")) == (
+        record["name"], record["against"], record["budget"])
+    entry["results"] = [r for r in entry.get("results") or [] if not same(r)] + [record]
     zoo.write_entries([entry if e["name"] == entry["name"] else e for e in zoo.entries()])
     write_card(entry)
     print(json.dumps(record))
@@ -198,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--machine", required=True, help="the machine it trained on (CPU/GPU, cores, torch version)")
     a.add_argument("--hub-id", default=None, help="the Hub id it will be published under (default ctinit/NAME)")
     a.add_argument("--replace", action="store_true", help="replace an entry of that name (drops its results)")
+    a.add_argument("--counterpart-of", default=None, metavar="NAME",
+                   help="this entry is the multi-task counterpart of zoo entry NAME (linked both ways)")
+    a.add_argument("--meta-lr-chosen", default=None, metavar="TEXT",
+                   help="how its rate (meta_optimizer.lr) was chosen, with the evidence, for the registry and card")
     a.set_defaults(func=add)
     r = sub.add_parser("results", help="record measured results (ctinit evaluate results.json or ctinit pick --json)")
     r.add_argument("name")
@@ -205,11 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--name", dest="eval_name", default=None, help="what the evaluation measured (default: its tasks)")
     r.add_argument("--scratch", default=None, help="the evaluated label of scratch of the same architecture "
                                                      "(default: scratch:zoo:NAME, or the only scratch init)")
+    r.add_argument("--against", default=None, metavar="NAME",
+                   help="pair against this zoo entry (a CTS entry's multi-task counterpart) instead of scratch")
     r.set_defaults(func=results)
+    f = sub.add_parser("refresh", help="re-measure entries' metadata (parameters, FLOPs, size, licence) from the "
+                                       "shipped files, bring results to the current schema, re-render cards")
+    f.add_argument("names", nargs="*", help="entries to refresh (default: all)")
+    f.set_defaults(func=refresh)
     c = sub.add_parser("card", help="re-render an entry's card from the registry")
     c.add_argument("name")
     c.set_defaults(func=card)
-    for p in (a, r, c):
+    for p in (a, r, c, f):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     return run_command("zoo", lambda: args.func(args), debug=args.debug)

@@ -8,13 +8,17 @@ module sits at the bottom of the package: it imports no model, no torch, only th
 ``ctinit list`` can show the zoo without building anything. An entry holds::
 
     name, backbone, image_size, channels,   # what it is
-    tasks,                                  # the meta-training task specs
+    algorithm, counterpart | counterpart_of,  # cts or mtl; a CTS entry's multi-task counterpart, and back
+    tasks, training_data, license,          # the meta-training task specs, in words, and the weights' licence
     recipe, command, seconds, machine,      # how it was made (training/recipes/zoo/NAME.yaml and the exact command)
+    params, flops, gflops, flops_counted,   # measured from the shipped files (hub/zoo_metadata.py; tests check them)
     sha256, size,                           # of weights/NAME/model.safetensors (checked on every load)
     hub_id, revision,                       # where it is published (revision: null until pushed)
     results                                 # measured evaluations (empty: "not measured yet"), each
-        {"name", "tasks", "seeds", "steps", "max_train_per_class", "init_accuracy", "scratch_accuracy",
-         "difference": {"mean", "ci95", "n"}, "verdict"}   # paired per (task, seed) against scratch, 95% t-interval
+        {"name", "against", "budget", "tasks", "seeds", "steps", "max_train_per_class", "init_accuracy",
+         "against_accuracy", "difference": {"mean", "ci95", "n"}, "ci95", "verdict"}
+        # paired per (task, seed) against "scratch" (same architecture, fresh weights) or another entry's name
+        # (the counterpart), 95% t-interval; budget "short: 200 steps" is fine-tuning for a fixed 200 steps
 
 Entries are added by the maintainers' script ``scripts/zoo.py`` (``add``, ``results``), never by hand.
 """
@@ -34,7 +38,8 @@ REGISTRY_NAME = "registry.json"
 WEIGHTS_DIR = "weights"
 WEIGHTS_NAME = "model.safetensors"  # as ctinit.loading names it (not imported: this module imports no torch)
 ENTRY_KEYS = ("name", "backbone", "image_size", "channels", "tasks", "recipe", "command", "seconds", "machine",
-              "sha256", "size", "hub_id", "revision", "results")
+              "sha256", "size", "hub_id", "revision", "results", "algorithm", "params", "flops", "gflops",
+              "license", "training_data")
 
 
 def registry_file() -> Path:
