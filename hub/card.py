@@ -9,6 +9,7 @@ from pathlib import Path
 from ctinit.atomic import write_text
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
+from ctinit.report import curve_split
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME
 from ctinit.hubio.cards import PLACEHOLDER, PLACEHOLDER_ORG, TEMPLATES, card_license, dataset_id
 from ctinit.hubio.cards import render_card as render_template
@@ -163,7 +164,7 @@ def results_section(results: dict | None, this: str | None = None, curves: str |
     labels = {e["label"]: card_label(e, this) for e in results["inits"]}
     parts = [recipe_line(results), results_table(results, labels)]
     if curves:
-        parts.append(f"![test accuracy while fine-tuning]({curves})")
+        parts.append(f"![{curve_split(results)} accuracy while fine-tuning]({curves})")
     parts.append(machine_line(results, command=False))
     return "\n\n".join(parts)
 
