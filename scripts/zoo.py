@@ -7,7 +7,7 @@ its measured results. Every change re-renders the entry's card from the registry
         --seconds 5400 --machine "2-core CPU (x86_64), torch 2.13.0+cpu"
     python scripts/zoo.py results glyph-convnet4-32 eval/new-scripts/results.json --name "new scripts, 20 per class"
     python scripts/zoo.py results glyph-convnet4-32 pick.json --name "a new task (ctinit pick, validation)"
-    python scripts/zoo.py card glyph-convnet4-32          # re-render the card only
+    python scripts/zoo.py card glyph-convnet4-32          # re-render the card (and preprocessor_config.json) only
 
 ``add`` copies RUN_DIR/init (config.json without local paths, model.safetensors with ctinit's metadata) into the
 weights folder, computes its sha256 and size and writes the entry (replacing an entry of that name, whose results
@@ -95,12 +95,18 @@ def add(args) -> int:
 
 
 def write_card(entry: dict) -> Path:
+    """Render the entry's card and write its ``preprocessor_config.json`` (so that transformers'
+    ``AutoImageProcessor.from_pretrained(ctinit.zoo.path(NAME))`` works, as the card says)."""
     from importlib import import_module
 
     from ctinit import zoo
+    from ctinit.loading import read_config
+    from ctinit.models.classifier_folder import image_processor
 
     render = import_module(_hub().__name__ + ".zoo").render_zoo_card
-    readme = zoo.folder(entry["name"]) / "README.md"
+    folder = zoo.folder(entry["name"])
+    image_processor(read_config(folder)).save_pretrained(str(folder))
+    readme = folder / "README.md"
     readme.write_text(render(entry))
     return readme
 
@@ -206,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--scratch", default=None, help="the evaluated label of scratch of the same architecture "
                                                      "(default: scratch:zoo:NAME, or the only scratch init)")
     r.set_defaults(func=results)
-    c = sub.add_parser("card", help="re-render an entry's card from the registry")
+    c = sub.add_parser("card", help="re-render an entry's card (and its preprocessor_config.json) from the registry")
     c.add_argument("name")
     c.set_defaults(func=card)
     for p in (a, r, c):
