@@ -287,6 +287,7 @@ def load_results(path: str | Path) -> dict:
 
 __all__ = [
     "RESULT_FILES", "RUNS_NAME", "check_results_dir", "clear_winner", "load_results", "machine_line",
-    "curve_split", "curves_figure", "make_results_dir", "own_results_dir", "plot_curves", "recipe_line", "results_markdown", "results_table",
+    "curve_split", "curves_figure", "make_results_dir", "own_results_dir", "plot_curves", "recipe_line",
+    "results_markdown", "results_table",
     "seed_values", "summarize", "write_results",
 ]

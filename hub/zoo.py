@@ -81,10 +81,14 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
                        plain_transformers=not is_ctinit_config(config),
                        transformers_ref=None if published else f'ctinit.zoo.path("{entry["name"]}")')
     minutes = f"{entry['seconds'] / 60:.0f} minutes" if entry.get("seconds") else "an unrecorded time"
-    hub = (f"On the Hub as [{entry['hub_id']}](https://huggingface.co/{entry['hub_id']}) (commit "
-           f"`{entry['revision'][:10]}`)." if entry.get("revision") and not repo_id else
-           "" if repo_id else f"Not on the Hub yet: `{entry['hub_id']}` is the id it will be published under "
-                              "(`ctinit-hub push-zoo`); until then load it by its zoo name.")
+    if repo_id:  # staged for a push: the card is the repo's own
+        hub = ""
+    elif entry.get("revision"):
+        hub = (f"On the Hub as [{entry['hub_id']}](https://huggingface.co/{entry['hub_id']}) (commit "
+               f"`{entry['revision'][:10]}`).")
+    else:
+        hub = (f"Not on the Hub yet: `{entry['hub_id']}` is the id it will be published under (`ctinit-hub push-zoo`); "
+               "until then load it by its zoo name.")
     by_name = (f"Shipped inside ctinit as **`zoo:{entry['name']}`** (works offline): `ctinit finetune --init "
                f"zoo:{entry['name']} --data npz:my_task.npz`, `ctinit.from_pretrained(\"zoo:{entry['name']}\", "
                f"num_classes=N)`, `scratch:zoo:{entry['name']}` for the same architecture with fresh weights. "
