@@ -1,6 +1,7 @@
 """ctinit: meta-learned shared initializations with Continual Trajectory Shifting (Shin et al., ICML 2021).
 
-``import ctinit`` registers the ctinit backbones with transformers' ``AutoConfig``/``AutoModel``.
+``import ctinit`` registers the ctinit backbones with transformers' ``AutoConfig``/``AutoModel`` (when transformers
+is imported: ``import ctinit`` itself imports neither torch nor transformers, see :mod:`ctinit.autoregister`).
 
     model = ctinit.from_pretrained("zoo:NAME", num_classes=10)   # a shipped initialization (`ctinit list`)
     model = ctinit.from_pretrained("ORG/NAME", num_classes=10)   # or a Hub id, a local export / run directory
@@ -9,10 +10,22 @@
 from __future__ import annotations
 
 from .version import __version__
-from . import models  # noqa: F401  (registers the backbones with the Auto classes)
-from . import zoo  # noqa: F401  (the shipped initializations: ctinit.zoo.path(NAME))
+from . import autoregister, zoo  # noqa: F401  (zoo: the shipped initializations, ctinit.zoo.path(NAME); stdlib only)
 from .errors import CtinitError
-from .models import ImageClassifier, TaskHead, backbone_config, build_backbone
+
+autoregister.install()  # the backbones are registered with the Auto classes as soon as transformers is imported
+
+#: Names imported on first use (they import torch and transformers): ``ctinit --help`` answers without them.
+_FROM_MODELS = ("ImageClassifier", "TaskHead", "backbone_config", "build_backbone")
+
+
+def __getattr__(name: str):
+    if name == "models" or name in _FROM_MODELS:
+        import importlib
+
+        models = importlib.import_module(".models", __name__)
+        return models if name == "models" else getattr(models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def from_pretrained(init, num_classes: int | None = None, revision: str | None = None, seed: int | None = None):

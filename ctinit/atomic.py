@@ -104,6 +104,22 @@ def _remove(path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ files
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process's umask (0644 under the usual umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def give_new_file_mode(*paths: str | Path) -> None:
+    """Set each file's mode to :func:`new_file_mode`: safetensors' ``save_file`` (and so transformers'
+    ``save_pretrained``) writes through a private temporary file and leaves the weights 0600, unreadable to the
+    other users a published or shared model folder is for."""
+    mode = new_file_mode()
+    for path in paths:
+        os.chmod(path, mode)
+
+
 def write_file(path: str | Path, write: Callable[[Path], None], kept: str | None = None) -> Path:
     """``write(tmp)`` writes the content to ``tmp`` (beside ``path``), which is flushed to disk and renamed to
     ``path``. A failure leaves ``path`` as it was; a failed write is a one-line WriteError ending with ``kept``
@@ -112,6 +128,7 @@ def write_file(path: str | Path, write: Callable[[Path], None], kept: str | None
     tmp = path.with_name(path.name + ".tmp")
     with removed_on_failure(tmp, path, kept or f"{path} is unchanged"):
         write(tmp)
+        give_new_file_mode(tmp)  # as open() would have made it, whatever wrote it (safetensors: 0600)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         tmp.replace(path)

@@ -75,7 +75,7 @@ def zoo_rows() -> list[dict]:
 
 def catalog() -> dict:
     """``{"zoo": [...], "backbones": [...], "tasks": [...], "recipes": [...]}`` (plain data, offline)."""
-    from .models import ARCHITECTURES
+    from .architectures import ARCHITECTURE_NAMES  # the names only: `ctinit list` imports no torch
     from .tasks.builtin import SUITES
 
     tasks = []
@@ -85,7 +85,7 @@ def catalog() -> dict:
     folder = recipes_dir()
     recipes = sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml")) if folder else []
     backbones = [{"name": name, "library": "transformers" if name.startswith("hf-") else "ctinit"}
-                 for name in ARCHITECTURES]
+                 for name in ARCHITECTURE_NAMES]
     return {"zoo": zoo_rows(), "backbones": backbones, "tasks": tasks, "recipes": [{"name": r} for r in recipes]}
 
 

@@ -202,6 +202,7 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
         head = TaskHead(feature_dim(backbone), task.num_classes)
         if classifier is not None:
             classifier.head = head
+    head.class_names = list(task.classes)  # save_pretrained's id2label: the task's class names, not 0, 1, ...
     task = task.to(device)
     curve_name, curve_x, curve_y = ("test_accuracy", task.x_test, task.y_test) if validation is None else \
         ("validation_accuracy", validation.x_train.to(device), validation.y_train.to(device))

@@ -36,8 +36,9 @@ from .hubio import hub_error, hub_offline, hub_snapshot, is_connection_error  # 
 from .hubio.names import (CONFIG_NAME, HUB_PREFIX, PICKLE_PATTERNS, PICKLE_SUFFIXES,  # noqa: F401  (re-exported)
                           WEIGHTS_NAME, one_line, parse_hub_id)
 from .version import __version__
-from .zoo import PREFIX as ZOO_PREFIX, folder as zoo_folder, get as zoo_entry, verify as zoo_verify
+from .zoo import PREFIX as ZOO_PREFIX, folder as zoo_folder, get as zoo_entry, meant as zoo_meant, verify as zoo_verify
 from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
+from .models.configuration import unknown_model_type_advice
 
 # ------------------------------------------------------------------------------------------------ saving
 
@@ -90,6 +91,9 @@ def _read_config(path: Path) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(str(path))
     except (ValueError, KeyError, OSError, TypeError) as e:
+        advice = unknown_model_type_advice(model_type)
+        if advice:
+            raise CheckpointError(f"{config_file}: cannot read its config: {advice}") from e
         raise CheckpointError(f"{config_file}: cannot read config of model_type '{model_type}' ({one_line(str(e).splitlines()[0] if str(e) else e)})") from e
 
 
@@ -280,14 +284,23 @@ def resolve_init(init: "str | Path | InitSource", revision: str | None = None) -
             logging.getLogger(__name__).warning("note: %s is a meta-training run folder; using its initialization %s",
                                                 target, path)
         return InitSource(spec, path=path, scratch=scratch)
+    meant = None if target.startswith(HUB_PREFIX) else zoo_meant(target, close=False)
+    if meant is not None:  # `glyph-resnet20` or `zoo/glyph-resnet20`: never a Hub download that cannot exist
+        raise CheckpointError(f"'{spec}': no such directory; did you mean {'scratch:' if scratch else ''}"
+                              f"{ZOO_PREFIX}{meant}? (initializations shipped with ctinit are named {ZOO_PREFIX}NAME; "
+                              "`ctinit list` shows them)")
     hub = parse_hub_id(target)
     if hub is None:
+        near = zoo_meant(target)
+        hint = f" (did you mean {'scratch:' if scratch else ''}{ZOO_PREFIX}{near}?)" if near else ""
         if scratch:
             raise CheckpointError(
-                f"'{spec}': not a built-in backbone ({', '.join(ARCHITECTURES)}) nor an initialization directory or Hub id"
+                f"'{spec}': not a built-in backbone ({', '.join(ARCHITECTURES)}) nor an initialization directory or "
+                f"Hub id{hint}"
             )
         raise CheckpointError(f"{path}: no such initialization directory; pass a directory with {CONFIG_NAME} and "
-                              f"{WEIGHTS_NAME}, a Hub id ORG/NAME[@REVISION], zoo:NAME (`ctinit list`) or scratch:ARCH")
+                              f"{WEIGHTS_NAME}, a Hub id ORG/NAME[@REVISION], zoo:NAME (`ctinit list`) or "
+                              f"scratch:ARCH{hint}")
     repo_id, pinned = hub
     if pinned and revision and pinned != revision:
         raise ConfigError(f"'{target}' pins revision '{pinned}' but --revision says '{revision}': give one of them")

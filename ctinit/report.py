@@ -198,11 +198,25 @@ def results_markdown(results: dict) -> str:
                         machine_line(results)]) + "\n"
 
 
+def curve_split(results: dict) -> str:
+    """Which split the curves were measured on: ``"validation"`` where one was held out of training (or scored on),
+    else ``"test"`` (``--val-fraction 0``, and results recorded before the option existed)."""
+    return "validation" if results.get("score") == "validation" or results.get("validation_fraction") else "test"
+
+
 def plot_curves(results: dict, path: str | Path, labels: dict[str, str] | None = None, kept: str | None = None) -> Path:
-    """Test accuracy against fine-tuning step: one panel per task, per init a mean line and a ±std band over seeds."""
+    """Write :func:`curves_figure` as a PNG at ``path`` (whole or not at all)."""
+    fig = curves_figure(results, labels)
+    return write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), kept=kept)  # never half a PNG
+
+
+def curves_figure(results: dict, labels: dict[str, str] | None = None):
+    """Accuracy on the split the curves were measured on (:func:`curve_split`) against fine-tuning step: one panel
+    per task, per init a mean line and a ±std band over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    split = curve_split(results)
     tasks = results["tasks"]
     n = len(tasks)
     cols = min(n, 4)
@@ -225,7 +239,7 @@ def plot_curves(results: dict, path: str | Path, labels: dict[str, str] | None =
                 ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(f"{task['display']} ({task['num_classes']} classes)")
         ax.set_xlabel("fine-tuning step")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(f"{split} accuracy")
         ax.grid(alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -233,10 +247,10 @@ def plot_curves(results: dict, path: str | Path, labels: dict[str, str] | None =
     if handles:
         fig.legend(handles, names, loc="lower center", ncol=min(len(names), 3), fontsize="small", frameon=False)
     seeds = len(results["seeds"])
-    fig.suptitle(f"test accuracy while fine-tuning (mean{' ± std' if seeds > 1 else ''} over {seeds} seed"
+    fig.suptitle(f"{split} accuracy while fine-tuning (mean{' ± std' if seeds > 1 else ''} over {seeds} seed"
                  f"{'s' if seeds != 1 else ''})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.06 + 0.02 * ((len(names) - 1) // 3), 1, 0.95))
-    return write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), kept=kept)  # never half a PNG
+    return fig
 
 
 def write_results(results: dict, out_dir: str | Path) -> dict[str, Path]:
@@ -273,6 +287,7 @@ def load_results(path: str | Path) -> dict:
 
 __all__ = [
     "RESULT_FILES", "RUNS_NAME", "check_results_dir", "clear_winner", "load_results", "machine_line",
-    "make_results_dir", "own_results_dir", "plot_curves", "recipe_line", "results_markdown", "results_table",
+    "curve_split", "curves_figure", "make_results_dir", "own_results_dir", "plot_curves", "recipe_line",
+    "results_markdown", "results_table",
     "seed_values", "summarize", "write_results",
 ]

@@ -14,8 +14,16 @@ login (``hf auth login``) and is never printed or written.
 """
 from __future__ import annotations
 
-from .card import TEMPLATE, render_card
-from .export import export_run
-from .remote import pull, push
+#: Imported on first use (they import torch and transformers): `ctinit-hub --help` answers without them.
+_LAZY = {"TEMPLATE": "card", "render_card": "card", "export_run": "export", "pull": "remote", "push": "remote"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["TEMPLATE", "export_run", "pull", "push", "render_card"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from ctinit.atomic import write_text
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
+from ctinit.report import curve_split
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME
 from ctinit.hubio.cards import PLACEHOLDER, PLACEHOLDER_ORG, TEMPLATES, card_license, dataset_id
 from ctinit.hubio.cards import render_card as render_template
@@ -78,16 +79,19 @@ def settings_rows(info: dict, config) -> list[tuple[str, str]]:
 
 def render_card(config, info: dict, *, repo_id: str, num_parameters: int, license: str | None = None,
                 recipe_yaml: str | None = None, results: dict | None = None, results_label: str | None = None,
-                curves: str | None = None, plain_transformers: bool = False, template: str | Path | None = None):
+                curves: str | None = None, plain_transformers: bool = False, template: str | Path | None = None,
+                model_name: str | None = None, transformers_ref: str | None = None):
     """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says; without
-    ``license`` the card's license follows the data (:func:`ctinit.hubio.card_license`)."""
+    ``license`` the card's license follows the data (:func:`ctinit.hubio.card_license`). ``repo_id`` is what the
+    snippets load (a Hub id, or ``zoo:NAME`` for a zoo entry not on the Hub); ``transformers_ref`` the Python
+    expression transformers loads it from (default: the quoted ``repo_id``)."""
     from huggingface_hub import ModelCardData
 
     license, license_note = card_license(license, [t.get("spec", "") for t in (info.get("tasks") or [])])
     tasks = [{**t, "spec": public_spec(t.get("spec", ""))} for t in (info.get("tasks") or [])]  # no local paths
     algorithm = str(info.get("algorithm", "unknown"))
     recipe = info.get("config") or {}
-    model_name = repo_id.split("/")[-1]
+    model_name = model_name or repo_id.split("/")[-1]
     tags = list(dict.fromkeys(BASE_TAGS + [algorithm, config.model_type]))
     # A standard transformers backbone: the Hub shows transformers' snippet; the ctinit tag keeps it in `ctinit list`.
     data = ModelCardData(
@@ -107,6 +111,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
         num_parameters=f"{num_parameters:,}", image_size=image_size, num_channels=getattr(config, "num_channels", 3),
         steps=info.get("steps", recipe.get("steps", "?")), tasks=tasks, settings=settings_rows(info, config),
         recipe_yaml=(recipe_yaml or "").strip(), plain_transformers=plain_transformers,
+        transformers_ref=transformers_ref or f'"{repo_id}"', model_type=config.model_type,
         results_section=results_section(results, results_label, curves), license_note=license_note,
     )
 
@@ -163,7 +168,7 @@ def results_section(results: dict | None, this: str | None = None, curves: str |
     labels = {e["label"]: card_label(e, this) for e in results["inits"]}
     parts = [recipe_line(results), results_table(results, labels)]
     if curves:
-        parts.append(f"![test accuracy while fine-tuning]({curves})")
+        parts.append(f"![{curve_split(results)} accuracy while fine-tuning]({curves})")
     parts.append(machine_line(results, command=False))
     return "\n\n".join(parts)
 

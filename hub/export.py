@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ctinit.atomic import check_replaceable, folder_content, staged_dir
+from ctinit.atomic import check_replaceable, folder_content, give_new_file_mode, staged_dir
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME, check_license, parse_hub_id
 from ctinit.loading import load_init, read_config
@@ -58,6 +58,7 @@ def _write_weights(src: Path, dst: Path, algorithm: str) -> None:
     metadata = {**metadata, "format": "pt", "library": "ctinit", "algorithm": algorithm,
                 "ctinit_version": metadata.get("ctinit_version", __version__)}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(dst), metadata=metadata)
+    give_new_file_mode(dst)  # safetensors writes it 0600; an export is for others to load
 
 
 def check_finite_weights(init: Path) -> None:

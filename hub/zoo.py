@@ -148,15 +148,28 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
     recipe = recipe_file(entry)
     from .export import _public_recipe
 
-    card = render_card(config, info, repo_id=repo_id or entry["hub_id"],
+    # The shipped card's snippets name a Hub id only once it is published (the registry records its commit); until
+    # then they load the zoo entry by name. A card staged for a push (repo_id given) names the repo being pushed.
+    published = repo_id or (entry["hub_id"] if entry.get("revision") else None)
+    card = render_card(config, info, repo_id=published or zoo.PREFIX + entry["name"], model_name=entry["name"],
                        num_parameters=sum(p.numel() for p in backbone.parameters()),
                        recipe_yaml=_public_recipe(recipe.read_text()) if recipe else None,
-                       plain_transformers=not is_ctinit_config(config))
+                       plain_transformers=not is_ctinit_config(config),
+                       transformers_ref=None if published else f'ctinit.zoo.path("{entry["name"]}")')
     minutes = f"{entry['seconds'] / 60:.0f} minutes" if entry.get("seconds") else "an unrecorded time"
+    if repo_id:  # staged for a push: the card is the repo's own
+        hub = ""
+    elif entry.get("revision"):
+        hub = (f"On the Hub as [{entry['hub_id']}](https://huggingface.co/{entry['hub_id']}) (commit "
+               f"`{entry['revision'][:10]}`).")
+    else:
+        hub = (f"Not on the Hub yet: `{entry['hub_id']}` is the id it will be published under (`ctinit-hub push-zoo`); "
+               "until then load it by its zoo name.")
     by_name = (f"Shipped inside ctinit as **`zoo:{entry['name']}`** (works offline): `ctinit finetune --init "
                f"zoo:{entry['name']} --data npz:my_task.npz`, `ctinit.from_pretrained(\"zoo:{entry['name']}\", "
                f"num_classes=N)`, `scratch:zoo:{entry['name']}` for the same architecture with fresh weights. "
-               f"Made with `{entry.get('command')}` in {minutes} on {entry.get('machine') or 'an unrecorded machine'}.")
+               f"Made with `{entry.get('command')}` in {minutes} on {entry.get('machine') or 'an unrecorded machine'}."
+               + (f" {hub}" if hub else ""))
     text = card.text
     title_end = text.index("\n", text.index("# ")) + 1
     head = text[:title_end] + "\n" + by_name + "\n\n" + weights_section(entry) + "\n" + text[title_end:]

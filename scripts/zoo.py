@@ -11,7 +11,7 @@ its measured results. Every change re-renders the entry's card from the registry
         --meta-lr-chosen "the ratio study's choice for MTL on glyph validation tasks (8 of 10 meta-seeds)" ...
     python scripts/zoo.py results glyph-convnet4-32 eval/results.json --against glyph-convnet4-32-mtl --name ...
     python scripts/zoo.py refresh                         # re-measure every entry's metadata, re-render every card
-    python scripts/zoo.py card glyph-convnet4-32          # re-render the card only
+    python scripts/zoo.py card glyph-convnet4-32          # re-render the card (and preprocessor_config.json) only
 
 ``add`` copies RUN_DIR/init (config.json without local paths, model.safetensors with ctinit's metadata) into the
 weights folder, computes its sha256 and size and writes the entry (replacing an entry of that name, whose results
@@ -142,12 +142,18 @@ def refresh(args) -> int:
 
 
 def write_card(entry: dict) -> Path:
+    """Render the entry's card and write its ``preprocessor_config.json`` (so that transformers'
+    ``AutoImageProcessor.from_pretrained(ctinit.zoo.path(NAME))`` works, as the card says)."""
     from importlib import import_module
 
     from ctinit import zoo
+    from ctinit.loading import read_config
+    from ctinit.models.classifier_folder import image_processor
 
     render = import_module(_hub().__name__ + ".zoo").render_zoo_card
-    readme = zoo.folder(entry["name"]) / "README.md"
+    folder = zoo.folder(entry["name"])
+    image_processor(read_config(folder)).save_pretrained(str(folder))
+    readme = folder / "README.md"
     readme.write_text(render(entry))
     return readme
 
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "shipped files, bring results to the current schema, re-render cards")
     f.add_argument("names", nargs="*", help="entries to refresh (default: all)")
     f.set_defaults(func=refresh)
-    c = sub.add_parser("card", help="re-render an entry's card from the registry")
+    c = sub.add_parser("card", help="re-render an entry's card (and its preprocessor_config.json) from the registry")
     c.add_argument("name")
     c.set_defaults(func=card)
     for p in (a, r, c, f):

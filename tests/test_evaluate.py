@@ -132,7 +132,7 @@ def test_cli_evaluate_writes_files_and_updates_the_card(setup, tmp_path, capsys)
     assert entry.metric_type == "accuracy" and entry.metric_value == pytest.approx(round(mean, 4))
     assert entry.dataset_name == "bars" and entry.task_type == "image-classification"
     assert "| task | this initialization | scratch (same architecture) |" in card.text
-    assert "![test accuracy while fine-tuning](curves.png)" in card.text and (export / "curves.png").is_file()
+    assert "![validation accuracy while fine-tuning](curves.png)" in card.text and (export / "curves.png").is_file()
     # the files beside the card name no local path and hold no command line
     for path in export.iterdir():
         data = path.read_bytes()

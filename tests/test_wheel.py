@@ -34,7 +34,7 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
     assert any(n.startswith("ctinit/data/builtin/") and n.endswith(".npz") for n in names)
     assert "ctinit/zoo/registry.json" in names and "ctinit/zoo/__init__.py" in names
     for entry in json.loads((ROOT / "ctinit" / "zoo" / "registry.json").read_text()):  # every entry works offline
-        for file in ("config.json", "model.safetensors", "README.md"):
+        for file in ("config.json", "model.safetensors", "README.md", "preprocessor_config.json"):
             assert f"ctinit/zoo/weights/{entry['name']}/{file}" in names, (entry["name"], file)
         assert f"ctinit_training/recipes/{entry['recipe'].removeprefix('training/recipes/')}" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
@@ -47,7 +47,8 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
     assert license_text == (ROOT / "LICENSE").read_text() and "Apache License" in license_text
     assert "END OF TERMS AND CONDITIONS" in license_text
     entry_points = zipfile.ZipFile(wheel).read(metadata.replace("METADATA", "entry_points.txt")).decode()
-    assert "ctinit-train = ctinit_training.meta_train:main" in entry_points and "ctinit-hub" in entry_points
+    # ctinit-train's parser answers --help and argument errors before the trainer (and torch) is imported
+    assert "ctinit-train = ctinit_training.cli:main" in entry_points and "ctinit-hub" in entry_points
 
     # From the wheel's files alone (outside the checkout, offline): the zoo, the bundled tasks and the recipes list.
     site = tmp_path / "site"

@@ -18,7 +18,6 @@ Writes ``OUT/init/`` (config.json + model.safetensors: phi only), ``OUT/config.y
 # checkpoints (checkpoint), signals (preemption) and the export (export); train() below is the loop.
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -27,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-from ctinit.entrypoint import ArgumentParser, run_command
+from ctinit.entrypoint import run_command
 from ctinit.errors import ConfigError
 from ctinit.tasks import task_name
 
+from .arguments import PROG, build_parser
 from .checkpoint import Checkpointer, check_finite_phi
-from .config import RECIPES, dump_config, load_config
+from .config import dump_config, load_config
 from .distributed import Collectives, shard_tasks
 from .engine_setup import build_engine, make_pool, meta_lr_at, set_meta_lr  # noqa: F401 - meta_lr_at: re-exported
 from .export import export_init, made_with, push_run
@@ -44,8 +44,6 @@ from .task_setup import heldout_split, load_tasks, make_head, task_seed  # noqa:
 from .validation import Validator, meta_validate  # noqa: F401 - meta_validate: re-exported (tests)
 
 log = logging.getLogger("ctinit.meta_train")
-#: The command's name, as the user types it (errors and notes on stderr start with it).
-PROG = "ctinit-train"
 
 
 def setup_logging(run: RunDir, is_main: bool) -> None:
@@ -185,20 +183,11 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="ctinit-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bundled = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
-    parser.add_argument("--config", required=True, help=f"a YAML recipe file or a bundled recipe's name ({bundled})")
-    parser.add_argument("--out", required=True, help="the run directory")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in OUT from its newest complete checkpoint (same config)")
-    parser.add_argument("--overwrite", action="store_true", help="delete the earlier run in OUT and start a new one")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
-                        help="at the end, export the run and upload it to this Hub repo (main process only)")
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. steps=200 meta_optimizer.lr=0.1")
-    args = parser.parse_args(argv)
+    return execute(build_parser().parse_args(argv))
+
+
+def execute(args) -> int:
+    """Run ``ctinit-train`` with parsed arguments (:func:`ctinit_training.arguments.build_parser`)."""
 
     def command() -> int:
         try:

@@ -80,20 +80,26 @@ def dataset_id(spec: str) -> str | None:
     return KNOWN_DATASETS.get(spec)
 
 
+#: A card's install line while ctinit has no public repository and is not on PyPI: true, if not one command.
+UNPUBLISHED_INSTALL = "pip install ./ctinit  # a clone or wheel of ctinit: it is not on PyPI yet"
+
+
 def install_line() -> str:
-    """How a card's reader installs ctinit, from the package metadata (``[project.urls]`` of pyproject.toml)."""
+    """How a card's reader installs ctinit, from the package metadata (``[project.urls]`` of pyproject.toml): from
+    the repository once it names one, else :data:`UNPUBLISHED_INSTALL` (``pip install ctinit`` would install
+    nothing, or someone else's package)."""
     from importlib import metadata
 
     try:
         meta = metadata.metadata("ctinit")
     except metadata.PackageNotFoundError:
-        return "pip install ctinit"
+        return UNPUBLISHED_INSTALL
     urls = {}
     for entry in meta.get_all("Project-URL") or []:
         label, _, url = entry.partition(",")
         urls[label.strip().lower()] = url.strip()
     repo = urls.get("repository") or urls.get("source")
-    return f'pip install "ctinit @ git+{repo}"' if repo else "pip install ctinit"
+    return f'pip install "ctinit @ git+{repo}"' if repo else UNPUBLISHED_INSTALL
 
 
 #: The card templates shipped with ctinit: ``initialization.md`` (an exported initialization) and
@@ -121,5 +127,5 @@ def render_card(template: str | Path, card_data, **context):
 
 
 __all__ = ["ARXIV_ID", "ARXIV_URL", "GLYPH_SUITE_DATA", "HUB_LICENSES", "KNOWN_DATASETS", "PLACEHOLDER",
-           "PLACEHOLDER_ORG", "TEMPLATES", "card_license", "check_license", "dataset_id", "install_line",
+           "PLACEHOLDER_ORG", "TEMPLATES", "UNPUBLISHED_INSTALL", "card_license", "check_license", "dataset_id", "install_line",
            "render_card", "template_path"]

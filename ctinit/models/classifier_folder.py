@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..atomic import check_output_folder, folder_content, owned_dir, staged_dir
+from ..atomic import check_output_folder, folder_content, give_new_file_mode, owned_dir, staged_dir
 from ..errors import CheckpointError, ConfigError
 from ..hubio.cards import card_license, check_license, dataset_id, render_card
 from ..hubio.names import CARD_NAME, CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME
@@ -131,6 +131,7 @@ def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict |
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
+    give_new_file_mode(out / WEIGHTS_NAME)  # safetensors writes it 0600; the folder is for others to load
     image_processor(model.config).save_pretrained(str(out))
     info = dict(getattr(model.config, "ctinit", None) or {})
     (out / CARD_NAME).write_text(_card(model.config, info, repo_id, license).rstrip("\n") + "\n")

@@ -50,3 +50,19 @@ CTINIT_MODEL_TYPES = (CtinitResNetConfig.model_type, CtinitConvNetConfig.model_t
 def is_ctinit_config(config: PretrainedConfig) -> bool:
     """Whether ``config`` is one of ctinit's own backbones (else a standard transformers architecture)."""
     return getattr(config, "model_type", None) in CTINIT_MODEL_TYPES
+
+
+def unknown_model_type_advice(model_type: str) -> str | None:
+    """What to do when transformers does not know ``model_type`` and it is a ctinit one (None otherwise: then
+    transformers' own advice, to upgrade transformers, stands)."""
+    if not str(model_type).startswith("ctinit-"):
+        return None
+    from ..version import __version__
+
+    if model_type in CTINIT_MODEL_TYPES:
+        return (f"'{model_type}' is a ctinit model type: `import ctinit` before loading it with transformers "
+                "registers it (no trust_remote_code)")
+    return (f"'{model_type}' is a ctinit model type that this ctinit ({__version__}; it registers "
+            f"{', '.join(CTINIT_MODEL_TYPES)} with transformers on `import ctinit`) does not know: it was saved by "
+            "a newer ctinit; upgrade ctinit to load it")
+

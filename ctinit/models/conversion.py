@@ -24,7 +24,8 @@ def _labels(labels, num_classes: int) -> list[str]:
 
 def to_transformers(classifier, labels=None, made_with: dict | None = None):
     """The transformers ``*ForImageClassification`` model equal to ``classifier`` (an ImageClassifier with a head),
-    with ``id2label`` from ``labels`` (numbers where there are none) and ``config.ctinit = made_with``."""
+    with ``id2label`` from ``labels`` (default: the class names of the task the head was fine-tuned on; numbers
+    where there are none) and ``config.ctinit = made_with``."""
     from transformers import AutoModelForImageClassification
 
 
@@ -34,7 +35,7 @@ def to_transformers(classifier, labels=None, made_with: dict | None = None):
     backbone = classifier.backbone
     inner = backbone.model if isinstance(backbone, HFBackbone) else backbone
     config = copy.deepcopy(inner.config)
-    names = _labels(labels, head.num_classes)
+    names = _labels(labels if labels else getattr(head, "class_names", None), head.num_classes)
     config.num_labels = len(names)
     config.id2label = dict(enumerate(names))
     config.label2id = {name: i for i, name in enumerate(names)}

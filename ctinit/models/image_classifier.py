@@ -50,7 +50,8 @@ class ImageClassifier(PushToHubMixin, nn.Module):
 
     def save_pretrained(self, out, labels=None, made_with: dict | None = None, license: str | None = None,
                         overwrite: bool = False, repo_id: str | None = None):
-        """Write a transformers image-classification folder (config with ``id2label`` from ``labels``, safetensors
+        """Write a transformers image-classification folder (config with ``id2label`` from ``labels``, by default
+        the class names of the task :meth:`finetune` trained the head on; safetensors
         weights, image processor config, card naming ``repo_id`` where it will be pushed); see
         :mod:`ctinit.models.classifier_folder`. Needs a head (fine-tune first)."""
         from .classifier_folder import save_finetuned

@@ -1,8 +1,19 @@
 """Task data: specs (npz:, folder:, hf:, builtin:) -> uint8 tensors on the device -> augmented batches."""
 from .builtin import BUILTIN_TASKS, COLOUR_META_TEST, COLOUR_META_TRAIN, META_TEST, META_TRAIN, SUITES, builtin_path
-from .sampler import BatchSampler, DeviceBatchSampler, eval_batches, random_crop_flip, to_float
-from .data import TaskData
-from .specs import load_task, parse_spec, task_name
+
+#: Imported on first use (they import torch): `ctinit list` reads the bundled task names without torch.
+_LAZY = {"BatchSampler": "sampler", "DeviceBatchSampler": "sampler", "eval_batches": "sampler",
+         "random_crop_flip": "sampler", "to_float": "sampler", "TaskData": "data",
+         "load_task": "specs", "parse_spec": "specs", "task_name": "specs"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUILTIN_TASKS", "COLOUR_META_TEST", "COLOUR_META_TRAIN", "META_TEST", "META_TRAIN", "SUITES", "BatchSampler",

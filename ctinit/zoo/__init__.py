@@ -90,6 +90,19 @@ def get(name: str) -> dict:
     raise ConfigError(f"'{PREFIX}{bare}': no such initialization in the zoo; {hint} (`ctinit list` shows them)")
 
 
+def meant(text: str, close: bool = True) -> str | None:
+    """The entry an initialization spec that is not one most likely names: ``NAME`` or ``zoo/NAME`` exactly (the
+    prefix is ``zoo:``), else (``close``) the nearest name to a bare ``text``; None when nothing is near."""
+    known = names()
+    bare = text[len("zoo/"):] if text.startswith("zoo/") else text
+    if bare in known:
+        return bare
+    if not close or "/" in text:
+        return None
+    found = difflib.get_close_matches(bare, known, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
