@@ -77,7 +77,8 @@ def test_the_tuning_choice_reads_no_meta_test_task_and_grows_a_winning_end(tmp_p
     assert all(r["role"] == "tuning" for r in study.runs.values())
 
 
-def test_a_tiny_long_study_records_every_run_claims_everything_and_resumes(tmp_path, recorded_specs, monkeypatch):
+def test_a_tiny_long_study_records_every_run_claims_everything_and_resumes(tmp_path, recorded_specs, monkeypatch,
+                                                                           capsys):
     config = tiny_config(tmp_path / "a", records=tmp_path / "records")
     written = []
     original = cli.write_results
@@ -106,6 +107,15 @@ def test_a_tiny_long_study_records_every_run_claims_everything_and_resumes(tmp_p
     assert isinstance(flat["flat"], bool) and flat["last_quarter_change"]["n_meta_seeds"] == 2
     assert result["meta_validation"]["cts@K4"]["band"]["steps"] == [2, 4]
     assert (tmp_path / "a" / "accuracy_vs_k.png").is_file() and (tmp_path / "a" / "meta_validation.png").is_file()
+    # the summary command renders the table, the claims and the two figures from a copied results.json
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(result))
+    capsys.readouterr()
+    assert summary.main([str(folder / "results.json")]) == 0
+    out = capsys.readouterr().out
+    assert "cts_minus_reptile_trend_in_K_short" in out and "edge share" in out
+    assert {p.name for p in folder.glob("*.png")} == set(long_report.FIGURES)
     # every claim run meta-trained on its meta-seed's meta-train tasks with the tuning record's rate
     tuning = json.loads(next((tmp_path / "records").glob("tuning-*.json")).read_text())
     claim_records = [json.loads(p.read_text()) for p in (tmp_path / "records").glob("run-claim-*.json")]
@@ -124,14 +134,3 @@ def test_a_tiny_long_study_records_every_run_claims_everything_and_resumes(tmp_p
     again = json.loads(json.dumps(cli.run(tiny_config(tmp_path / "c", records=tmp_path / "records"), echo=False)))
     assert again["progress"]["runs_recorded"] == 1 and lost.is_file()
     assert again["main"]["cts@K4"] == result["main"]["cts@K4"]
-
-
-def test_the_summary_renders_a_long_result_and_its_figures(tmp_path, recorded_specs, capsys):
-    result = cli.run(tiny_config(tmp_path / "run", records=tmp_path / "records"), echo=False)
-    folder = tmp_path / "copy"
-    folder.mkdir()
-    (folder / "results.json").write_text(json.dumps(result))
-    assert summary.main([str(folder / "results.json")]) == 0
-    out = capsys.readouterr().out
-    assert "cts_minus_reptile_trend_in_K_short" in out and "edge share" in out
-    assert {p.name for p in folder.glob("*.png")} == set(long_report.FIGURES)
