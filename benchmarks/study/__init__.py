@@ -2,7 +2,7 @@
 meta-training seeds, paired differences and 95% intervals (raw and Holm-adjusted verdicts), equivalence tests,
 per-algorithm rate choices on held-out meta-train tasks, and the paper's own protocol side by side.
 
-    python -m benchmarks.study [--quick | --preset quick|full|large|ratio] [--json] [--suite glyph|colour]
+    python -m benchmarks.study [--quick | --preset quick|full|large|ratio|long] [--json] [--suite glyph|colour]
                                [--out DIR] [--set KEY=VALUE ...] [--optional-algorithms]
                                [--backbone NAME] [--image-size N]
 
@@ -33,6 +33,17 @@ meta-seed draws its own seeded split of the suite into meta-train, validation an
 preset's fixed ``rate_grid`` and keeps, per algorithm, the rate that scores best on its validation tasks: the
 choice is inside the meta-seed, so its noise is inside the interval. Every candidate is also fine-tuned on the
 meta-test tasks, reported as curves "measured on meta-test tasks, not used for selection".
+
+The **long** preset (issue 29): the same S = 5000 inner steps per task at K = 20, 100 and 500 (250, 50 and 10
+trajectories per task), CTS and Reptile at every K, MTL and scratch once, meta-seeds 0-5 with the ratio preset's
+seeded splits, 2 fine-tuning seeds, three fine-tuning budgets (``config.finetune_budgets``: 200 steps all data,
+100 and 1000 steps with 20 per class; the long one logs validation curves, scratch's last quarter tested flat).
+Rates are chosen ONCE per (algorithm, K) on tuning meta-seed 100 (scored on its validation tasks, never a
+meta-test task; a winning grid end adds the next half-decade, twice at most) and written to
+``RECORDS/tuning-FINGERPRINT.json`` before any claim meta-seed runs. Each finished run is recorded at once
+(``RECORDS/run-LABEL-FINGERPRINT.json``: its meta-validation curve and fine-tuning accuracies), so a restart on a
+fresh machine loses at most the run in progress. ``python -m benchmarks.study.summary RESULTS.json`` renders its
+table and its two figures (accuracy vs K; meta-validation accuracy vs steps at the longest K).
 
 Statistics. The unit of replication is the meta-training seed: every mean carries a t-interval over the
 per-meta-seed means (each the mean over meta-test tasks and fine-tuning seeds). Every claim is a *paired*

@@ -22,8 +22,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the small preset (under 20 minutes on 2 idle CPU cores)")
     p.add_argument("--preset", choices=PRESET_NAMES, default=None,
                    help="full (default; about 2 hours per suite on 2 idle CPU cores), quick (= --quick), large "
-                        "(1000 meta-steps, K 100; about 10 CPU-hours) or ratio (steps / K = 100, 10 meta-seeds, "
-                        "rates chosen inside each meta-seed; see benchmarks/RESULTS.md for its CPU time)")
+                        "(1000 meta-steps, K 100; about 10 CPU-hours), ratio (steps / K = 100, 10 meta-seeds, "
+                        "rates chosen inside each meta-seed; see benchmarks/RESULTS.md for its CPU time) or long "
+                        "(the same 5000 inner steps at K 20, 100, 500; rates chosen once on a tuning meta-seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--suite", default="glyph", help=f"task suite: {', '.join(SUITES)}")
     p.add_argument("--out", default=None, help="output directory (default: runs/study_PRESET[_SUITE])")
@@ -32,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--optional-algorithms", action="store_true",
                    help="ratio presets: add their optional algorithms (FOMAML, FOMAML-CTS, Leap) to the comparison")
     p.add_argument("--records", default=None, metavar="DIR",
-                   help="ratio presets: where finished meta-seeds are recorded and reused from (one small JSON each; "
+                   help="ratio and long presets: where finished meta-seeds (long: runs) are recorded and reused from (one small JSON each; "
                         "default OUT/meta_seeds); point it at benchmarks/recorded/study-ratio/SUITE to resume a "
                         "run from the repository on a fresh machine")
     p.add_argument("--backbone", default=None, help="override the backbone (e.g. resnet20 on a GPU)")
@@ -83,6 +84,10 @@ def run(config: StudyConfig, echo: bool = True) -> dict:
 
     if config.protocol == "ratio":
         result = run_ratio(config, ws, clock, publish)
+    elif config.protocol == "long":
+        from .long import run_long
+
+        result = run_long(config, ws, clock, publish)
     else:
         result = run_staged(config, ws, clock)
         publish(result)

@@ -116,7 +116,31 @@ RATIO_PRESETS = {
     },
 }
 
-PRESET_NAMES = (*PRESETS, *RATIO_PRESETS)
+#: The long-trajectory protocol (issue 29, ``benchmarks/study/long.py``): the same ``steps`` (total inner steps S
+#: per task) at every K of ``reset_periods`` (spanning 25x), CTS and Reptile at every K, MTL and scratch once. The
+#: rates are chosen ONCE per (algorithm, K) on ``tuning_meta_seed`` (its own seeded split, scored on its validation
+#: tasks; no claim uses it), the grid grown by half a decade beyond a winning end (``max_extensions`` times at most),
+#: and written down before the claim meta-seeds run. ``finetune_budgets``: name -> steps and examples per class
+#: (None: all data); ``curve``: log the fine-tuning validation curve (the convergence evidence for scratch);
+#: ``algorithms``: the inits it is run for (absent: all; the long one skips Reptile to fit the CPU budget).
+#: ``reach_fraction``: claim (d)'s target, this share of the lower of CTS's and Reptile's best meta-validation
+#: accuracy in the meta-seed (so both reach it).
+LONG_PRESETS = {
+    "long": {
+        "steps": 5000, "reset_periods": [20, 100, 500], "tuning_meta_seed": 100, "meta_seeds": list(range(6)),
+        "finetune_seeds_per_meta_seed": 2, "algorithms": ["cts", "reptile", "mtl"], "k_algorithms": ["cts", "reptile"],
+        "rate_grid": {"cts": [0.0316, 0.1, 0.316], "reptile": [0.316, 1.0, 3.16], "mtl": [0.0316, 0.1, 0.316]},
+        "max_extensions": 2, "selection_finetune_steps": 100, "finetune_batch_size": 64,
+        "finetune_budgets": {"short": {"steps": 200, "per_class": None},
+                             "short_20": {"steps": 100, "per_class": 20},
+                             "long_20": {"steps": 1000, "per_class": 20, "curve": True,
+                                         "algorithms": ["cts", "mtl", "scratch"]}},
+        "validation_every": 250, "validation_steps": 50, "reach_fraction": 0.95,
+        "equivalence_margin": 0.02, "flat_margin": 0.01,
+    },
+}
+
+PRESET_NAMES = (*PRESETS, *RATIO_PRESETS, *LONG_PRESETS)
 
 
 class StudyError(ValueError):
@@ -145,18 +169,48 @@ class StudyConfig:
 
     @property
     def records_dir(self) -> Path:
-        return Path(self.records) if self.records else self.out / "meta_seeds"
+        default = "records" if self.protocol == "long" else "meta_seeds"
+        return Path(self.records) if self.records else self.out / default
 
     @property
     def protocol(self) -> str:
-        return "ratio" if self.preset_name in RATIO_PRESETS else "staged"
+        return "ratio" if self.preset_name in RATIO_PRESETS else "long" if self.preset_name in LONG_PRESETS \
+            else "staged"
+
+
+def check_long_preset(preset: dict, suite_name: str, suite: dict, optional_algorithms: bool) -> tuple:
+    """The long preset's algorithms, after checking its values (a bad one raises StudyError: one line)."""
+    if optional_algorithms:
+        raise StudyError("--optional-algorithms: the long preset runs CTS, Reptile and MTL only (FOMAML-CTS and "
+                         "Leap do not fit its CPU budget); use --preset ratio for them")
+    algorithms = tuple(preset["algorithms"])
+    if algorithms[:1] != ("cts",):
+        raise StudyError(f"algorithms must start with cts (every claim compares CTS with the others), got {algorithms}")
+    missing = [a for a in algorithms if a not in preset["rate_grid"]]
+    if missing:
+        raise StudyError(f"rate_grid has no rates for {', '.join(missing)}: give them with --set rate_grid=...")
+    ks = preset["reset_periods"]
+    if len(ks) < 2 or sorted(set(ks)) != ks or ks[-1] > preset["steps"]:
+        raise StudyError(f"reset_periods {ks}: give 2 or more increasing K values, none above steps ({preset['steps']})")
+    if not set(preset["k_algorithms"]) <= set(algorithms) or "cts" not in preset["k_algorithms"]:
+        raise StudyError(f"k_algorithms {preset['k_algorithms']}: must include cts and be among {list(algorithms)}")
+    if preset["tuning_meta_seed"] in preset["meta_seeds"]:
+        raise StudyError(f"tuning_meta_seed {preset['tuning_meta_seed']} is also a claim meta-seed: pick another")
+    if len(preset["meta_seeds"]) < 2:
+        raise StudyError("meta_seeds: give 2 or more (the intervals are over meta-seeds)")
+    if not preset["finetune_budgets"] or any(b["steps"] < 1 for b in preset["finetune_budgets"].values()):
+        raise StudyError("finetune_budgets: give one or more, each with steps >= 1")
+    split = suite["ratio_split"]
+    if len(suite["meta_train"]) + len(suite["meta_test"]) - split["meta_test"] - split["validation"] < 2:
+        raise StudyError(f"suite {suite_name}: too few tasks left for meta-training after its ratio_split")
+    return algorithms
 
 
 def build_config(preset_name: str, suite_name: str, overrides: list[str], out: str | None = None,
                  backbone: str | None = None, image_size: int | None = None, optional_algorithms: bool = False,
                  command: str = "", records: str | None = None) -> StudyConfig:
     """The config of one run from the command line's choices; a bad choice raises StudyError (one line)."""
-    presets = {**PRESETS, **RATIO_PRESETS}
+    presets = {**PRESETS, **RATIO_PRESETS, **LONG_PRESETS}
     if preset_name not in presets:
         raise StudyError(f"--preset {preset_name}: unknown preset; known: {', '.join(presets)}")
     preset = copy.deepcopy(presets[preset_name])
@@ -189,9 +243,11 @@ def build_config(preset_name: str, suite_name: str, overrides: list[str], out: s
         split = suite["ratio_split"]
         if len(suite["meta_train"]) + len(suite["meta_test"]) - split["meta_test"] - split["validation"] < 2:
             raise StudyError(f"suite {suite_name}: too few tasks left for meta-training after its ratio_split")
+    elif preset_name in LONG_PRESETS:
+        algorithms = check_long_preset(preset, suite_name, suite, optional_algorithms)
     elif records:
-        raise StudyError(f"--records applies to the ratio presets ({', '.join(RATIO_PRESETS)}), not to --preset "
-                         f"{preset_name}")
+        raise StudyError(f"--records applies to the ratio and long presets "
+                         f"({', '.join((*RATIO_PRESETS, *LONG_PRESETS))}), not to --preset {preset_name}")
     elif optional_algorithms:
         raise StudyError(f"--optional-algorithms applies to the ratio presets ({', '.join(RATIO_PRESETS)}), "
                          f"not to --preset {preset_name}")

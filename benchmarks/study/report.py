@@ -26,6 +26,10 @@ def write_results(out: Path, result: dict) -> list[str]:
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "results.md").write_text(markdown(result))
     written = ["results.json", "results.md"]
+    if result["protocol"] == "long":
+        from .long_report import write_figures
+
+        return written + write_figures(result, out)
     if result["partial"]:
         return written
     plot_accuracy(result, out / "accuracy.png")
@@ -165,7 +169,12 @@ def _claims_table(claims: dict) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    text = markdown_staged(result) if result["protocol"] == "staged" else markdown_ratio(result)
+    if result["protocol"] == "long":
+        from .long_report import markdown_long
+
+        text = markdown_long(result)
+    else:
+        text = markdown_staged(result) if result["protocol"] == "staged" else markdown_ratio(result)
     if result["partial"]:
         progress = result["progress"]
         text = (f"**PARTIAL**: {progress['meta_seeds_done']} of {progress['meta_seeds_planned']} meta-seeds done.\n\n"

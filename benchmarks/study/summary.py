@@ -2,6 +2,9 @@
 ``results.json`` (``results.md`` beside it has everything; this is the condensed view):
 
     python -m benchmarks.study.summary benchmarks/recorded/study-ratio/glyph/results.json
+
+A long preset's results.json (issue 29) gets its own table and claims, and its two figures (accuracy_vs_k.png,
+meta_validation.png) are rendered beside it.
 """
 from __future__ import annotations
 
@@ -49,10 +52,18 @@ def suite_block(result: dict, where: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not Path(args[0]).is_file():
-        print("usage: python -m benchmarks.study.summary PATH/results.json (a ratio study's results)", file=sys.stderr)
+        print("usage: python -m benchmarks.study.summary PATH/results.json (a ratio or long study's results)",
+              file=sys.stderr)
         return 2
     path = Path(args[0])
     result = json.loads(path.read_text())
+    if result.get("protocol") == "long":  # its table and claims, and its two figures beside results.json
+        from .long_report import markdown_long, write_figures
+
+        print(markdown_long(result), end="")
+        for name in write_figures(result, path.parent):
+            print(f"wrote {path.parent.as_posix()}/{name}", file=sys.stderr)
+        return 0
     if result.get("protocol") != "ratio":
         print(f"{path}: not a ratio study's results (protocol {result.get('protocol')!r})", file=sys.stderr)
         return 2
