@@ -88,8 +88,8 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
 
 
 def log_setup(config: dict, engine, world: int, device, shards, names: list[str], pool, comm, start_step: int) -> None:
-    log.info("world size %d on %s, precision %s (phi and meta-updates fp32); task-to-process map: %s", world, device,
-             config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
+    log.info("world size %d on %s, precision %s (mixed_precision %s; phi and meta-updates fp32); task-to-process map: "
+             "%s", world, device, engine.precision, config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
     log.info("algorithm %s, backbone %s, meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
              config["algorithm"], config["backbone"], engine.meta_interval, engine.reset_period, engine.shift,
              engine.layout.size)
@@ -172,15 +172,18 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     seconds = time.perf_counter() - metrics.started
 
     skipped = int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0)
-    export_init(run, engine, made_with(config, names, steps, world, skipped, tasks.train), steps=steps,
+    # the precision the steps ran in (mixed_precision auto: what this run measured and chose, or its checkpoint's)
+    used = {**made_with(config, names, steps, world, skipped, tasks.train), "precision": engine.precision}
+    export_init(run, engine, used, steps=steps,
                 start_step=start_step, checkpointer=checkpointer, best=validator.best)
     if is_main:
-        log.info("wrote %s (steps %d-%d in %.1f s)", run.path / "init", start_step + 1, steps, seconds)
+        log.info("wrote %s (steps %d-%d in %.1f s, precision %s)", run.path / "init", start_step + 1, steps, seconds,
+                 engine.precision)
     comm.barrier()
     if config["log_with"]:
         accelerator.end_training()
     tasks_per_step = config["active_tasks"] or len(config["tasks"])
-    return {"init": str(run.path / "init"), "steps": steps, "seconds": seconds,
+    return {"init": str(run.path / "init"), "steps": steps, "seconds": seconds, "precision": engine.precision,
             "task_steps_per_s": (steps - start_step) * tasks_per_step / seconds if seconds > 0 and steps > start_step else None}
 
 
