@@ -128,3 +128,50 @@ def test_the_speedup_bar_is_higher_than_the_layouts():
     from ctinit.meta.autolayout import MIN_SPEEDUP as LAYOUT_MIN_SPEEDUP
 
     assert MIN_SPEEDUP > LAYOUT_MIN_SPEEDUP  # bf16 changes the numbers; the layout changes rounding only
+
+
+def _bf16_twice_as_fast(monkeypatch):
+    """A bf16 CPU on which the trial's bf16 steps take half the time of fp32's (whatever this machine measures)."""
+    monkeypatch.setattr(precision_module, "bf16_hardware", lambda: "AMX")
+    real = AutoPrecision.done
+    monkeypatch.setattr(AutoPrecision, "done", lambda self, s: real(self, 0.5 if self._next == "bf16" else 1.0))
+
+
+def test_finetuning_measures_the_precision_first_then_the_layout(record, monkeypatch):
+    from ctinit.finetune import FINETUNE_TRIAL_PAIRS
+
+    from test_autolayout import tiny_finetune
+
+    _bf16_twice_as_fast(monkeypatch)
+    entered, layouts = _count_autocast(monkeypatch), []
+    _, result = tiny_finetune(MIN_PLANNED_STEPS, layouts, mixed_precision="auto")
+    trial = 2 * (FINETUNE_TRIAL_PAIRS + 1)
+    assert result.precision == "bf16"
+    # the trial's bf16 steps, then every step in bf16 (evaluation stays fp32)
+    assert len(entered) == trial // 2 + MIN_PLANNED_STEPS - trial
+    assert layouts[:trial] == [False] * trial  # the layout's own trial starts after the precision's
+    assert any(k.startswith("precision:finetune:") for k in json.loads(record.read_text()))
+    _, fixed = tiny_finetune(MIN_PLANNED_STEPS, mixed_precision="no")
+    assert fixed.precision == "no"
+
+
+def test_the_trainer_records_the_precision_and_a_resumed_run_keeps_it(tmp_path, record, monkeypatch):
+    import shutil
+
+    from ctinit_training.meta_train import main
+
+    from test_training import TINY
+
+    _bf16_twice_as_fast(monkeypatch)
+    out = tmp_path / "run"
+    args = ["--config", TINY, "--out", str(out), "--no-progress", "mixed_precision=auto", "steps=100",
+            "checkpoint_every=50", "keep_checkpoints=5", "log_every=50"]
+    assert main(args) == 0
+    assert json.loads((out / "init" / "config.json").read_text())["ctinit"]["precision"] == "bf16"
+    assert "precision: bf16 (auto: bf16 2.00x" in (out / "train.log").read_text()
+    # resumed from step 50 on a machine without bf16 hardware: the checkpoint's precision, no new trial
+    monkeypatch.setattr(precision_module, "bf16_hardware", lambda: None)
+    shutil.rmtree(out / "checkpoints" / "step-100")
+    shutil.rmtree(out / "init")
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((out / "init" / "config.json").read_text())["ctinit"]["precision"] == "bf16"
