@@ -31,6 +31,7 @@ from ctinit.entrypoint import ArgumentParser, run_command
 from ctinit.errors import ConfigError
 from ctinit.tasks import task_name
 
+from . import launch
 from .checkpoint import Checkpointer, check_finite_phi
 from .config import RECIPES, dump_config, load_config
 from .distributed import Collectives, shard_tasks
@@ -200,17 +201,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--push-to-hub", default=None, metavar="ORG/NAME",
                         help="at the end, export the run and upload it to this Hub repo (main process only)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    parser.add_argument("--cpu-processes", default=None, metavar="auto|N",
+                        help="on the CPU: run as N processes (auto: the split measured fastest on the free cores) "
+                             "through torch's launcher, with the free cores shared out as threads (training/launch.py)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. steps=200 meta_optimizer.lr=0.1")
     args = parser.parse_args(argv)
 
     def command() -> int:
         try:
             config = load_config(args.config, args.overrides)
+            split = os.environ.get(launch.SPLIT_ENV)  # set in the processes --cpu-processes launched
             if args.push_to_hub:
                 from ctinit.hubio import check_push
 
                 check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
-            run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+            if args.cpu_processes and not launch.launched() and (config["device"] == "cpu" or not torch.cuda.is_available()):
+                processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
+                print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)
+                if processes > 1:  # the launched processes run this command (without the flag) and push if asked
+                    return launch.launch(launch.without_flag(sys.argv[1:] if argv is None else argv), processes, threads)
+                torch.set_num_threads(threads)
+                split = f"1x{threads}"
+            summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+            if int(os.environ.get("RANK", "0")) == 0:
+                launch.record_split(config, summary["task_steps_per_s"], split)
             if args.push_to_hub:
                 push_run(args.out, args.push_to_hub, PROG, private=args.private)
         except Preempted as p:
