@@ -63,3 +63,16 @@ def test_two_cpu_processes_match_one_and_resume_exactly(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "the checkpoint's 2 processes" in proc.stderr
     assert same_phi(tmp_path / "finished", split)  # bitwise (the same thread count per process here)
+
+
+def test_the_quickstart_meta_trains_on_the_processes_it_is_given(tmp_path):
+    out = tmp_path / "qs"
+    proc = subprocess.run([sys.executable, "-m", "ctinit_training.quickstart", "--out", str(out), "--cpu-processes",
+                           "2", "--finetune-steps", "2", "--finetune-batch-size", "8", "--no-progress", "steps=2",
+                           "batch_size=4", "reset_period=2", "max_train_per_class=2"], env=ENV, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "meta-training as 2 process(es)" in proc.stderr
+    assert json.loads((out / "init" / "config.json").read_text())["ctinit"]["world_size"] == 2
+    report = json.loads((out / "quickstart.json").read_text())
+    assert len(report["per_task"]) == 4 and report["meta_train_seconds"] > 0
