@@ -90,10 +90,10 @@ def test_the_engine_measures_on_bf16_cpus_only_and_a_resumed_run_keeps_its_preci
     monkeypatch.setattr(precision_module, "contradicts", lambda recorded, measured: False)
     engine = tiny_engine(precision="auto", channels_last="auto", planned_steps=MIN_PLANNED_STEPS)
     assert engine.precision == "measuring"
-    key = "precision:" + engine._auto_precision.key()
     entered = _count_autocast(monkeypatch)
     engine.step()
     engine.step()
+    key = "precision:" + engine._auto_precision.key()  # the input shape is part of it
     assert entered == [torch.bfloat16] * 2  # step 2 ran bf16 (both tasks), step 1 fp32
     measuring = engine.state_dict()
     assert measuring["precision"]["measuring"] and len(measuring["precision"]["times"]["bf16"]) == 1
@@ -175,3 +175,14 @@ def test_the_trainer_records_the_precision_and_a_resumed_run_keeps_it(tmp_path, 
     shutil.rmtree(out / "init")
     assert main(args + ["--resume"]) == 0
     assert json.loads((out / "init" / "config.json").read_text())["ctinit"]["precision"] == "bf16"
+
+
+def test_a_recorded_layout_that_the_runs_own_steps_contradict_is_measured_again(record):
+    from ctinit.meta.autolayout import AutoLayout
+
+    record.write_text(json.dumps({"layout:key": {"speedup": 13.33}}))  # recorded under another load
+    auto = AutoLayout(lambda: "key")
+    while not auto.decided:
+        auto.done(1.2 if auto.use_channels_last() else 1.0)  # this run: channels-last clearly slower
+    assert not auto.channels_last and auto.speedup == pytest.approx(1 / 1.2, abs=1e-3)
+    assert json.loads(record.read_text())["layout:key"]["speedup"] == auto.speedup

@@ -15,7 +15,6 @@ import torch
 from .autolayout import MIN_PLANNED_STEPS, AutoLayout
 from .compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
 from .execution import choose_compile, measures_compile, uncached_autocast
-from . import precision as precision_choice  # its bf16_hardware() through the module (tests patch it)
 from .precision import AutoPrecision, auto_precision_plan, autocast_factory
 
 log = logging.getLogger("ctinit.meta.engine")
@@ -72,7 +71,7 @@ class MeasuredExecution:
         self.autocast, self.precision = contextlib.nullcontext, "no"
         measurable = self.execution == "sequential" and self._compile_requested in ("auto", "off") \
             and (self.planned_steps or 0) >= MIN_PLANNED_STEPS
-        measure, reason = auto_precision_plan(self.phi.device, measurable, precision_choice.bf16_hardware())
+        measure, reason = auto_precision_plan(self.phi.device, measurable)
         if measure:
             self._start_precision_trial()
         log.info("precision: %s", reason)

@@ -72,11 +72,12 @@ def autocast_factory(precision: str, device: torch.device) -> Callable | None:
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-def contradicts(recorded: float, measured: float) -> bool:
-    """Whether this run's own speedup decides the other way than the recorded one, by a clear margin."""
-    if recorded >= MIN_SPEEDUP:
-        return measured * CONTRADICTION < MIN_SPEEDUP
-    return measured >= MIN_SPEEDUP * CONTRADICTION
+def contradicts(recorded: float, measured: float, threshold: float = MIN_SPEEDUP) -> bool:
+    """Whether this run's own speedup decides the other way than the recorded one (about THRESHOLD), by a clear
+    margin (CONTRADICTION): a record made under another load is not kept against what the run measures now."""
+    if recorded >= threshold:
+        return measured * CONTRADICTION < threshold
+    return measured >= threshold * CONTRADICTION
 
 
 class AutoPrecision:
@@ -136,9 +137,10 @@ class AutoPrecision:
         self.reason = state.get("reason", self.reason)
 
 
-def auto_precision_plan(device: torch.device, measurable: bool, hardware: str | None) -> tuple[bool, str]:
+def auto_precision_plan(device: torch.device, measurable: bool) -> tuple[bool, str]:
     """``(measure, reason)`` for ``auto``: measure only on a CPU with bf16 hardware in a measurable run (CPU,
     sequential, eager or ``compile: auto``, at least MIN_PLANNED_STEPS steps); otherwise fp32, and why."""
+    hardware = bf16_hardware()
     if device.type != "cpu":
         return False, f"auto: fp32 on {device.type} (measured on the CPU only)"
     if hardware is None:
@@ -147,9 +149,6 @@ def auto_precision_plan(device: torch.device, measurable: bool, hardware: str | 
         return False, "auto: fp32 (not measured: needs sequential execution, compile auto or off, >= 100 steps)"
     return True, f"auto: measuring bf16 against fp32 ({hardware})"
 
-
-def null_or(factory: Callable | None) -> Callable:
-    return factory or contextlib.nullcontext
 
 
 class StepPrecision:
@@ -161,7 +160,7 @@ class StepPrecision:
         self.device, self.trial = device, None
         self.precision = "no" if setting == "auto" else setting
         if setting == "auto":
-            measure, reason = auto_precision_plan(device, steps >= MIN_PLANNED_STEPS, bf16_hardware())
+            measure, reason = auto_precision_plan(device, steps >= MIN_PLANNED_STEPS)
             if measure:
                 self.trial, self.precision = AutoPrecision(lambda: "finetune:" + key(), trial_pairs), "measuring"
             log.debug("fine-tuning precision: %s", reason)
