@@ -19,8 +19,8 @@ import json
 import shlex
 import sys
 
-from .meta.precision import DEFAULT_PRECISION
 from .entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser, run_command  # noqa: F401
+from .meta.precision import DEFAULT_PRECISION
 
 
 def _log(message: str) -> None:
