@@ -55,14 +55,16 @@ def steady_rate(out: Path) -> float | None:
     return (records[-1]["step"] - records[0]["step"]) * tasks / (elapsed[1] - elapsed[0])
 
 
-def run_once(setup: str, arch: str, steps: int, extra: list[str], tmp: Path) -> dict:
+def run_once(setup: str, arch: str, steps: int, extra: list[str], tmp: Path, threads: int | None = None) -> dict:
     flags, overrides = SETUPS[setup]
     out = tmp / f"{arch}-{setup}-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "ctinit_training.meta_train", "--config", str(RECIPE), "--out", str(out),
            "--no-progress", *flags, *BACKBONES[arch], f"steps={steps}", f"log_every={max(1, steps // 5)}",
            *overrides, *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("OMP_NUM_THREADS", None)  # one process: torch's default, all the cores
+    env.pop("OMP_NUM_THREADS", None)  # one process: torch's default, all the cores (--threads: that many)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - started
@@ -88,7 +90,7 @@ def bench(args) -> dict:
             for r in range(args.repeats):
                 names = list(SETUPS)
                 for setup in names[r % len(names):] + names[:r % len(names)]:
-                    runs[setup].append(run_once(setup, arch, args.steps, args.set, Path(tmp)))
+                    runs[setup].append(run_once(setup, arch, args.steps, args.set, Path(tmp), args.threads))
                     say(f"trainer {arch} {setup}: {runs[setup][-1]['end_to_end']:.1f} task-steps/s end to end, "
                         f"precision {runs[setup][-1]['precision']}, {runs[setup][-1]['split'] or 'one process'}")
             base = runs["eager_fp32_1_process"]
@@ -110,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300, help="meta-training steps per run")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a trainer override for every run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS for every run (default: unset: one process uses all the cores)")
     p.add_argument("--tiny", action="store_true", help="a check of the script: 30 steps, 1 round, 8 examples per class")
     p.add_argument("--json", action="store_true")
     return p
