@@ -353,6 +353,8 @@ CPU_MODES = {
     "compiled_channels_last": ({"compile": "backbone", "channels_last": True}, "no", None, True),
     "eager_bf16": ({}, "bf16", None, False),
     "compiled_bf16": ({"compile": "backbone"}, "bf16", None, False),
+    "channels_last_bf16": ({"channels_last": True}, "bf16", None, False),
+    "compiled_channels_last_bf16": ({"compile": "backbone", "channels_last": True}, "bf16", None, False),
 }
 
 
@@ -589,6 +591,9 @@ def report_cpu_modes(modes: dict, args, result: dict, started: float) -> int:
                   f"{m['speedup']['median']:>7.2f}x {m['achieved_gflops']:>8.1f} {m['fraction_of_peak']:>8.1%} {c:>9}")
     for p in ("fp32", "bf16"):
         print(f"speedup_{p}: " + ", ".join(f"{a} {v['mode']} {v['speedup']:.2f}x" for a, v in result[f"speedup_{p}"].items() if v))
+    for arch, t in result.get("trainer", {}).get("backbones", {}).items():
+        print(f"ctinit-train {arch} over eager fp32 one process (end to end): " + ", ".join(
+            f"{s} {v['end_to_end']['median']:.2f}x" for s, v in t["speedup_over_eager_fp32_1_process"].items()))
     return 0
 
 
@@ -636,6 +641,11 @@ def main(argv=None) -> int:
                    help="every CPU execution mode side by side (convnet4-32 at 28 px, ResNet-20 at 32 px), with the "
                         "machine's matmul peak; replaces the plain/cts comparison")
     p.add_argument("--modes", default=None, help=f"with --cpu-modes: comma-separated subset of {', '.join(CPU_MODES)}")
+    p.add_argument("--trainer", action="store_true",
+                   help="with --cpu-modes: also ctinit-train end to end, its defaults against eager fp32 one-process "
+                        "(benchmarks/trainer_defaults.py; --trainer-steps, --trainer-repeats)")
+    p.add_argument("--trainer-steps", type=int, default=300)
+    p.add_argument("--trainer-repeats", type=int, default=3)
     p.add_argument("--scaling", action="store_true", help="also measure 1 vs 2 CPU processes (meta_train subprocesses)")
     p.add_argument("--scaling-steps", type=int, default=80)
     p.add_argument("--scaling-repeats", type=int, default=2)
@@ -672,7 +682,15 @@ def main(argv=None) -> int:
         if gpu:
             print("throughput: error: --cpu-modes measures the CPU; drop --device cuda", file=sys.stderr)
             return 2
-        return report_cpu_modes(bench_cpu_modes(args), args, result, started)
+        modes = bench_cpu_modes(args)
+        if args.trainer:
+            from benchmarks import trainer_defaults
+
+            trainer_args = trainer_defaults.parser().parse_args(
+                ["--steps", str(args.trainer_steps), "--repeats", str(args.trainer_repeats),
+                 *(["--backbones", args.backbones] if args.backbones in ("convnet4-32", "resnet20") else [])])
+            modes["trainer"] = trainer_defaults.bench(trainer_args)
+        return report_cpu_modes(modes, args, result, started)
     for arch in [a.strip() for a in args.backbones.split(",") if a.strip() and a.strip() != "none"]:
         result["backbones"][arch] = bench_backbone(arch, args, device)
     ratio = lambda arch: result["backbones"][arch]["ratio_cts_over_plain"]["median"] if arch in result["backbones"] else None  # noqa: E731

@@ -20,6 +20,7 @@ import shlex
 import sys
 
 from .entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser, run_command  # noqa: F401
+from .meta.precision import DEFAULT_PRECISION
 
 
 def _log(message: str) -> None:
@@ -302,7 +303,10 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
                    help="flip training images horizontally (or not) when augmenting (default: the task's own setting: "
                         "npz hflip, on for folder: and hf:, on only for fashion-mnist, colour-fashion and "
                         "colour-textures among the bundled tasks)")
-    g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="(default: %(default)s)")
+    g.add_argument("--mixed-precision", default=DEFAULT_PRECISION, choices=["no", "bf16", "fp16", "auto"],
+                   help="autocast for the training steps; auto: bf16 where the CPU has bf16 hardware (AMX or "
+                        "AVX512-BF16) and the first steps measure it faster, else fp32; no: exact fp32 "
+                        "(default: %(default)s)")
     g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                    help="input memory layout of the training steps: auto measures on the CPU over the first steps "
                         "(runs of 100+ steps) and keeps the faster one; on/off fix it, e.g. for runs that must match "

@@ -13,7 +13,6 @@ joins a collective.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -30,6 +29,7 @@ from .errors import ConfigError
 from .meta.autolayout import MIN_PLANNED_STEPS, AutoLayout
 from .meta.compiled import graph_key
 from .meta.optim import OptimizerSpec
+from .meta.precision import DEFAULT_PRECISION, StepPrecision
 from .models.heads import TaskHead, feature_dim, image_size_of
 from .schema import Bool, Float, NonNegInt, PositiveFloat, PositiveInt, Precision, Seed, schema
 from .tasks.sampler import BatchSampler, eval_batches
@@ -49,7 +49,7 @@ class FinetuneConfig:
     hflip: Optional[Bool] = None  # horizontal flip when augmenting; None: the task's own setting (TaskData.hflip)
     eval_every: NonNegInt = 0  # 0: evaluate at the end only
     seed: Seed = 0
-    mixed_precision: Precision = "no"
+    mixed_precision: Precision = DEFAULT_PRECISION  # auto: as meta-training's (ctinit/meta/precision.py)
     # an execution choice, not part of the recipe: auto measures on the CPU (module docstring), elsewhere contiguous
     channels_last: Union[Bool, Literal["auto"]] = "auto"
     progress: Bool = True
@@ -69,6 +69,7 @@ class FinetuneResult:
     seconds: float
     curve: list = field(default_factory=list)  # [(step, accuracy)] on the validation split if given, else test
     channels_last: bool = False  # the layout the steps after the first few ran in
+    precision: str = "no"  # the precision the steps after the first few ran in (mixed_precision auto: measured)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,7 +151,8 @@ class InputLayout:
         self.shape: tuple = ()
         self.trial = None
         if setting == "auto" and device.type == "cpu" and steps >= MIN_PLANNED_STEPS:
-            self.trial = AutoLayout(lambda: "finetune:" + graph_key(backbone, self.shape, autocast),
+            self.trial = AutoLayout(lambda: "finetune:" + graph_key(backbone, self.shape,
+                                                                    autocast() if callable(autocast) else autocast),
                                     trial_pairs=FINETUNE_TRIAL_PAIRS)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,10 +214,12 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     optimizer = OptimizerSpec.from_dict(cfg.optimizer).build(model.parameters())
     milestones = sorted({max(1, int(math.floor(m * cfg.steps))) for m in cfg.milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
-    layout = InputLayout(cfg.channels_last, device, cfg.steps, backbone, amp_dtype is not None)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision == "fp16")
+    layout = InputLayout(cfg.channels_last, device, cfg.steps, backbone, lambda: precision.autocast)
+    # auto: measured first (layout untouched meanwhile), then the layout in the chosen precision
+    precision = StepPrecision(cfg.mixed_precision, device, cfg.steps, lambda: graph_key(backbone, layout.shape, False),
+                              FINETUNE_TRIAL_PAIRS)
     model.train()
 
     curve, recent = [], []
@@ -226,8 +230,10 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     for step in bar:
         x, y = sampler()
         step_start = time.perf_counter()  # the layout conversion is part of what a layout costs
-        x = layout.apply(x)
-        with (torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()):
+        measuring_precision = precision.measuring
+        layout.shape = tuple(x.shape)
+        x = x if measuring_precision else layout.apply(x)
+        with precision.context():
             loss = F.cross_entropy(model["head"](model["backbone"](x)).float(), y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -237,7 +243,7 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
             # fp16: the scaler skips a step whose gradients overflowed; the schedule still counts it (as before)
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             scheduler.step()
-        layout.done(time.perf_counter() - step_start)
+        (precision if measuring_precision else layout).done(time.perf_counter() - step_start)
         if on_step is not None:
             on_step(step)
         if step > cfg.steps - tail:
@@ -262,4 +268,5 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
         curve.append((cfg.steps, acc if validation is None else evaluate(
             backbone, head, curve_x, curve_y, channels=channels, channels_last=layout.channels_last)[0]))
     train_loss = torch.stack(recent).mean().item() if recent else float("nan")
-    return FinetuneResult(acc, test_loss, train_loss, cfg.steps, seconds, curve, layout.channels_last)
+    return FinetuneResult(acc, test_loss, train_loss, cfg.steps, seconds, curve, layout.channels_last,
+                          precision.precision)

@@ -74,7 +74,8 @@ NonNegFloat = Annotated[Float, Field(ge=0)]
 Fraction = Annotated[Float, Field(gt=0, lt=1)]
 Bool = StrictBool
 Str = StrictStr
-Precision = Literal["no", "bf16", "fp16"]
+#: ``auto``: bf16 where the CPU has bf16 hardware and the run measures it faster, else fp32 (ctinit/meta/precision.py)
+Precision = Literal["no", "bf16", "fp16", "auto"]
 #: ``--device``: None (what Accelerate picks), cpu, cuda or cuda:N.
 Device = Optional[Annotated[StrictStr, Field(pattern=r"^(cpu|cuda(:[0-9]+)?)$")]]
 

@@ -137,7 +137,9 @@ def test_finetuning_measures_the_layout_on_long_cpu_runs_and_reuses_the_record(r
     assert seen == trial
     keys = [k for k in json.loads(record.read_text()) if k.startswith("layout:finetune:")]
     assert len(keys) == 1  # its own key, apart from meta-training's
-    # a recorded choice is taken after the same alternating steps, whatever this run's own timings say
+    # a recorded choice is taken after the same alternating steps (unless this run's own timings clearly contradict
+    # it: tests/test_precision.py; switched off here, where real timings of a tiny model decide nothing)
+    monkeypatch.setattr(autolayout_module, "contradicts", lambda *args: False)
     for speedup, expected in ((2.0, True), (1.0, False)):
         record.write_text(json.dumps({keys[0]: {"speedup": speedup}}))
         seen.clear()

@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .meta_train import execute
 
-    return execute(args)
+    return execute(args, argv)
 
 
 if __name__ == "__main__":

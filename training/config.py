@@ -36,6 +36,7 @@ from ctinit.schema import (
 from ctinit.errors import ConfigError
 from ctinit.meta import RULES
 from ctinit.meta.engine import COMPILE_MODES, EXECUTIONS
+from ctinit.meta.precision import DEFAULT_PRECISION
 from ctinit.models import ARCHITECTURES
 
 from pydantic import Field, StrictInt
@@ -86,7 +87,9 @@ class TrainConfig:
     max_train_per_class: Optional[PositiveInt] = None  # limit each meta-train task to this many examples per class
     seed: Seed = 0
     device: Literal["auto", "cpu"] = "auto"  # auto (what Accelerate picks) | cpu; GPUs are chosen by the launcher
-    mixed_precision: Precision = "no"  # autocast for the inner steps; phi and meta-updates stay fp32
+    # autocast for the inner steps (phi and meta-updates stay fp32): no | bf16 | fp16 | auto (bf16 where the CPU has
+    # it and the run measures it faster; ctinit/meta/precision.py, whose DEFAULT_PRECISION is the default)
+    mixed_precision: Precision = DEFAULT_PRECISION
     execution: Literal[EXECUTIONS] = "auto"  # auto | sequential | batched
     compile: Literal[COMPILE_MODES] = "auto"  # auto (CPU: backbone where this run measures it faster) | off | graphs | inductor | backbone
     # auto (CPU, sequential, >= 100 steps: measured in the run's first steps, kept where >= 1.05x faster) | true | false

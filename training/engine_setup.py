@@ -40,7 +40,7 @@ def set_meta_lr(engine, config: dict, step: int) -> None:
 
 
 def autocast_factory(precision: str, device: torch.device):
-    if precision == "no":
+    if precision in ("no", "auto"):  # auto: the engine measures and sets its own (ctinit/meta/precision.py)
         return None
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return lambda: torch.autocast(device.type, dtype=dtype)
@@ -119,5 +119,6 @@ def build_engine(config: dict, tasks: LoadedTasks, pool: TaskPool | None, rank_s
         grad_scaling=config["mixed_precision"] == "fp16", execution=config["execution"],
         compile=config["compile"], channels_last=config["channels_last"],
         heldout_batches=heldout_samplers or None, planned_steps=config["steps"],
+        precision=config["mixed_precision"],
     )
     return Trainee(engine, samplers + heldout_samplers, pool, list(slots), task_head, task_source, release)

@@ -30,6 +30,7 @@ from ctinit.entrypoint import run_command
 from ctinit.errors import ConfigError
 from ctinit.tasks import task_name
 
+from . import launch
 from .arguments import PROG, build_parser
 from .checkpoint import Checkpointer, check_finite_phi
 from .config import dump_config, load_config
@@ -86,8 +87,8 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
 
 
 def log_setup(config: dict, engine, world: int, device, shards, names: list[str], pool, comm, start_step: int) -> None:
-    log.info("world size %d on %s, precision %s (phi and meta-updates fp32); task-to-process map: %s", world, device,
-             config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
+    log.info("world size %d on %s, precision %s (mixed_precision %s; phi and meta-updates fp32); task-to-process map: "
+             "%s", world, device, engine.precision, config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
     log.info("algorithm %s, backbone %s, meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
              config["algorithm"], config["backbone"], engine.meta_interval, engine.reset_period, engine.shift,
              engine.layout.size)
@@ -170,33 +171,47 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     seconds = time.perf_counter() - metrics.started
 
     skipped = int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0)
-    export_init(run, engine, made_with(config, names, steps, world, skipped, tasks.train), steps=steps,
+    # the precision the steps ran in (mixed_precision auto: what this run measured and chose, or its checkpoint's)
+    used = {**made_with(config, names, steps, world, skipped, tasks.train), "precision": engine.precision}
+    export_init(run, engine, used, steps=steps,
                 start_step=start_step, checkpointer=checkpointer, best=validator.best)
     if is_main:
-        log.info("wrote %s (steps %d-%d in %.1f s)", run.path / "init", start_step + 1, steps, seconds)
+        log.info("wrote %s (steps %d-%d in %.1f s, precision %s)", run.path / "init", start_step + 1, steps, seconds,
+                 engine.precision)
     comm.barrier()
     if config["log_with"]:
         accelerator.end_training()
     tasks_per_step = config["active_tasks"] or len(config["tasks"])
-    return {"init": str(run.path / "init"), "steps": steps, "seconds": seconds,
+    return {"init": str(run.path / "init"), "steps": steps, "seconds": seconds, "precision": engine.precision,
             "task_steps_per_s": (steps - start_step) * tasks_per_step / seconds if seconds > 0 and steps > start_step else None}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return execute(build_parser().parse_args(argv))
+    return execute(build_parser().parse_args(argv), argv)
 
 
-def execute(args) -> int:
-    """Run ``ctinit-train`` with parsed arguments (:func:`ctinit_training.arguments.build_parser`)."""
+def execute(args, argv: list[str] | None = None) -> int:
+    """Run ``ctinit-train`` with parsed arguments (:func:`ctinit_training.arguments.build_parser`); ``argv`` (default
+    ``sys.argv[1:]``) is what ``--cpu-processes`` relaunches."""
 
     def command() -> int:
         try:
             config = load_config(args.config, args.overrides)
+            split = os.environ.get(launch.SPLIT_ENV)  # set in the processes --cpu-processes launched
             if args.push_to_hub:
                 from ctinit.hubio import check_push
 
                 check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
-            run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+            if args.cpu_processes and not launch.launched() and (config["device"] == "cpu" or not torch.cuda.is_available()):
+                processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
+                print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)
+                if processes > 1:  # the launched processes run this command (without the flag) and push if asked
+                    return launch.launch(launch.without_flag(sys.argv[1:] if argv is None else argv), processes, threads)
+                torch.set_num_threads(threads)
+                split = f"1x{threads}"
+            summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+            if int(os.environ.get("RANK", "0")) == 0:
+                launch.record_split(config, summary["task_steps_per_s"], split)
             if args.push_to_hub:
                 push_run(args.out, args.push_to_hub, PROG, private=args.private)
         except Preempted as p:

@@ -22,6 +22,7 @@ from ctinit.finetune import FinetuneConfig, finetune
 from ctinit.loading import load_init
 from ctinit.tasks import SUITES, load_task
 
+from . import launch
 from .config import load_config
 from .meta_train import run
 
@@ -67,9 +68,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted quickstart in OUT")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart in OUT")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--cpu-processes", default="auto", metavar="auto|N",
+                        help="meta-train on the CPU as N processes (auto: fitted to the free cores; see ctinit-train "
+                             "--cpu-processes) (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", help="meta-training overrides, e.g. steps=500")
     args = parser.parse_args(argv)
     return run_command("quickstart", lambda: quickstart(args), debug=args.debug)
+
+
+def meta_train(config: dict, args) -> dict:
+    """Meta-train as ``--cpu-processes`` says: several processes through ctinit-train's launcher (training/launch.py),
+    or this one with the free cores' threads; fine-tuning then uses the same cores."""
+    import subprocess
+
+    import torch
+
+    if config["device"] != "cpu" and torch.cuda.is_available() or launch.launched():
+        return run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
+    print(f"quickstart: meta-training as {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr)
+    torch.set_num_threads(processes * threads)
+    if processes == 1:
+        summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+        launch.record_split(config, summary["task_steps_per_s"], f"1x{threads}")
+        return summary
+    started = time.perf_counter()
+    argv = ["--config", str(SUITE_RECIPES[args.suite]), "--out", args.out, "--cpu-processes", str(processes),
+            *(["--no-progress"] if args.no_progress else []), *(["--resume"] if args.resume else []),
+            *(["--overwrite"] if args.overwrite else []), f"seed={args.seed}", *args.overrides]
+    status = subprocess.run([sys.executable, "-m", "ctinit_training.meta_train", *argv]).returncode
+    if status != 0:
+        raise SystemExit(status)  # ctinit-train said what went wrong
+    return {"init": str(Path(args.out) / "init"), "seconds": time.perf_counter() - started}
 
 
 def quickstart(args) -> int:
@@ -77,7 +107,7 @@ def quickstart(args) -> int:
     config = load_config(SUITE_RECIPES[args.suite], [f"seed={args.seed}", *args.overrides])
     ft = FinetuneConfig(steps=args.finetune_steps, batch_size=args.finetune_batch_size, seed=args.seed,
                         progress=not args.no_progress)  # checked before meta-training
-    summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    summary = meta_train(config, args)
     init = summary["init"]
     print(f"fine-tuning on the meta-test tasks ({args.finetune_steps} steps, batch {args.finetune_batch_size}):",
           file=sys.stderr)

@@ -20,6 +20,7 @@ import logging
 from typing import Callable
 
 from .compiled import read_record, write_record
+from .precision import contradicts
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,22 @@ class AutoLayout:
             return
         self.times[self._next].append(seconds)
         if min(len(v) for v in self.times.values()) > self.trial_pairs:
-            record = read_record("layout:" + self.key())
-            if record and isinstance(record.get("speedup"), (int, float)):
-                self._decide(float(record["speedup"]), "measured on this machine before")
-                return
             # The first step of each layout is warm-up (oneDNN primitive creation, allocator) and not used; of the
             # rest, the fastest: other work on the machine only ever adds time to a step (on a loaded 2-core machine
             # fine-tuning steps took 20 or 60 ms at random), so the minimum is the least disturbed measurement.
             contiguous, last = (min(self.times[k][1:]) for k in ("contiguous", "channels_last"))
+            measured = round(contiguous / last, 3)
+            record = read_record("layout:" + self.key())
+            recorded = record.get("speedup") if isinstance(record, dict) else None
+            # the record decides unless this run's own steps clearly contradict it (a record made under another load)
+            if isinstance(recorded, (int, float)) and not contradicts(float(recorded), measured, MIN_SPEEDUP):
+                self._decide(float(recorded), "measured on this machine before")
+                return
+            how = f"over {self.trial_pairs} interleaved pairs of steps"
+            if isinstance(recorded, (int, float)):
+                how += f", re-measured: this run's steps contradict the record's {recorded:.2f}x"
             # decided on the value recorded, so that the runs that take the record decide as this one did
-            self._decide(round(contiguous / last, 3), f"over {self.trial_pairs} interleaved pairs of steps")
+            self._decide(measured, how)
             write_record("layout:" + self.key(), {"speedup": self.speedup})
 
     def _decide(self, speedup: float, how: str) -> None:

@@ -77,6 +77,8 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
             see ``autolayout.py``), else off.
         heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
             batch comes from these (e.g. a validation split of the task) instead of a fresh training batch.
+        precision: ``auto`` (with ``autocast`` None): bf16 autocast where the CPU has bf16 hardware and the run's
+            first steps measure it faster, else fp32 (``precision.py``); ``engine.precision`` says what runs.
 
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
     optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
@@ -113,6 +115,7 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         channels_last: bool | str = False,
         heldout_batches: Sequence[Callable[[], object]] | None = None,
         planned_steps: int | None = None,
+        precision: str | None = None,
     ):
         self.rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
         if len(heads) != len(batches) or not heads:
@@ -218,6 +221,7 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         self._compiled_forward = None
         self._input_shape = None
         self._compile_requested = compile
+        self._choose_precision(precision)  # measured.py: 'auto' measures bf16 on a bf16 CPU (precision.py)
         self.channels_last = self._choose_layout(channels_last)  # measured.py: 'auto' measures on the CPU
         self.compile = self._choose_compile(compile)
         self._capture = None

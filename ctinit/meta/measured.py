@@ -10,9 +10,12 @@ import contextlib
 import logging
 import time
 
+import torch
+
 from .autolayout import MIN_PLANNED_STEPS, AutoLayout
 from .compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
 from .execution import choose_compile, measures_compile, uncached_autocast
+from .precision import AutoPrecision, auto_precision_plan, autocast_factory
 
 log = logging.getLogger("ctinit.meta.engine")
 
@@ -46,10 +49,10 @@ class MeasuredExecution:
                                 self.scalers is not None, self.all_reduce is not None, self.batches)
         self._auto_compile = None
         if measures_compile(mode, device, self.execution, self.planned_steps):
-            autocast = self.autocast is not contextlib.nullcontext
-            # the layout is part of what was measured (it is decided first, see the module docstring)
+            # the precision and the layout are part of what was measured (both are decided first)
             self._auto_compile = AutoCompile(lambda: max(self.planned_steps - self.step_count, 0),
-                                             lambda: graph_key(self.phi_module, self._input_shape or (), autocast)
+                                             lambda: graph_key(self.phi_module, self._input_shape or (),
+                                                               self.autocast is not contextlib.nullcontext)
                                              + (":channels_last" if self.channels_last else ""))
         self._backbone_compiled = chosen == "backbone"
         if chosen == "graphs":
@@ -58,12 +61,44 @@ class MeasuredExecution:
             log.info("compile: %s", chosen)
         return chosen
 
+    def _choose_precision(self, mode: str | None) -> None:
+        """``mixed_precision: auto`` (``precision.py``): fp32 to start with, and an ``AutoPrecision`` trial where
+        the CPU has bf16 hardware and the run is measurable; any other mode is the ``autocast`` given."""
+        self._precision_requested, self._auto_precision = mode, None
+        if mode != "auto":
+            self.precision = mode or ("no" if self.autocast is contextlib.nullcontext else "custom")
+            return
+        self.autocast, self.precision = contextlib.nullcontext, "no"
+        measurable = self.execution == "sequential" and self._compile_requested in ("auto", "off") \
+            and (self.planned_steps or 0) >= MIN_PLANNED_STEPS
+        measure, reason = auto_precision_plan(self.phi.device, measurable)
+        if measure:
+            self._start_precision_trial()
+        log.info("precision: %s", reason)
+
+    def _start_precision_trial(self) -> None:
+        agree = None
+        if self.all_reduce is not None:  # every rank takes the mean of the ranks' speedups: all decide alike
+            def agree(speedup: float) -> float:
+                both = torch.tensor([speedup, 1.0], dtype=torch.float64, device=self.phi.device)
+                self.all_reduce(both)
+                return float(both[0] / both[1])
+        self._auto_precision = AutoPrecision(lambda: graph_key(self.phi_module, self._input_shape or (), False),
+                                             agree=agree)
+        self.precision = "measuring"
+
+    def _set_precision(self, precision: str) -> None:
+        self.precision = precision
+        self.autocast = autocast_factory(precision, self.phi.device) or contextlib.nullcontext
+
     @property
     def _measuring(self) -> bool:
-        return self._auto_layout is not None or self._auto_compile is not None
+        return self._auto_precision is not None or self._auto_layout is not None or self._auto_compile is not None
 
     def _measured_step(self, meta_due: bool) -> tuple:
-        """One global step, timed for whichever choice is being measured (the layout first)."""
+        """One global step, timed for whichever choice is being measured (the precision, then the layout)."""
+        if self._auto_precision is not None:
+            return self._precision_trial_step(meta_due)
         layout, compiled = self._auto_layout, self._auto_layout is None and self._auto_compile
         if layout is not None:
             self.channels_last = layout.use_channels_last()
@@ -83,6 +118,17 @@ class MeasuredExecution:
                 self._backbone_compiled, self._auto_compile = self.compile == "backbone", None
         return out
 
+    def _precision_trial_step(self, meta_due: bool) -> tuple:
+        trial = self._auto_precision
+        self.autocast = autocast_factory("bf16", self.phi.device) if trial.use_bf16() else contextlib.nullcontext
+        started = time.perf_counter()
+        out = self._step_body(meta_due)
+        trial.done(time.perf_counter() - started)
+        if trial.decided:
+            self._set_precision("bf16" if trial.bf16 else "no")
+            self._auto_precision = None
+        return out
+
     def _task_backbone(self, t: int):
         """Task t's backbone as the loss function calls it: the module, or it through the compiled forward."""
         if not self._backbone_compiled:
@@ -94,6 +140,9 @@ class MeasuredExecution:
     # ------------------------------------------------------------------ checkpoint
     def _measured_state(self) -> dict:
         state = {}
+        if self._precision_requested == "auto":
+            state["precision"] = {"mode": self.precision} if self._auto_precision is None else \
+                {"measuring": True, **self._auto_precision.state_dict()}
         if self._layout_requested == "auto":
             state["layout"] = {"channels_last": self.channels_last} if self._auto_layout is None else \
                 {"measuring": True, **self._auto_layout.state_dict()}
@@ -103,6 +152,17 @@ class MeasuredExecution:
         return state
 
     def _load_measured_state(self, state: dict) -> None:
+        if self._precision_requested == "auto":
+            # the checkpoint's precision, whatever this machine has: a resumed run keeps the precision it started
+            # with (a checkpoint from before 'auto' existed ran fp32)
+            precision = state.get("precision", {"mode": "no"})
+            if precision.get("measuring"):
+                if self._auto_precision is None:
+                    self._start_precision_trial()
+                self._auto_precision.load_state_dict(precision)
+            else:
+                self._set_precision(precision["mode"])
+                self._auto_precision = None
         if self._layout_requested == "auto":
             # a checkpoint without the key (made before channels_last 'auto' existed) ran contiguous: continue so
             layout = state.get("layout", {"channels_last": False})

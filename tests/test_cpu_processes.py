@@ -1,0 +1,78 @@
+"""``ctinit-train --cpu-processes auto|N``: the run as several CPU processes through torch's launcher, from inside
+ctinit-train, with the results and the exact resume of a torchrun launch; ``auto`` fits the cores actually free."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ctinit.errors import ConfigError
+from ctinit.meta import compiled as compiled_module
+from ctinit_training import launch
+from ctinit_training.config import load_config
+
+from test_compiled import record  # noqa: F401 - the fixture
+from test_training import ENV, TINY, same_phi, train_cmd
+
+CONFIG = load_config(TINY, [])  # 3 tasks
+
+
+def test_auto_fits_the_free_cores_and_the_tasks(tmp_path, record):
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=1)[:2] == (1, 1)  # a busy machine: one thread
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=8)[:2] == (3, 2)  # at most one process per task
+    assert launch.choose_split("2", CONFIG, tmp_path, False, cores=4)[:2] == (2, 2)
+    with pytest.raises(ConfigError, match="--cpu-processes two: give auto or a number"):
+        launch.choose_split("two", CONFIG, tmp_path, False, cores=2)
+
+
+def test_auto_takes_the_split_this_machine_measured_fastest(tmp_path, record):
+    launch.record_split(CONFIG, 10.0, "2x1")
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)  # one measurement: the rule
+    launch.record_split(CONFIG, 14.0, "1x2")
+    processes, threads, why = launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)
+    assert (processes, threads) == (1, 2) and "1x2 measured fastest" in why
+    launch.record_split(CONFIG, 20.0, "3x2")  # does not fit 2 free cores: not a candidate
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (1, 2)
+    assert json.loads(record.read_text())[launch.split_key(CONFIG)] == {"2x1": 10.0, "1x2": 14.0, "3x2": 20.0}
+    assert compiled_module.read_record(launch.split_key(CONFIG))["1x2"] == 14.0
+
+
+def test_the_flag_is_taken_out_of_what_the_processes_run():
+    assert launch.without_flag(["--config", "x", "--cpu-processes", "auto", "--out", "o"]) == ["--config", "x", "--out", "o"]
+    assert launch.without_flag(["--cpu-processes=2", "steps=3"]) == ["steps=3"]
+
+
+def test_two_cpu_processes_match_one_and_resume_exactly(tmp_path):
+    reference, split = tmp_path / "reference", tmp_path / "split"
+    subprocess.run(train_cmd(reference, "steps=20", "checkpoint_every=10", "seed=0"), env=ENV, check=True,
+                   capture_output=True)
+    proc = subprocess.run(train_cmd(split, "--cpu-processes", "2", "steps=20", "checkpoint_every=10", "seed=0"),
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 process(es) x" in proc.stderr and "world size 2" in proc.stderr
+    assert same_phi(reference, split, atol=1e-5)  # as torchrun's two processes (tests/test_training.py)
+    assert json.loads((split / "checkpoints" / "step-20" / "meta.json").read_text())["world_size"] == 2
+    # interrupted after step 10: resumed with auto, it runs on the checkpoint's 2 processes and ends where it did
+    shutil.copytree(split / "init", tmp_path / "finished" / "init")
+    shutil.rmtree(split / "checkpoints" / "step-20")
+    shutil.rmtree(split / "init")
+    proc = subprocess.run(train_cmd(split, "--cpu-processes", "auto", "--resume", "steps=20", "checkpoint_every=10",
+                                    "seed=0"), env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "the checkpoint's 2 processes" in proc.stderr
+    assert same_phi(tmp_path / "finished", split)  # bitwise (the same thread count per process here)
+
+
+def test_the_quickstart_meta_trains_on_the_processes_it_is_given(tmp_path):
+    out = tmp_path / "qs"
+    proc = subprocess.run([sys.executable, "-m", "ctinit_training.quickstart", "--out", str(out), "--cpu-processes",
+                           "2", "--finetune-steps", "2", "--finetune-batch-size", "8", "--no-progress", "steps=2",
+                           "batch_size=4", "reset_period=2", "max_train_per_class=2"], env=ENV, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "meta-training as 2 process(es)" in proc.stderr
+    assert json.loads((out / "init" / "config.json").read_text())["ctinit"]["world_size"] == 2
+    report = json.loads((out / "quickstart.json").read_text())
+    assert len(report["per_task"]) == 4 and report["meta_train_seconds"] > 0

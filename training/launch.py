@@ -1,0 +1,139 @@
+"""``ctinit-train --cpu-processes auto|N``: all the free cores on the CPU without knowing torchrun.
+
+On the CPU, P one-thread processes (each training its block of tasks, one all-reduce of phi per meta-step) beat one
+process with P threads: two 1-thread processes gave 2.11x (convnet4-32) and 1.46x (ResNet-20) the task-steps/s of one
+2-thread process on the 2-core Zen 4 machine (benchmarks/RESULTS.md, "CPU execution modes"), because threads that
+wait on each other at every operator collapse when either is descheduled, while processes only meet at the
+meta-step. ``--cpu-processes`` launches the run through torch's launcher (``torch.distributed.run``, gloo) from
+inside ``ctinit-train``: the same run folder, checkpoints, exact resume and results as ``torchrun --nproc_per_node P``.
+
+The split: ``N`` processes with the free cores shared out as threads; ``auto`` counts the cores actually free (this
+process's CPU affinity less the load average, so a busy machine gets fewer processes and threads rather than
+oversubscribed ones) and takes, among the splits that fit them, the one this machine measured fastest for this
+setup (every run launched this way records its task-steps/s per split next to compile's record), else one 1-thread
+process per free core (at most one per task). ``--resume`` keeps the checkpoint's number of processes (a run resumes
+exactly only on as many processes as it started with).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+#: Set in the launched processes: the split they run as (``PxT``), so the main one records its speed.
+SPLIT_ENV = "CTINIT_CPU_SPLIT"
+
+
+def launched() -> bool:
+    """Whether this process was started by a launcher (torchrun, accelerate, or ``--cpu-processes``)."""
+    return "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ
+
+
+def free_cores() -> int:
+    """Cores this process may run on, less those the load average says are busy (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    return max(1, min(cores, cores - busy))
+
+
+def split_key(config: dict) -> str:
+    from ctinit.meta.compiled import cpu_model
+
+    return "split:" + json.dumps([cpu_model(), os.cpu_count(), config["backbone"], config["image_size"],
+                                  config["batch_size"], len(config["tasks"])])
+
+
+def checkpoint_world(out: str | Path) -> int | None:
+    """The number of processes that wrote the newest checkpoint in OUT (None: no checkpoint)."""
+    best = None
+    for meta in Path(out).glob("checkpoints/step-*/meta.json"):
+        try:
+            data = json.loads(meta.read_text())
+            step, world = int(data["step"]), int(data["world_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if best is None or step > best[0]:
+            best = (step, world)
+    return best[1] if best else None
+
+
+def choose_split(requested: str, config: dict, out: str | Path, resume: bool,
+                 cores: int | None = None) -> tuple[int, int, str]:
+    """``(processes, threads, why)`` for ``--cpu-processes REQUESTED``."""
+    from ctinit.errors import ConfigError
+    from ctinit.meta.compiled import read_record
+
+    cores = free_cores() if cores is None else cores
+    tasks = len(config["tasks"])
+    if resume and checkpoint_world(out):
+        world = checkpoint_world(out)
+        return world, max(1, cores // world), f"--resume: the checkpoint's {world} processes"
+    if requested != "auto":
+        try:
+            processes = int(requested)
+        except ValueError:
+            raise ConfigError(f"--cpu-processes {requested}: give auto or a number of processes") from None
+        if processes < 1:
+            raise ConfigError(f"--cpu-processes {requested}: give auto or a number of processes >= 1")
+        return processes, max(1, cores // processes), "requested"
+    fits = {f"{p}x{t}": (p, t) for p in range(1, min(cores, tasks) + 1) for t in range(1, cores // p + 1)}
+    measured = {k: v for k, v in (read_record(split_key(config)) or {}).items()
+                if k in fits and isinstance(v, (int, float))}
+    if len(measured) >= 2:
+        best = max(measured, key=measured.get)
+        p, t = fits[best]
+        return p, t, f"auto: {cores} free cores; {best} measured fastest here ({measured[best]:.1f} task-steps/s)"
+    p = min(cores, tasks)
+    return p, max(1, cores // p), f"auto: {cores} free cores, one process per core (at most one per task)"
+
+
+def record_split(config: dict, task_steps_per_s: float | None, split: str | None) -> None:
+    """In the main process of a run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``."""
+    from ctinit.meta.compiled import read_record, write_record
+
+    if not split or not task_steps_per_s:
+        return
+    entry = dict(read_record(split_key(config)) or {})
+    entry[split] = round(float(task_steps_per_s), 2)
+    write_record(split_key(config), entry)
+
+
+def without_flag(argv: list[str], flag: str = "--cpu-processes") -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            out.append(arg)
+    return out
+
+
+def launch(argv: list[str], processes: int, threads: int) -> int:
+    """Run ``ctinit_training.meta_train ARGV`` as PROCESSES processes of THREADS threads (torch's launcher, one
+    machine, gloo); SIGTERM/SIGINT reach the processes (they checkpoint and stop). Returns the exit status."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), SPLIT_ENV: f"{processes}x{threads}"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+               "--nproc_per_node", str(processes), "-m", "ctinit_training.meta_train", *argv]
+    child = subprocess.Popen(command, env=env)
+    forward = {s: signal.signal(s, lambda signum, frame: child.send_signal(signum))
+               for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # forwarded; wait for the processes to checkpoint
+                continue
+    finally:
+        for s, handler in forward.items():
+            signal.signal(s, handler)
