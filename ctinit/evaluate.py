@@ -2,7 +2,7 @@
 
     results = run_evaluation(["runs/cts/init", "ORG/NAME", "scratch:runs/cts/init"], ["builtin:georgian"],
                              seeds=[0, 1, 2], config=FinetuneConfig(steps=300))
-    write_results(results, "runs/eval")          # results.json, results.md, curves.png
+    ctinit.report.write_results(results, "runs/eval")   # results.json, results.md, curves.png
 
 Every (init, task, seed) run is ``ctinit finetune --init INIT --data TASK --seed SEED`` with the same recipe, on
 the task's training split less a validation split (``validation_fraction`` of each class, seeded, carved before any
@@ -38,16 +38,12 @@ from .version import __version__
 from .errors import ConfigError
 from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune
 from .jsonl import read_jsonl
-from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
+from .hubio.names import WEIGHTS_NAME
+from .loading import InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
 from .report import RUNS_NAME, make_results_dir, own_results_dir, summarize
 from .tasks.subsets import SUBSET_DRAW, check_validation, prepare_task
 from .zoo import file_sha256
-# Re-exported for one release: these lived here before the report and the task subsets had their own modules.
-from .report import (RESULT_FILES, clear_winner, load_results, machine_line, plot_curves, recipe_line,  # noqa: F401
-                     results_markdown, results_table, seed_values, write_results)
-from .report import check_results_dir as check_out_dir, own_results_dir as own_out_dir  # noqa: F401
-from .tasks.subsets import limit_task, limit_train_samples  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -270,7 +266,7 @@ def _append_line(path: Path, record: dict) -> None:
 
 def _revision_applies(init: str) -> bool:
     """Whether ``--revision`` applies to this init: a Hub id (not an existing local directory) without its own @REV."""
-    from .loading import HUB_PREFIX, parse_hub_id
+    from .hubio.names import HUB_PREFIX, parse_hub_id
 
     target = init[len("scratch:"):] if init.startswith("scratch:") else init
     parsed = parse_hub_id(target)

@@ -112,4 +112,4 @@ class Predictor:
                 yield f, [(self.labels[i], float(p)) for i, p in zip(idx, s)]
 
 
-__all__ = ["IMAGE_SUFFIXES", "Predictor", "find_images", "read_image"]
+__all__ = ["Predictor", "find_images", "read_image"]

@@ -24,8 +24,8 @@ from pydantic.dataclasses import dataclass as _pydantic_dataclass
 from .errors import ConfigError
 
 __all__ = [
-    "Bool", "Device", "Float", "Fraction", "NonNegFloat", "NonNegInt", "Optional", "PositiveFloat", "PositiveInt",
-    "Precision", "Seed", "Str", "Literal", "YAML12Loader", "check_device", "check_option", "format_error", "schema",
+    "Bool", "Device", "Float", "Fraction", "NonNegFloat", "NonNegInt", "PositiveFloat", "PositiveInt",
+    "Precision", "Seed", "Str", "YAML12Loader", "check_device", "check_option", "format_error", "schema",
     "schema_defaults", "to_dict", "validate_schema", "yaml_load",
 ]
 

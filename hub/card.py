@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ctinit.atomic import write_text
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
+from ctinit.report import machine_line, plot_curves, recipe_line, results_table, summarize
+from ctinit.zoo import file_sha256
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME
-from ctinit.hubio.cards import PLACEHOLDER, PLACEHOLDER_ORG, TEMPLATES, card_license, dataset_id
+from ctinit.hubio.cards import TEMPLATES, card_license, dataset_id
 from ctinit.hubio.cards import render_card as render_template
 
 RESULTS_START = "<!-- ctinit:results -->"
@@ -249,6 +250,6 @@ def update_card(export_dir: str | Path, results: dict, init: str | None = None) 
     return readme
 
 
-__all__ = ["ALGORITHM_NAMES", "PLACEHOLDER", "PLACEHOLDER_ORG", "TEMPLATE", "card_datasets", "card_eval_results",
+__all__ = ["ALGORITHM_NAMES", "TEMPLATE", "card_datasets", "card_eval_results",
            "card_label", "find_init", "public_results", "public_spec", "render_card", "replace_results_section",
            "results_section", "update_card"]

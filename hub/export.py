@@ -20,7 +20,9 @@ from ctinit.loading import load_init, read_config
 from ctinit.models import is_ctinit_config
 from ctinit.models.classifier_folder import image_processor
 
-from .card import PLACEHOLDER_ORG, public_spec, render_card, update_card
+from ctinit.hubio.cards import PLACEHOLDER_ORG
+
+from .card import public_spec, render_card, update_card
 
 RECIPE_NAME = "recipe.yaml"
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -103,7 +105,7 @@ def _public_recipe(text: str) -> str:
 def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
                results: str | Path | None = None, template: str | Path | None = None, overwrite: bool = False) -> Path:
     """Turn ``run_dir`` into a Hub model repo folder ``out_dir`` (see module doc); returns ``out_dir``."""
-    from ctinit.evaluate import load_results
+    from ctinit.report import load_results
 
     if license is not None:
         check_license(license)

@@ -42,7 +42,8 @@ def _hub():
 def add(args) -> int:
     from ctinit import zoo
     from ctinit.errors import ConfigError
-    from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, load_init, read_config
+    from ctinit.hubio.names import CONFIG_NAME, WEIGHTS_NAME
+    from ctinit.loading import load_init, read_config
 
     hub = _hub()
     from importlib import import_module

@@ -15,7 +15,8 @@ import torch
 
 import ctinit
 from ctinit.cli import main as cli_main
-from ctinit.loading import WEIGHTS_NAME, load_init, save_init
+from ctinit.hubio.names import WEIGHTS_NAME
+from ctinit.loading import load_init, save_init
 from ctinit_hub.__main__ import main as hub_main
 
 from helpers import weights

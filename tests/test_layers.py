@@ -1,5 +1,5 @@
 """The layers of the package (README, "Architecture"): the Hub layer at the bottom imports nothing above it, Hub
-errors are recognised by their huggingface_hub types, the old import paths are the new objects, one version."""
+errors are recognised by their huggingface_hub types, one version."""
 from __future__ import annotations
 
 import ast
@@ -45,24 +45,6 @@ def test_the_models_import_no_module_above_them_but_finetune():
         above = {m for m in _ctinit_imports(path, "ctinit.models")
                  if m not in allowed and not m.startswith(("ctinit.models", "ctinit.hubio"))}
         assert not above, (path.name, above)
-
-
-def test_old_import_paths_are_the_new_objects():
-    import ctinit.catalog
-    import ctinit.finetuned
-    import ctinit.hubio
-    import ctinit.loading
-    import ctinit.models.classifier_folder
-    import ctinit.publish
-    import ctinit.trained_model
-
-    assert ctinit.publish.push_folder is ctinit.hubio.push_folder
-    assert ctinit.publish.check_license is ctinit.hubio.check_license
-    assert ctinit.finetuned.save_finetuned is ctinit.models.classifier_folder.save_finetuned
-    assert ctinit.finetuned.load_classifier is ctinit.trained_model.load_classifier
-    assert ctinit.loading.hub_snapshot is ctinit.hubio.hub_snapshot
-    assert ctinit.loading.parse_hub_id is ctinit.hubio.parse_hub_id
-    assert ctinit.loading.list_inits is ctinit.catalog.list_inits
 
 
 def test_models_push_through_the_one_mixin():

@@ -8,7 +8,8 @@ from ctinit.errors import ConfigError
 from ctinit.meta import TrajectoryEngine
 from ctinit.tasks import TaskData
 from ctinit_training.config import DEFAULTS, changed_keys, validate
-from ctinit_training.meta_train import heldout_split, meta_lr_at, set_meta_lr
+from ctinit_training.engine_setup import meta_lr_at, set_meta_lr
+from ctinit_training.task_setup import heldout_split
 
 from test_meta import CENTERS, Point, Scalar, backbone_only_loss, quadratic_engine, w_of_thetas
 

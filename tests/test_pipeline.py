@@ -11,7 +11,8 @@ from transformers import AutoModel
 import ctinit
 from ctinit.cli import main as cli_main
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.loading import WEIGHTS_NAME, load_init, save_init
+from ctinit.hubio.names import WEIGHTS_NAME
+from ctinit.loading import load_init, save_init
 from ctinit_training.config import load_config
 from ctinit_training.meta_train import main as meta_train_main
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from ctinit.errors import CtinitError
-from ctinit.publish import push_folder
+from ctinit.hubio.upload import push_folder
 
 TOKEN = "hf_FuzzTokenThatMustNeverBeUploaded42"  # the user's own token
 SHAPED = "hf_" + "Q" * 34  # a token-shaped string that is not the user's

@@ -5,7 +5,8 @@ import torch
 
 import ctinit_training.meta_train as meta_train
 from ctinit.cli import main as ctinit_main
-from ctinit.config import FinetuneConfig, yaml_load
+from ctinit.finetune import FinetuneConfig
+from ctinit.schema import yaml_load
 from ctinit.errors import ConfigError
 from ctinit_hub.__main__ import main as hub_main
 from ctinit_training.config import DEFAULTS, TrainConfig, load_config

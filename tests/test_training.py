@@ -14,7 +14,8 @@ import ctinit_training.engine_setup as engine_setup
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.meta import TrajectoryEngine
 from ctinit_training.config import changed_keys, load_config
-from ctinit_training.meta_train import main, run, shard_tasks
+from ctinit_training.distributed import shard_tasks
+from ctinit_training.meta_train import main, run
 
 from helpers import make_npz, weights
 
@@ -134,7 +135,7 @@ def nan_engine(poison_steps):
 
     class PoisonedEngine(TrajectoryEngine):
         def __init__(self, *args, **kwargs):
-            from ctinit.meta.engine import classification_loss
+            from ctinit.meta.step import classification_loss
 
             def loss_fn(backbone, head, batch):
                 loss, acc = classification_loss(backbone, head, batch)

@@ -11,7 +11,7 @@ Layout of ``OUT/checkpoints/step-N/``:
 Every process writes into ``step-N.tmp/``; when all are done, the main process writes ``meta.json`` and renames the
 folder to ``step-N``, so a folder named ``step-N`` is always complete: a job killed at any moment leaves at worst a
 ``.tmp`` folder, which is ignored and cleaned up. Older checkpoints are pruned only once the new one is complete, and
-a write that fails (a full disk) removes its ``.tmp`` folder and says which checkpoint is kept (:func:`writing`).
+a write that fails (a full disk) removes its ``.tmp`` folder and says which checkpoint is kept (``RunDir.writing``).
 """
 from __future__ import annotations
 
@@ -93,35 +93,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ----------------------------------------------------------------------------- folders (RunDir's, by their old names)
-def checkpoint_root(out: Path) -> Path:
-    return RunDir(out).checkpoints
-
-
-def tmp_dir(out: Path, step: int) -> Path:
-    return RunDir(out).tmp_dir(step)
-
-
-def finalize(out: Path, step: int, meta: dict, keep: int) -> Path:
-    return RunDir(out).finalize(step, meta, keep)
-
-
-def kept(out: Path, run_id: str | None) -> str:
-    return RunDir(out).kept(run_id)
-
-
-def writing(out: Path, step: int, run_id: str | None):
-    return RunDir(out).writing(step, run_id)
-
-
-def complete_steps(out: Path, run_id: str | None = None) -> list[int]:
-    return RunDir(out).complete_steps(run_id)
-
-
-def latest(out: Path, run_id: str | None = None) -> Path | None:
-    return RunDir(out).latest(run_id)
 
 
 # ----------------------------------------------------------------------------- meta.json

@@ -35,7 +35,7 @@ from ctinit.schema import (
 )
 from ctinit.errors import ConfigError
 from ctinit.meta import RULES
-from ctinit.meta.engine import COMPILE_MODES, EXECUTIONS
+from ctinit.meta.execution import COMPILE_MODES, EXECUTIONS
 from ctinit.models import ARCHITECTURES
 
 from pydantic import Field, StrictInt
@@ -310,7 +310,8 @@ def record_init_from(made_with: dict, config: dict) -> None:
     if not spec:
         return
     from ctinit import zoo
-    from ctinit.loading import WEIGHTS_NAME, resolve_init
+    from ctinit.hubio.names import WEIGHTS_NAME
+    from ctinit.loading import resolve_init
 
     source = resolve_init(spec)
     if source.zoo:

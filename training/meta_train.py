@@ -34,14 +34,14 @@ from ctinit.tasks import task_name
 from .checkpoint import Checkpointer, check_finite_phi
 from .config import RECIPES, dump_config, load_config
 from .distributed import Collectives, shard_tasks
-from .engine_setup import build_engine, make_pool, meta_lr_at, set_meta_lr  # noqa: F401 - meta_lr_at: re-exported
+from .engine_setup import build_engine, make_pool, set_meta_lr
 from .export import export_init, made_with, push_run
-from .metrics import MetricsLog, TrainingStopped, active_names, keep_metrics_until  # noqa: F401 - re-exported
+from .metrics import MetricsLog, active_names, keep_metrics_until
 from .preemption import Preempted, StopSignals
 from .resume import find_resume_point, restore
 from .rundir import RunDir
-from .task_setup import heldout_split, load_tasks, make_head, task_seed  # noqa: F401 - re-exported (tests)
-from .validation import Validator, meta_validate  # noqa: F401 - meta_validate: re-exported (tests)
+from .task_setup import load_tasks
+from .validation import Validator
 
 log = logging.getLogger("ctinit.meta_train")
 #: The command's name, as the user types it (errors and notes on stderr start with it).

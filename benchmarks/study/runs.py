@@ -232,7 +232,7 @@ class Workspace:
 
         from ctinit.models import build_backbone
         from ctinit.tasks import load_task
-        from ctinit_training.meta_train import meta_validate
+        from ctinit_training.validation import meta_validate
 
         torch.manual_seed(seed)  # what training.meta_train.run does before it builds the backbone
         backbone = build_backbone(self.base["backbone"], self.base["image_size"])

@@ -28,11 +28,7 @@ from torch import nn
 from .defaults import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
 from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step
-from .execution import (  # noqa: F401 - EXECUTIONS, COMPILE_MODES: re-exported (tests, benchmarks import them here)
-    COMPILE_MODES,
-    EXECUTIONS,
-    choose_execution,
-)
+from .execution import choose_execution
 from .engine_state import EngineState
 from .measured import MeasuredExecution
 from .layout import FlatLayout

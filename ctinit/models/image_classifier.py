@@ -72,4 +72,4 @@ class ImageClassifier(PushToHubMixin, nn.Module):
         write_model_folder(self, folder, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
 
 
-__all__ = ["ImageClassifier", "TaskHead"]
+__all__ = ["ImageClassifier"]
