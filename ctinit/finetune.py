@@ -5,7 +5,7 @@ flip where the task allows it, unless ``FinetuneConfig.hflip`` says otherwise), 
 
 Plain torch: ``torch.autocast`` for mixed precision and a ``GradScaler`` for fp16. ``channels_last: auto`` (the
 default) measures on the CPU whether channels-last inputs make the steps faster, as meta-training does
-(``meta/autolayout.py``): the first steps alternate the two layouts and the faster one is kept (convnet4-32 1.47x,
+(``execution/autolayout.py``): the first steps alternate the two layouts and the faster one is kept (convnet4-32 1.47x,
 ResNet-20 1.25x on one thread of the 2-core Zen 4 machine, benchmarks/RESULTS.md). It is the same fp32 training up to rounding;
 runs that must match bitwise across machines set it to true or false. The caller says where to run
 (``device=``); a multi-process job (meta-validation in the trainer) passes its own device, and nothing here
@@ -27,8 +27,8 @@ from pydantic import Field
 from torch import nn
 
 from .errors import ConfigError
-from .meta.autolayout import MIN_PLANNED_STEPS, AutoLayout
-from .meta.compiled import graph_key
+from .execution.autolayout import MIN_PLANNED_STEPS, AutoLayout
+from .execution.compiled import graph_key
 from .meta.optim import OptimizerSpec
 from .models.heads import TaskHead, feature_dim, image_size_of
 from .schema import Bool, Float, NonNegInt, PositiveFloat, PositiveInt, Precision, Seed, schema

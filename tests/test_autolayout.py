@@ -6,8 +6,8 @@ import json
 import pytest
 
 from ctinit.errors import ConfigError
-from ctinit.meta import compiled as compiled_module
-from ctinit.meta.autolayout import MIN_PLANNED_STEPS, TRIAL_PAIRS, AutoLayout
+from ctinit.execution import compiled as compiled_module
+from ctinit.execution.autolayout import MIN_PLANNED_STEPS, TRIAL_PAIRS, AutoLayout
 
 from test_compiled import STEPS, TOLERANCE, record, tiny_engine  # noqa: F401 - record: the fixture
 
@@ -123,7 +123,7 @@ def tiny_finetune(steps, layouts=None, **overrides):
 
 
 def test_finetuning_measures_the_layout_on_long_cpu_runs_and_reuses_the_record(record, monkeypatch):
-    import ctinit.meta.autolayout as autolayout_module
+    import ctinit.execution.autolayout as autolayout_module
     from ctinit.finetune import FINETUNE_TRIAL_PAIRS
 
     seen = []

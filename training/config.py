@@ -35,7 +35,7 @@ from ctinit.schema import (
 )
 from ctinit.errors import ConfigError
 from ctinit.meta import RULES
-from ctinit.meta.execution import COMPILE_MODES, EXECUTIONS
+from ctinit.execution.choices import COMPILE_MODES, EXECUTIONS
 from ctinit.models import ARCHITECTURES
 
 from pydantic import Field, StrictInt

@@ -9,8 +9,8 @@ One global step (see ``TrajectoryEngine.step``):
    are kept; hard: inner optimizer state is cleared and, with ``reset_heads``, heads are re-initialized).
 
 Memory layout (one ``[T, P]`` buffer of thetas, one of gradients, phi a ``[P]`` vector) and optimizer-state
-formats: ``layout.py``; execution and compile choices: ``execution.py``; the layout and compile choices measured
-per run on the CPU (``channels_last``/``compile: auto``): ``measured.py``; checkpoint and task-pool state:
+formats: ``layout.py``; execution and compile choices: ``execution/choices.py``; the layout and compile choices
+measured per run on the CPU (``channels_last``/``compile: auto``): ``measured.py``; checkpoint and task-pool state:
 ``engine_state.py``; Leap's running state: ``leap.py``. The choices are logged and kept in ``engine.execution``,
 ``engine.channels_last`` and ``engine.compile``.
 """
@@ -27,8 +27,8 @@ from torch import nn
 
 from .defaults import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
-from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step
-from .execution import choose_execution
+from ..execution.choices import choose_execution
+from ..execution.device_step import CapturedStep, TaskBuffers, masked_optimizer_step
 from .engine_state import EngineState
 from .measured import MeasuredExecution
 from .layout import FlatLayout
@@ -59,28 +59,29 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         autocast: a context-manager factory wrapped around each inner forward/backward (mixed precision);
             phi, the meta-update and the shift stay fp32 whatever it does.
         grad_scaling: dynamic loss scaling per task (for fp16).
-        execution: ``auto``, ``sequential`` or ``batched`` (see ``execution.py``); ``batched`` is refused with
+        execution: ``auto``, ``sequential`` or ``batched`` (see ``execution/choices.py``); ``batched`` is refused with
             a ConfigError where it is not supported, ``auto`` falls back to sequential.
         compile: ``off`` (eager: the reference), ``graphs`` (the whole global step captured as one CUDA graph and
             replayed; CUDA only, batch sources must be ``DeviceBatchSampler``s), ``inductor``
-            (``torch.compile(mode="reduce-overhead")`` of the step; see ``device_step.py``), ``backbone`` (every
-            task's backbone forward/backward compiled, sequential execution; see ``compiled.py``) or ``auto``:
+            (``torch.compile(mode="reduce-overhead")`` of the step; see ``execution/device_step.py``),
+            ``backbone`` (every task's backbone forward/backward compiled, sequential execution; see
+            ``execution/compiled.py``) or ``auto``:
             ``backbone`` on the CPU with sequential execution when ``planned_steps`` is given and this run's timings
             show it pays off, else ``off``.
         planned_steps: the run's total number of global steps (for ``compile: auto``: whether compiling pays off).
         channels_last: run convolutions on channels-last inputs (and, batched, weights); the parameters stay in
             their flat buffers either way. ``auto``: measured on the CPU (sequential, ``planned_steps`` >= 100;
-            see ``autolayout.py``), else off.
+            see ``execution/autolayout.py``), else off.
         heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
             batch comes from these (e.g. a validation split of the task) instead of a fresh training batch.
 
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
     optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
     as they were, so the non-finite value never reaches phi or the task's statistics. The skip is a mask on the
-    device (``device_step.py``): a step never waits for the device to decide it (except with fp16 loss scaling,
-    whose GradScaler reads its overflow check on the host; and on the CPU, where a host read costs nothing, a step
-    without a skip runs its inner steps unmasked: ``sync_free``). ``skip_counts`` counts such steps per task and
-    ``skip_streak`` the current run of them, as device tensors; ``skipped_steps`` and ``nonfinite_streak`` read
+    device (``execution/device_step.py``): a step never waits for the device to decide it (except with fp16 loss
+    scaling, whose GradScaler reads its overflow check on the host; and on the CPU, where a host read costs nothing,
+    a step without a skip runs its inner steps unmasked: ``sync_free``). ``skip_counts`` counts such steps per task
+    and ``skip_streak`` the current run of them, as device tensors; ``skipped_steps`` and ``nonfinite_streak`` read
     them back as lists.
     """
 
@@ -196,7 +197,7 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
                                                   self.scalers is not None, backbone, self.heads)
         log.info("execution: %s (%s)", self.execution, reason)
         if self.execution == "batched":
-            from .batched import BatchedTasks
+            from ..execution.batched import BatchedTasks
 
             meta_slices = {n: (o, k) for n, o, k in zip(self.layout.names, self.layout.offsets, self.layout.numels)}
             self._batched = BatchedTasks(backbone, self.backbones, self.heads, self.thetas, self.grads, meta_slices,

@@ -1,7 +1,7 @@
-"""The engine's measured execution choices: ``channels_last: auto`` (``autolayout.py``) and ``compile: auto``
-(``compiled.py``), made from the run's own first steps on the CPU. The layout is chosen first (its trial steps run
-eager: it is measured only where ``compile`` is auto or off), then the compile decision is measured in the chosen
-layout, so the compiled graph sees one layout only.
+"""The engine's measured execution choices: ``channels_last: auto`` (``execution/autolayout.py``) and
+``compile: auto`` (``execution/compiled.py``), made from the run's own first steps on the CPU. The layout is chosen
+first (its trial steps run eager: it is measured only where ``compile`` is auto or off), then the compile decision
+is measured in the chosen layout, so the compiled graph sees one layout only.
 While either is measuring, every step is timed; each choice is kept in the checkpoint, so a resumed run runs its
 steps as the first run would have."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ import contextlib
 import logging
 import time
 
-from .autolayout import MIN_PLANNED_STEPS, AutoLayout
-from .compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
-from .execution import choose_compile, measures_compile, uncached_autocast
+from ..execution.autolayout import MIN_PLANNED_STEPS, AutoLayout
+from ..execution.choices import choose_compile, measures_compile, uncached_autocast
+from ..execution.compiled import AutoCompile, CompiledBackbone, compile_forward, graph_key
 
 log = logging.getLogger("ctinit.meta.engine")
 
@@ -39,7 +39,7 @@ class MeasuredExecution:
         return mode is True
 
     def _choose_compile(self, mode: str) -> str:
-        """The compile mode to start with (``execution.choose_compile``); ``auto`` measured on the CPU starts ``off``
+        """The compile mode to start with (``choices.choose_compile``); ``auto`` measured on the CPU starts ``off``
         with an ``AutoCompile`` that decides later (``engine.compile`` then says what it chose)."""
         device = self.phi.device
         chosen = choose_compile(mode, device, self.execution, self.rule.direction, self.rule.name,

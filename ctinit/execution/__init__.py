@@ -1,0 +1,11 @@
+"""How a step runs, and the measured choice among the ways: shared by meta-training (``ctinit.meta``) and
+fine-tuning (``ctinit.finetune``). Plain torch, below ``meta/``; the one place here that opens files is the
+per-machine record of what was measured (``compiled.read_record``/``write_record``, beside torch's compile cache).
+
+- ``choices.py``: the execution (``sequential``/``batched``) and compile (``off``/``graphs``/``inductor``/
+  ``backbone``/``auto``) settings checked and resolved, as pure functions of the setting;
+- ``batched.py``: T same-shape tasks' forward/backward as one program on stacked parameters;
+- ``device_step.py``: a global step kept on the device (masked task updates, CUDA-graph capture);
+- ``compiled.py``: ``compile: backbone`` and ``compile: auto`` (``AutoCompile``), the per-machine records;
+- ``autolayout.py``: ``channels_last: auto`` (``AutoLayout``), measured per run.
+"""
