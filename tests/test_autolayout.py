@@ -162,6 +162,7 @@ def test_an_evaluation_with_a_fixed_layout_reuses_only_runs_made_in_it():
 
 def test_meta_validation_fine_tunes_in_the_runs_layout_setting(monkeypatch):
     import ctinit.finetune as finetune_module
+    from ctinit_training.config import ValidationConfig
     from ctinit_training.validation import meta_validate
 
     settings = []
@@ -171,7 +172,7 @@ def test_meta_validation_fine_tunes_in_the_runs_layout_setting(monkeypatch):
     import torch
 
     phi = torch.nn.Linear(2, 2)
-    validation = {"steps": 100, "batch_size": 8, "lr": 1e-3, "seed": 0}
+    validation = ValidationConfig(steps=100, batch_size=8, lr=1e-3, seed=0)
     assert meta_validate(phi, ["a", "b"], validation, False) == 0.5 and settings == [False, False]
 
 

@@ -23,8 +23,10 @@ import torch
 
 from ctinit.version import __version__
 from ctinit.errors import CheckpointError, NonFiniteError
+from ctinit.schema import to_dict
 
 from . import rundir
+from .config import TrainConfig
 from .rundir import RunDir
 
 log = logging.getLogger("ctinit.meta_train")
@@ -126,8 +128,8 @@ def check_finite_phi(engine, run: RunDir, step: int) -> None:
             f"{last if last is not None else 'none (checkpoint_every=0)'}")
 
 
-def save_checkpoint(run: RunDir, step: int, engine, samplers, config: dict, shards, comm, rank: int, is_main: bool,
-                    best: dict | None = None, pool=None) -> Path:
+def save_checkpoint(run: RunDir, step: int, engine, samplers, config: TrainConfig, shards, comm, rank: int,
+                    is_main: bool, best: dict | None = None, pool=None) -> Path:
     """Every process writes its ``rank-R`` files into ``step-N.tmp``; the main process then writes ``meta.json`` and
     renames the folder (see the module doc). Returns the checkpoint's folder."""
     check_finite_phi(engine, run, step)
@@ -143,10 +145,10 @@ def save_checkpoint(run: RunDir, step: int, engine, samplers, config: dict, shar
         comm.barrier()
         final = run.step_dir(step)
         if is_main:
-            meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
+            meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": to_dict(config),
                     "library_version": __version__, "best_validation": best, "run_id": run.run_id}
             rundir.fault_point("checkpoint", step)
-            final = run.finalize(step, meta, config["keep_checkpoints"])
+            final = run.finalize(step, meta, config.keep_checkpoints)
             log.info("checkpoint %s", final)
     comm.barrier()
     return final
@@ -156,7 +158,7 @@ class Checkpointer:
     """``checkpointer(step, best)`` writes this run's checkpoint of ``step`` (:func:`save_checkpoint` with the
     run's fixed parts: the folder, the engine and samplers, the task map, the process)."""
 
-    def __init__(self, run: RunDir, trainee, config: dict, shards, comm, rank: int, is_main: bool):
+    def __init__(self, run: RunDir, trainee, config: TrainConfig, shards, comm, rank: int, is_main: bool):
         self.run, self.trainee, self.config, self.shards = run, trainee, config, shards
         self.comm, self.rank, self.is_main = comm, rank, is_main
 

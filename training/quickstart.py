@@ -82,7 +82,7 @@ def quickstart(args) -> int:
     print(f"fine-tuning on the meta-test tasks ({args.finetune_steps} steps, batch {args.finetune_batch_size}):",
           file=sys.stderr)
     table = compare({"ctinit": init, "scratch": f"scratch:{init}"}, [f"builtin:{n}" for n in SUITES[args.suite][1]], ft,
-                    config["image_size"])
+                    config.image_size)
     md = markdown(table, ["ctinit", "scratch"])
     seconds = time.perf_counter() - start
     out = Path(args.out)
@@ -92,7 +92,7 @@ def quickstart(args) -> int:
     (out / "quickstart.json").write_text(json.dumps(report, indent=2))
     (out / "quickstart.md").write_text(md + "\n")
     print(md)
-    print(f"\nctinit ({config['algorithm']}, {config['steps']} meta-steps) vs scratch: mean test accuracy "
+    print(f"\nctinit ({config.algorithm}, {config.steps} meta-steps) vs scratch: mean test accuracy "
           f"{means['ctinit']:.3f} vs {means['scratch']:.3f}; total {seconds / 60:.1f} min. Initialization: {init}")
     return 0
 

@@ -35,7 +35,8 @@ from .layout import FlatLayout
 from .leap import LeapState
 from .optim import OptimizerSpec
 from .step import LossFn, StepResult, classification_loss, split_loss
-from .rules import REDUCE_DTYPE, MetaRule, cts_update, get_rule, gradient_direction, meta_update, trajectory_direction
+from .rules import (REDUCE_DTYPE, MetaRule, cts_update, get_rule, gradient_direction, meta_update, schedule,
+                    trajectory_direction)
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +117,8 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
             raise ConfigError(f"need one head and one batch source per task, got {len(heads)} heads and {len(batches)} sources")
         self.num_tasks = len(heads)
         self.num_tasks_total = num_tasks_total or self.num_tasks
-        self.reset_period = int(self.rule.reset_period or reset_period)
-        self.meta_interval = int(meta_interval or self.rule.meta_interval or self.reset_period)
+        self.reset_period, self.meta_interval = schedule(self.rule, reset_period, meta_interval)
         self.shift = self.rule.shift if shift is None else bool(shift)
-        if self.reset_period < 1 or self.meta_interval < 1:
-            raise ConfigError(f"reset_period and meta_interval must be >= 1, got {self.reset_period} and {self.meta_interval}")
-        if self.meta_interval > self.reset_period:
-            raise ConfigError(
-                f"meta_interval ({self.meta_interval}) is larger than the reset period K ({self.reset_period}): "
-                "trajectories would reset before any meta-update; use meta_interval <= reset_period"
-            )
         if reset not in ("soft", "hard"):
             raise ConfigError(f"reset must be 'soft' or 'hard', got '{reset}'")
         self.hard_reset = reset == "hard"
