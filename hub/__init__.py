@@ -14,8 +14,8 @@ login (``hf auth login``) and is never printed or written.
 """
 from __future__ import annotations
 
-from .card import TEMPLATE, render_card
+from .card import TEMPLATE, render_init_card
 from .export import export_run
 from .remote import pull, push
 
-__all__ = ["TEMPLATE", "export_run", "pull", "push", "render_card"]
+__all__ = ["TEMPLATE", "export_run", "pull", "push", "render_init_card"]

@@ -22,7 +22,7 @@ from ctinit.models.classifier_folder import image_processor
 
 from ctinit.hubio.cards import PLACEHOLDER_ORG
 
-from .card import public_spec, render_card, update_card
+from .card import public_spec, render_init_card, update_card
 
 RECIPE_NAME = "recipe.yaml"
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -148,7 +148,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         if recipe is not None:
             recipe_text = _public_recipe(recipe.read_text())
             (tmp / RECIPE_NAME).write_text(recipe_text)
-        card = render_card(
+        card = render_init_card(
             config, info, repo_id=repo_id or f"{PLACEHOLDER_ORG}/{out.resolve().name}",
             num_parameters=sum(p.numel() for p in backbone.parameters()), license=license, recipe_yaml=recipe_text,
             plain_transformers=not is_ctinit_config(config), template=template,

@@ -20,7 +20,7 @@ from ctinit.loading import load_init, read_config
 from ctinit.models import is_ctinit_config
 from ctinit.stats import BETTER, WORSE, format_difference
 
-from .card import public_spec, render_card, replace_results_section
+from .card import public_spec, render_init_card, replace_results_section
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
     recipe = recipe_file(entry)
     from .export import _public_recipe
 
-    card = render_card(config, info, repo_id=repo_id or entry["hub_id"],
+    card = render_init_card(config, info, repo_id=repo_id or entry["hub_id"],
                        num_parameters=sum(p.numel() for p in backbone.parameters()),
                        recipe_yaml=_public_recipe(recipe.read_text()) if recipe else None,
                        plain_transformers=not is_ctinit_config(config))

@@ -50,7 +50,7 @@ def image_processor(config):
                            image_std=[STD] * channels, do_convert_rgb=channels == 3)
 
 
-def _card(config, info: dict, repo_id: str | None, license: str | None) -> str:
+def _classifier_card(config, info: dict, repo_id: str | None, license: str | None) -> str:
     """The card of a fine-tuned classifier (``templates/classifier.md`` of :mod:`ctinit.hubio.cards`)."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -133,7 +133,7 @@ def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict |
     model.save_pretrained(str(out), safe_serialization=True)
     image_processor(model.config).save_pretrained(str(out))
     info = dict(getattr(model.config, "ctinit", None) or {})
-    (out / CARD_NAME).write_text(_card(model.config, info, repo_id, license).rstrip("\n") + "\n")
+    (out / CARD_NAME).write_text(_classifier_card(model.config, info, repo_id, license).rstrip("\n") + "\n")
     return out
 
 
