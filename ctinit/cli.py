@@ -76,7 +76,7 @@ def _recipe(args, seed: int = 0):
 
 
 def cmd_finetune(args) -> int:
-    from .models.classifier_folder import own_out_dir
+    from .models.finetuned_folder import own_out_dir
     from .tasks import parse_spec
 
     config = _recipe(args, seed=args.seed)

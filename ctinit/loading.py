@@ -160,7 +160,7 @@ def check_tensors(source: str, missing, unexpected, mismatched, integer=(),
     else its first integer tensor where the model needs floating-point weights (lists in the order to report;
     ``mismatched`` holds ``(name, shape in the file, shape needed)``, ``integer`` ``(name, dtype in the file)``). Every
     loader of weights goes through this check: initializations (:func:`load_state_strict`) and fine-tuned classifiers
-    (:func:`ctinit.trained_model.load_classifier`, from transformers' loading report)."""
+    (:func:`ctinit.finetuned_loading.load_classifier`, from transformers' loading report)."""
     if missing or unexpected:
         what = "; ".join(([f"missing tensor {_quoted(missing)}"] if missing else [])
                          + ([f"unexpected tensor {_quoted(unexpected)}"] if unexpected else []))

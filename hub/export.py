@@ -18,7 +18,7 @@ from ctinit.errors import CheckpointError, ConfigError
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME, check_license, parse_hub_id
 from ctinit.loading import load_init, read_config
 from ctinit.models import is_ctinit_config
-from ctinit.models.classifier_folder import image_processor
+from ctinit.models.finetuned_folder import image_processor
 
 from ctinit.hubio.cards import PLACEHOLDER_ORG
 

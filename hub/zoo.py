@@ -90,7 +90,7 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
 
 def stage_entry(entry: dict, out: Path, repo_id: str) -> Path:
     """The Hub model repo folder of an entry (its weights checked against the registry first)."""
-    from ctinit.models.classifier_folder import image_processor
+    from ctinit.models.finetuned_folder import image_processor
 
     from .export import RECIPE_NAME, _public_recipe
 

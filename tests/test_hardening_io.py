@@ -24,7 +24,7 @@ import ctinit_training.rundir as rundir
 from ctinit.atomic import LOCK_FILES, LOCK_NAME, OWNER_NAME, FolderLock, staged_dir
 from ctinit.cli import main as cli_main
 from ctinit.errors import ConfigError, WriteError
-from ctinit.models.classifier_folder import save_finetuned
+from ctinit.models.finetuned_folder import save_finetuned
 from ctinit_hub.__main__ import main as hub_main
 
 from helpers import make_npz, weights

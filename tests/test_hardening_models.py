@@ -133,7 +133,7 @@ def test_from_pretrained_with_num_labels_initialises_the_head(inits, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_ignore_mismatched_sizes_on_a_finetuned_folder_initialises_the_new_head(tmp_path, arch):
-    from ctinit.models.classifier_folder import save_finetuned
+    from ctinit.models.finetuned_folder import save_finetuned
 
     torch.manual_seed(0)
     save_finetuned(ctinit.ImageClassifier(ctinit.build_backbone(arch), 3), tmp_path / "model")
@@ -169,7 +169,7 @@ def test_init_weights_covers_every_tensor_of_the_ctinit_models(arch):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from ctinit.models.classifier_folder import save_finetuned
+    from ctinit.models.finetuned_folder import save_finetuned
 
     root = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ ctinit backbones become :class:`~ctinit.models.for_image_classification.CtinitRe
 ``CtinitConvNetForImageClassification`` (``AutoModelForImageClassification`` finds them after ``import ctinit``);
 the standard ones (``hf-vit-tiny``, ``hf-convnext-tiny``) become transformers' own ``ViTForImageClassification`` /
 ``ConvNextForImageClassification`` and load without ctinit. Nothing written holds a local path. Reading such a
-folder back is :mod:`ctinit.trained_model`.
+folder back is :mod:`ctinit.finetuned_loading`.
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict |
     follows the data (:func:`ctinit.hubio.cards.card_license`)."""
     if license is not None:
         check_license(license)
-    if hasattr(model, "to_transformers"):  # an ImageClassifier: converted (models/conversion.py)
+    if hasattr(model, "to_transformers"):  # an ImageClassifier: converted (models/finetuned_transformers.py)
         model = model.to_transformers(labels, made_with)
     elif made_with is not None:
         model.config.ctinit = {"library_version": __version__, **made_with}
