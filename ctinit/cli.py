@@ -297,7 +297,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
                         "colour-textures among the bundled tasks)")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="(default: %(default)s)")
     g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                   help="input memory layout of the training steps: auto measures on the CPU over the first steps "
+                   help="input memory format of the training steps: auto measures on the CPU over the first steps "
                         "(runs of 100+ steps) and keeps the faster one; on/off fix it, e.g. for runs that must match "
                         "bitwise across machines (default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")

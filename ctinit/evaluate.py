@@ -199,7 +199,7 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     task, validation = tasks[size]
                     bar.set_postfix_str(f"{meta['display']} | seed {seed} | {entry['label']}")
                     key = _run_key(entry, spec, seed, finetune_key, max_train_per_class, max_train_samples)
-                    if key in done and _layout_matches(cfg.channels_last, done[key]):
+                    if key in done and _channels_last_matches(cfg.channels_last, done[key]):
                         # finished by an earlier, interrupted evaluation with the same options
                         runs.append({k: v for k, v in done[key].items() if k != "key"})
                         bar.update(cfg.steps)
@@ -245,9 +245,10 @@ def _run_key(entry: dict, spec: str, seed: int, finetune_cfg: dict, max_train_pe
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _layout_matches(setting, run: dict) -> bool:
+def _channels_last_matches(setting, run: dict) -> bool:
     """Whether a finished run may stand for one with this ``channels_last`` setting: ``auto`` takes any; a fixed
-    layout (set for bitwise reproducibility) only runs made in it (runs recorded before the option: contiguous)."""
+    memory format (set for bitwise reproducibility) only runs made in it (runs recorded before the option:
+    contiguous)."""
     return setting == "auto" or bool(run.get("channels_last", False)) is bool(setting)
 
 

@@ -1,6 +1,6 @@
 """Checkpoints of a meta-training run, in safetensors + JSON (never pickle).
 
-Layout of ``OUT/checkpoints/step-N/``:
+What ``OUT/checkpoints/step-N/`` holds:
 
 - ``meta.json``: step, world size, task-to-process map, the resolved config, library version, the run id (see
   training/rundir.py: ``--resume`` uses only checkpoints of the run that owns OUT) and each task's number of classes;

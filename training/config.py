@@ -274,7 +274,7 @@ def changed_keys(saved: dict, current: TrainConfig | dict) -> list[str]:
     if current.get("meta_lr_schedule", "constant") != "constant":
         keys.add("steps")  # a decaying meta rate is a function of the total number of steps
     if saved.get("channels_last") is False and current.get("channels_last") == "auto":
-        # a run from before 'auto' became the default: its checkpoint holds no layout choice, and a resumed
+        # a run from before 'auto' became the default: its checkpoint holds no memory format choice, and a resumed
         # engine with 'auto' continues contiguous, as it ran (meta/measured.py)
         keys.discard("channels_last")
     return sorted(k for k in keys if to_dict(saved.get(k)) != to_dict(current.get(k)))

@@ -17,7 +17,7 @@ log = logging.getLogger("ctinit.meta_train")
 
 def meta_validate(phi_module, tasks, validation: ValidationConfig, channels_last="auto") -> float:
     """Mean test accuracy of a copy of phi briefly fine-tuned on each meta-validation task; ``channels_last``: the
-    run's own setting (a run fixed to one layout for reproducibility validates in it too)."""
+    run's own setting (a run fixed to one memory format for reproducibility validates in it too)."""
     from ctinit.finetune import FinetuneConfig, finetune
 
     config = FinetuneConfig(steps=validation.steps, batch_size=validation.batch_size,

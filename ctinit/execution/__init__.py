@@ -7,5 +7,5 @@ per-machine record of what was measured (``compiled.read_record``/``write_record
 - ``batched.py``: T same-shape tasks' forward/backward as one program on stacked parameters;
 - ``device_step.py``: a global step kept on the device (masked task updates, CUDA-graph capture);
 - ``compiled.py``: ``compile: backbone`` and ``compile: auto`` (``AutoCompile``), the per-machine records;
-- ``autolayout.py``: ``channels_last: auto`` (``AutoLayout``), measured per run.
+- ``channels_last.py``: ``channels_last: auto`` (``AutoChannelsLast``), measured per run.
 """

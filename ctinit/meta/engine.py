@@ -8,8 +8,8 @@ One global step (see ``TrajectoryEngine.step``):
 3. every ``reset_period`` (K) steps: ``theta_t <- phi`` (soft: heads, BN statistics and inner optimizer state
    are kept; hard: inner optimizer state is cleared and, with ``reset_heads``, heads are re-initialized).
 
-Memory layout (one ``[T, P]`` buffer of thetas, one of gradients, phi a ``[P]`` vector) and optimizer-state
-formats: ``layout.py``; execution and compile choices: ``execution/choices.py``; the layout and compile choices
+Flat parameter layout (one ``[T, P]`` buffer of thetas, one of gradients, phi a ``[P]`` vector) and optimizer-state
+formats: ``layout.py``; execution and compile choices: ``execution/choices.py``; the memory format and compile choices
 measured per run on the CPU (``channels_last``/``compile: auto``): ``measured.py``; checkpoint and task-pool state:
 ``engine_state.py``; Leap's running state: ``leap.py``. The choices are logged and kept in ``engine.execution``,
 ``engine.channels_last`` and ``engine.compile``.
@@ -72,7 +72,7 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         planned_steps: the run's total number of global steps (for ``compile: auto``: whether compiling pays off).
         channels_last: run convolutions on channels-last inputs (and, batched, weights); the parameters stay in
             their flat buffers either way. ``auto``: measured on the CPU (sequential, ``planned_steps`` >= 100;
-            see ``execution/autolayout.py``), else off.
+            see ``execution/channels_last.py``), else off.
         heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
             batch comes from these (e.g. a validation split of the task) instead of a fresh training batch.
 
@@ -208,7 +208,7 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         self._compiled_forward = None
         self._input_shape = None
         self._compile_requested = compile
-        self.channels_last = self._choose_layout(channels_last)  # measured.py: 'auto' measures on the CPU
+        self.channels_last = self._choose_channels_last(channels_last)  # measured.py: 'auto' measures on the CPU
         self.compile = self._choose_compile(compile)
         self._capture = None
         self._compiled_body = None
