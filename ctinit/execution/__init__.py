@@ -1,6 +1,7 @@
 """How a step runs, and the measured choice among the ways: shared by meta-training (``ctinit.meta``) and
 fine-tuning (``ctinit.finetune``). Plain torch, below ``meta/``; the one place here that opens files is the
-per-machine record of what was measured (``compiled.read_record``/``write_record``, beside torch's compile cache).
+per-machine record of what was measured (``compiled.read_record``/``write_record``, beside torch's compile cache;
+``compiled.cpu_model`` reads the CPU's name).
 
 - ``choices.py``: the execution (``sequential``/``batched``) and compile (``off``/``graphs``/``inductor``/
   ``backbone``/``auto``) settings checked and resolved, as pure functions of the setting;
