@@ -24,8 +24,8 @@ the step, so the captured graph sees it too):
    tolerance of check 2), the same skipped task at step 5 and only there, finite phi, thetas and BN statistics;
 5. sequential convnet4-32, fp32 (TF32 off): the same;
 6. batched ResNet-20, bf16 autocast: phi within 1e-2 (check 3's tolerance), the same skip, fp32 phi;
-7. channels_last (batched ResNet-20, fp32, TF32 off, eager): losses and phi within 1e-3 of the default layout over
-   3 steps;
+7. channels_last (batched ResNet-20, fp32, TF32 off, eager): losses and phi within 1e-3 of the default memory format
+   over 3 steps;
 8. with ``--inductor``: ``compile="inductor"`` (batched convnet4-32, fp32) against eager, as 5 (compiling takes
    minutes; gpu_run.sh runs it last).
 

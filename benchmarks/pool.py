@@ -138,7 +138,7 @@ def side_by_side(backbone: str, fixed_specs: list[str], pool_specs: list[str], i
     from ctinit.meta import TrajectoryEngine
     from ctinit.models import build_backbone
     from ctinit.tasks import BatchSampler, load_task
-    from ctinit_training.meta_train import make_head, task_seed
+    from ctinit_training.task_setup import make_head, task_seed
     from ctinit_training.pool import TaskPool
 
     torch.set_num_threads(1)

@@ -37,7 +37,7 @@ def bench(arch: str, batch: int, repeats: int, workdir: Path, inner: int = 5) ->
     from PIL import Image
 
     import ctinit
-    from ctinit.models.classifier_folder import save_finetuned
+    from ctinit.models.finetuned_folder import save_finetuned
     from ctinit.predict import Predictor
 
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ once, the order rotating), --repeats rounds:
 - ``eager_fp32_1_process``: one process on all the cores, ``compile: off``, ``channels_last: false``,
   ``mixed_precision: no`` (the engine before its measured CPU choices);
 - ``defaults``: what a user gets: ``--cpu-processes auto`` and every other key at its default (precision:
-  ``ctinit.meta.precision.DEFAULT_PRECISION``);
+  ``ctinit.execution.DEFAULT_PRECISION``);
 - ``defaults_precision_auto``: the same with ``mixed_precision: auto`` (the defaults if bf16 is shown equivalent).
 
 Reported per setup: task-steps/s end to end (all steps over the wall time of the command: start-up, data loading,
@@ -78,8 +78,8 @@ def run_once(setup: str, arch: str, steps: int, extra: list[str], tmp: Path, thr
 
 
 def bench(args) -> dict:
-    from ctinit.meta.compiled import cpu_model
-    from ctinit.meta.precision import DEFAULT_PRECISION, bf16_hardware
+    from ctinit.execution.compiled import cpu_model
+    from ctinit.execution.precision import DEFAULT_PRECISION, bf16_hardware
 
     result = {"recipe": "training/recipes/quickstart.yaml", "steps": args.steps, "repeats": args.repeats,
               "cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "bf16_hardware": bf16_hardware(),

@@ -242,7 +242,7 @@ def inits_table(rows: list[dict]) -> str:
 def print_inits(author: str | None, search: str | None, limit: int, as_json: bool, prog: str) -> int:
     """What ``ctinit list`` and ``ctinit-hub list`` do: the published initializations as a table (or JSON) on
     stdout; "none found" on stderr. Returns the exit code."""
-    from .config import PositiveInt, check_option
+    from .schema import PositiveInt, check_option
 
     check_option("--limit", limit, PositiveInt)
     rows = list_inits(author=author, search=search, limit=limit)

@@ -20,7 +20,7 @@ import shlex
 import sys
 
 from .entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser, run_command  # noqa: F401
-from .meta.precision import DEFAULT_PRECISION
+from .execution import DEFAULT_PRECISION
 
 
 def _log(message: str) -> None:
@@ -77,7 +77,7 @@ def _recipe(args, seed: int = 0):
 
 
 def cmd_finetune(args) -> int:
-    from .models.classifier_folder import own_out_dir
+    from .models.finetuned_folder import own_out_dir
     from .tasks import parse_spec
 
     config = _recipe(args, seed=args.seed)
@@ -308,7 +308,7 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
                         "AVX512-BF16) and the first steps measure it faster, else fp32; no: exact fp32 "
                         "(default: %(default)s)")
     g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                   help="input memory layout of the training steps: auto measures on the CPU over the first steps "
+                   help="input memory format of the training steps: auto measures on the CPU over the first steps "
                         "(runs of 100+ steps) and keeps the faster one; on/off fix it, e.g. for runs that must match "
                         "bitwise across machines (default: %(default)s)")
     g.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")

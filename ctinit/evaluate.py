@@ -2,7 +2,7 @@
 
     results = run_evaluation(["runs/cts/init", "ORG/NAME", "scratch:runs/cts/init"], ["builtin:georgian"],
                              seeds=[0, 1, 2], config=FinetuneConfig(steps=300))
-    write_results(results, "runs/eval")          # results.json, results.md, curves.png
+    ctinit.report.write_results(results, "runs/eval")   # results.json, results.md, curves.png
 
 Every (init, task, seed) run is ``ctinit finetune --init INIT --data TASK --seed SEED`` with the same recipe, on
 the task's training split less a validation split (``validation_fraction`` of each class, seeded, carved before any
@@ -38,16 +38,12 @@ from .version import __version__
 from .errors import ConfigError
 from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune
 from .jsonl import read_jsonl
-from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
+from .hubio.names import WEIGHTS_NAME
+from .loading import InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
 from .report import RUNS_NAME, make_results_dir, own_results_dir, summarize
 from .tasks.subsets import SUBSET_DRAW, check_validation, prepare_task
 from .zoo import file_sha256
-# Re-exported for one release: these lived here before the report and the task subsets had their own modules.
-from .report import (RESULT_FILES, clear_winner, load_results, machine_line, plot_curves, recipe_line,  # noqa: F401
-                     results_markdown, results_table, seed_values, write_results)
-from .report import check_results_dir as check_out_dir, own_results_dir as own_out_dir  # noqa: F401
-from .tasks.subsets import limit_task, limit_train_samples  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -203,7 +199,7 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     task, validation = tasks[size]
                     bar.set_postfix_str(f"{meta['display']} | seed {seed} | {entry['label']}")
                     key = _run_key(entry, spec, seed, finetune_key, max_train_per_class, max_train_samples)
-                    if key in done and _layout_matches(cfg.channels_last, done[key]):
+                    if key in done and _channels_last_matches(cfg.channels_last, done[key]):
                         # finished by an earlier, interrupted evaluation with the same options
                         runs.append({k: v for k, v in done[key].items() if k != "key"})
                         bar.update(cfg.steps)
@@ -249,9 +245,10 @@ def _run_key(entry: dict, spec: str, seed: int, finetune_cfg: dict, max_train_pe
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _layout_matches(setting, run: dict) -> bool:
+def _channels_last_matches(setting, run: dict) -> bool:
     """Whether a finished run may stand for one with this ``channels_last`` setting: ``auto`` takes any; a fixed
-    layout (set for bitwise reproducibility) only runs made in it (runs recorded before the option: contiguous)."""
+    memory format (set for bitwise reproducibility) only runs made in it (runs recorded before the option:
+    contiguous)."""
     return setting == "auto" or bool(run.get("channels_last", False)) is bool(setting)
 
 
@@ -270,7 +267,7 @@ def _append_line(path: Path, record: dict) -> None:
 
 def _revision_applies(init: str) -> bool:
     """Whether ``--revision`` applies to this init: a Hub id (not an existing local directory) without its own @REV."""
-    from .loading import HUB_PREFIX, parse_hub_id
+    from .hubio.names import HUB_PREFIX, parse_hub_id
 
     target = init[len("scratch:"):] if init.startswith("scratch:") else init
     parsed = parse_hub_id(target)

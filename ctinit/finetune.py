@@ -5,11 +5,11 @@ flip where the task allows it, unless ``FinetuneConfig.hflip`` says otherwise), 
 
 Plain torch: ``torch.autocast`` for mixed precision and a ``GradScaler`` for fp16. ``channels_last: auto`` (the
 default) measures on the CPU whether channels-last inputs make the steps faster, as meta-training does
-(``meta/autolayout.py``): the first steps alternate the two layouts and the faster one is kept (convnet4-32 1.47x,
-ResNet-20 1.25x on one thread of the 2-core Zen 4 machine, benchmarks/RESULTS.md). It is the same fp32 training up to rounding;
-runs that must match bitwise across machines set it to true or false. The caller says where to run
-(``device=``); a multi-process job (meta-validation in the trainer) passes its own device, and nothing here
-joins a collective.
+(``execution/channels_last.py``): the first steps alternate the two memory formats and the faster one is kept
+(convnet4-32 1.47x, ResNet-20 1.25x on one thread of the 2-core Zen 4 machine, benchmarks/RESULTS.md). It is the same
+fp32 training up to rounding; runs that must match bitwise across machines set it to true or false. The caller says
+where to run (``device=``); a multi-process job (meta-validation in the trainer) passes its own device, and nothing
+here joins a collective.
 """
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ from pydantic import Field
 from torch import nn
 
 from .errors import ConfigError
-from .meta.autolayout import MIN_PLANNED_STEPS, AutoLayout
-from .meta.compiled import graph_key
+from .execution import DEFAULT_PRECISION
+from .execution.channels_last import MIN_PLANNED_STEPS, AutoChannelsLast
+from .execution.compiled import graph_key
+from .execution.precision import StepPrecision
 from .meta.optim import OptimizerSpec
-from .meta.precision import DEFAULT_PRECISION, StepPrecision
 from .models.heads import TaskHead, feature_dim, image_size_of
 from .schema import Bool, Float, NonNegInt, PositiveFloat, PositiveInt, Precision, Seed, schema
 from .tasks.sampler import BatchSampler, eval_batches
@@ -49,7 +50,7 @@ class FinetuneConfig:
     hflip: Optional[Bool] = None  # horizontal flip when augmenting; None: the task's own setting (TaskData.hflip)
     eval_every: NonNegInt = 0  # 0: evaluate at the end only
     seed: Seed = 0
-    mixed_precision: Precision = DEFAULT_PRECISION  # auto: as meta-training's (ctinit/meta/precision.py)
+    mixed_precision: Precision = DEFAULT_PRECISION  # auto: as meta-training's (ctinit/execution/precision.py)
     # an execution choice, not part of the recipe: auto measures on the CPU (module docstring), elsewhere contiguous
     channels_last: Union[Bool, Literal["auto"]] = "auto"
     progress: Bool = True
@@ -68,14 +69,14 @@ class FinetuneResult:
     steps: int
     seconds: float
     curve: list = field(default_factory=list)  # [(step, accuracy)] on the validation split if given, else test
-    channels_last: bool = False  # the layout the steps after the first few ran in
+    channels_last: bool = False  # the memory format the steps after the first few ran in
     precision: str = "no"  # the precision the steps after the first few ran in (mixed_precision auto: measured)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+def in_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """An image batch in channels-last memory when asked (other inputs as they are)."""
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
@@ -84,13 +85,13 @@ def in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def evaluate(backbone: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
              channels: int = 3, channels_last: bool = False) -> tuple[float, float]:
     """Accuracy and mean cross-entropy on a split, in eval mode (running BN statistics); ``channels_last``: the
-    input layout (the one fine-tuning chose)."""
+    input memory format (the one fine-tuning chose)."""
     was_training = backbone.training
     backbone.eval()
     head.eval()
     correct, loss_sum = 0, 0.0
     for xb, yb in eval_batches(x, y, batch_size, channels):
-        logits = head(backbone(in_layout(xb, channels_last))).float()
+        logits = head(backbone(in_memory_format(xb, channels_last))).float()
         loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
     backbone.train(was_training)
@@ -135,35 +136,35 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ConfigError(f"--device {device!r}: not a device; use cpu, cuda or cuda:N") from e
 
 
-#: Interleaved pairs of steps ``channels_last: auto`` times (after one warm-up step per layout): a fine-tuning step
-#: is one model's, tens of milliseconds on the CPU, so more pairs than meta-training's TRIAL_PAIRS cost little and
-#: keep a busy machine's noise out of the choice.
+#: Interleaved pairs of steps ``channels_last: auto`` times (after one warm-up step per memory format): a
+#: fine-tuning step is one model's, tens of milliseconds on the CPU, so more pairs than meta-training's TRIAL_PAIRS
+#: cost little and keep a busy machine's noise out of the choice.
 FINETUNE_TRIAL_PAIRS = 10
 
 
-class InputLayout:
-    """Which memory layout each fine-tuning step's input batch gets: ``channels_last`` as configured, or, for
+class InputMemoryFormat:
+    """Which memory format each fine-tuning step's input batch gets: ``channels_last`` as configured, or, for
     ``auto`` on the CPU in runs of at least MIN_PLANNED_STEPS steps, measured over the first steps by an
-    ``AutoLayout`` (its choice is recorded per machine under a ``finetune:`` key, apart from meta-training's)."""
+    ``AutoChannelsLast`` (its choice is recorded per machine under a ``finetune:`` key, apart from meta-training's)."""
 
-    def __init__(self, setting, device: torch.device, steps: int, backbone: nn.Module, autocast: bool):
+    def __init__(self, setting, device: torch.device, steps: int, backbone: nn.Module, autocast):
         self.channels_last = setting is True
         self.shape: tuple = ()
         self.trial = None
         if setting == "auto" and device.type == "cpu" and steps >= MIN_PLANNED_STEPS:
-            self.trial = AutoLayout(lambda: "finetune:" + graph_key(backbone, self.shape,
-                                                                    autocast() if callable(autocast) else autocast),
+            self.trial = AutoChannelsLast(lambda: "finetune:" + graph_key(backbone, self.shape,
+                                                                          autocast() if callable(autocast) else autocast),
                                     trial_pairs=FINETUNE_TRIAL_PAIRS)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """The next step's input in the layout it runs in."""
+        """The next step's input in the memory format it runs in."""
         if self.trial is not None:
             self.shape = tuple(x.shape)
             self.channels_last = self.trial.use_channels_last()
-        return in_layout(x, self.channels_last)
+        return in_memory_format(x, self.channels_last)
 
     def done(self, seconds: float) -> None:
-        """The step's compute time (sampling excluded: it is the same in both layouts)."""
+        """The step's compute time (sampling excluded: it is the same in both memory formats)."""
         if self.trial is not None:
             self.trial.done(seconds)
             if self.trial.decided:
@@ -216,10 +217,10 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision == "fp16")
-    layout = InputLayout(cfg.channels_last, device, cfg.steps, backbone, lambda: precision.autocast)
-    # auto: measured first (layout untouched meanwhile), then the layout in the chosen precision
-    precision = StepPrecision(cfg.mixed_precision, device, cfg.steps, lambda: graph_key(backbone, layout.shape, False),
-                              FINETUNE_TRIAL_PAIRS)
+    memory_format = InputMemoryFormat(cfg.channels_last, device, cfg.steps, backbone, lambda: precision.autocast)
+    # auto: measured first (memory format untouched meanwhile), then the memory format in the chosen precision
+    precision = StepPrecision(cfg.mixed_precision, device, cfg.steps,
+                              lambda: graph_key(backbone, memory_format.shape, False), FINETUNE_TRIAL_PAIRS)
     model.train()
 
     curve, recent = [], []
@@ -229,10 +230,10 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
                leave=False, dynamic_ncols=True)
     for step in bar:
         x, y = sampler()
-        step_start = time.perf_counter()  # the layout conversion is part of what a layout costs
+        step_start = time.perf_counter()  # the memory format conversion is part of what a memory format costs
         measuring_precision = precision.measuring
-        layout.shape = tuple(x.shape)
-        x = x if measuring_precision else layout.apply(x)
+        memory_format.shape = tuple(x.shape)
+        x = x if measuring_precision else memory_format.apply(x)
         with precision.context():
             loss = F.cross_entropy(model["head"](model["backbone"](x)).float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -243,7 +244,7 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
             # fp16: the scaler skips a step whose gradients overflowed; the schedule still counts it (as before)
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             scheduler.step()
-        (precision if measuring_precision else layout).done(time.perf_counter() - step_start)
+        (precision if measuring_precision else memory_format).done(time.perf_counter() - step_start)
         if on_step is not None:
             on_step(step)
         if step > cfg.steps - tail:
@@ -255,7 +256,8 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
             raise NonFiniteError(f"fine-tuning on {task.name}: the loss became non-finite by step {step}: lower the "
                                  "learning rate or check the initialization's weights (nothing was written)")
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            acc, _ = evaluate(backbone, head, curve_x, curve_y, channels=channels, channels_last=layout.channels_last)
+            acc, _ = evaluate(backbone, head, curve_x, curve_y, channels=channels,
+                              channels_last=memory_format.channels_last)
             curve.append((step, acc))
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
             if log:
@@ -263,10 +265,10 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     seconds = time.perf_counter() - start
     bar.close()
     acc, test_loss = evaluate(backbone, head, task.x_test, task.y_test, channels=channels,
-                              channels_last=layout.channels_last)
+                              channels_last=memory_format.channels_last)
     if not curve or curve[-1][0] != cfg.steps:
         curve.append((cfg.steps, acc if validation is None else evaluate(
-            backbone, head, curve_x, curve_y, channels=channels, channels_last=layout.channels_last)[0]))
+            backbone, head, curve_x, curve_y, channels=channels, channels_last=memory_format.channels_last)[0]))
     train_loss = torch.stack(recent).mean().item() if recent else float("nan")
-    return FinetuneResult(acc, test_loss, train_loss, cfg.steps, seconds, curve, layout.channels_last,
+    return FinetuneResult(acc, test_loss, train_loss, cfg.steps, seconds, curve, memory_format.channels_last,
                           precision.precision)

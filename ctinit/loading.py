@@ -30,11 +30,9 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 from .atomic import write_file
-from .catalog import inits_table, list_inits, print_inits  # noqa: F401  (re-exported: listing moved to catalog)
 from .errors import CheckpointError, ConfigError
-from .hubio import hub_error, hub_offline, hub_snapshot, is_connection_error  # noqa: F401  (re-exported)
-from .hubio.names import (CONFIG_NAME, HUB_PREFIX, PICKLE_PATTERNS, PICKLE_SUFFIXES,  # noqa: F401  (re-exported)
-                          WEIGHTS_NAME, one_line, parse_hub_id)
+from .hubio import hub_snapshot
+from .hubio.names import CONFIG_NAME, HUB_PREFIX, PICKLE_SUFFIXES, WEIGHTS_NAME, one_line, parse_hub_id
 from .version import __version__
 from .zoo import PREFIX as ZOO_PREFIX, folder as zoo_folder, get as zoo_entry, meant as zoo_meant, verify as zoo_verify
 from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
@@ -100,7 +98,7 @@ def _read_config(path: Path) -> PretrainedConfig:
 def _check_labels(raw: dict, config_file: Path) -> None:
     """One line for label fields transformers would choke on or build at any size (``num_labels: 1e9`` makes a
     billion-entry ``id2label``): checked on the JSON, before transformers reads it."""
-    from .tasks.specs import MAX_CLASSES
+    from .tasks.raw import MAX_CLASSES
 
     def bad(key: str, what: str) -> CheckpointError:
         return CheckpointError(f"{config_file}: {key} = {one_line(repr(raw[key]))[:80]}: {what}; the config.json is "
@@ -166,7 +164,7 @@ def check_tensors(source: str, missing, unexpected, mismatched, integer=(),
     else its first integer tensor where the model needs floating-point weights (lists in the order to report;
     ``mismatched`` holds ``(name, shape in the file, shape needed)``, ``integer`` ``(name, dtype in the file)``). Every
     loader of weights goes through this check: initializations (:func:`load_state_strict`) and fine-tuned classifiers
-    (:func:`ctinit.trained_model.load_classifier`, from transformers' loading report)."""
+    (:func:`ctinit.finetuned_loading.load_classifier`, from transformers' loading report)."""
     if missing or unexpected:
         what = "; ".join(([f"missing tensor {_quoted(missing)}"] if missing else [])
                          + ([f"unexpected tensor {_quoted(unexpected)}"] if unexpected else []))
@@ -355,7 +353,7 @@ def from_pretrained(init: "str | Path | InitSource", num_classes: int | None = N
     """An :class:`~ctinit.models.ImageClassifier` ready to fine-tune: the backbone at the initialization (a local
     directory, a Hub id ``ORG/NAME[@REV]`` or ``scratch:...``) plus a fresh linear head for ``num_classes`` classes
     (None or 0: no head, ``forward`` returns pooled features and fine-tuning adds a head sized to the task)."""
-    from .tasks.specs import MAX_CLASSES
+    from .tasks.raw import MAX_CLASSES
 
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or not 0 <= num_classes <= MAX_CLASSES):
@@ -367,8 +365,6 @@ def from_pretrained(init: "str | Path | InitSource", num_classes: int | None = N
 
 
 __all__ = [
-    "CONFIG_NAME", "InitSource", "MAX_IMAGE_SIZE", "PICKLE_SUFFIXES", "WEIGHTS_NAME", "check_config_sizes",
-    "check_tensors", "from_pretrained", "hub_error", "hub_offline",
-    "hub_snapshot", "init_config", "init_info", "is_connection_error", "read_config", "list_inits", "load_init", "load_state_strict", "parse_hub_id", "read_weights",
-    "resolve_init", "save_init",
+    "InitSource", "MAX_IMAGE_SIZE", "check_config_sizes", "check_tensors", "from_pretrained", "init_config", "init_info",
+    "read_config", "load_init", "load_state_strict", "read_weights", "resolve_init", "save_init",
 ]

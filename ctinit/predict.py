@@ -61,7 +61,7 @@ class Predictor:
     def load(cls, model: str | Path, revision: str | None = None, device: str | None = None) -> "Predictor":
         from .schema import check_device
         from .finetune import resolve_device
-        from .trained_model import load_classifier, read_processor_settings, resolve_model
+        from .finetuned_loading import load_classifier, read_processor_settings, resolve_model
 
         device = resolve_device(check_device(device))  # cpu, cuda[:N] that exists here: before anything is loaded
         folder, _, _ = resolve_model(model, revision)
@@ -112,4 +112,4 @@ class Predictor:
                 yield f, [(self.labels[i], float(p)) for i, p in zip(idx, s)]
 
 
-__all__ = ["IMAGE_SUFFIXES", "Predictor", "find_images", "read_image"]
+__all__ = ["Predictor", "find_images", "read_image"]

@@ -24,8 +24,8 @@ from pydantic.dataclasses import dataclass as _pydantic_dataclass
 from .errors import ConfigError
 
 __all__ = [
-    "Bool", "Device", "Float", "Fraction", "NonNegFloat", "NonNegInt", "Optional", "PositiveFloat", "PositiveInt",
-    "Precision", "Seed", "Str", "Literal", "YAML12Loader", "check_device", "check_option", "format_error", "schema",
+    "Bool", "Device", "Float", "Fraction", "NonNegFloat", "NonNegInt", "PositiveFloat", "PositiveInt",
+    "Precision", "Seed", "Str", "YAML12Loader", "check_device", "check_option", "format_error", "schema",
     "schema_defaults", "to_dict", "validate_schema", "yaml_load",
 ]
 
@@ -74,7 +74,7 @@ NonNegFloat = Annotated[Float, Field(ge=0)]
 Fraction = Annotated[Float, Field(gt=0, lt=1)]
 Bool = StrictBool
 Str = StrictStr
-#: ``auto``: bf16 where the CPU has bf16 hardware and the run measures it faster, else fp32 (ctinit/meta/precision.py)
+#: ``auto``: bf16 where the CPU has bf16 hardware and the run measures it faster, else fp32 (ctinit/execution/precision.py)
 Precision = Literal["no", "bf16", "fp16", "auto"]
 #: ``--device``: None (what Accelerate picks), cpu, cuda or cuda:N.
 Device = Optional[Annotated[StrictStr, Field(pattern=r"^(cpu|cuda(:[0-9]+)?)$")]]

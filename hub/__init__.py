@@ -15,7 +15,7 @@ login (``hf auth login``) and is never printed or written.
 from __future__ import annotations
 
 #: Imported on first use (they import torch and transformers): `ctinit-hub --help` answers without them.
-_LAZY = {"TEMPLATE": "card", "render_card": "card", "export_run": "export", "pull": "remote", "push": "remote"}
+_LAZY = {"TEMPLATE": "card", "render_init_card": "card", "export_run": "export", "pull": "remote", "push": "remote"}
 
 
 def __getattr__(name: str):
@@ -26,4 +26,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["TEMPLATE", "export_run", "pull", "push", "render_card"]
+__all__ = ["TEMPLATE", "export_run", "pull", "push", "render_init_card"]

@@ -46,7 +46,7 @@ def cmd_pull(args) -> int:
 
 
 def cmd_update_card(args) -> int:
-    from ctinit.evaluate import load_results
+    from ctinit.report import load_results
 
     from .card import update_card
 

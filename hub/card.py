@@ -8,11 +8,11 @@ from pathlib import Path
 
 from ctinit.atomic import write_text
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.evaluate import file_sha256, machine_line, plot_curves, recipe_line, results_table, summarize
-from ctinit.report import curve_split
+from ctinit.report import curve_split, machine_line, plot_curves, recipe_line, results_table, summarize
+from ctinit.zoo import file_sha256
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME
-from ctinit.hubio.cards import PLACEHOLDER, PLACEHOLDER_ORG, TEMPLATES, card_license, dataset_id
-from ctinit.hubio.cards import render_card as render_template
+from ctinit.hubio.cards import TEMPLATES, card_license, dataset_id
+from ctinit.hubio.cards import render_card
 
 RESULTS_START = "<!-- ctinit:results -->"
 RESULTS_END = "<!-- /ctinit:results -->"
@@ -77,10 +77,11 @@ def settings_rows(info: dict, config) -> list[tuple[str, str]]:
     return rows
 
 
-def render_card(config, info: dict, *, repo_id: str, num_parameters: int, license: str | None = None,
-                recipe_yaml: str | None = None, results: dict | None = None, results_label: str | None = None,
-                curves: str | None = None, plain_transformers: bool = False, template: str | Path | None = None,
-                model_name: str | None = None, transformers_ref: str | None = None):
+def render_init_card(config, info: dict, *, repo_id: str, num_parameters: int, license: str | None = None,
+                     recipe_yaml: str | None = None, results: dict | None = None, results_label: str | None = None,
+                     curves: str | None = None, plain_transformers: bool = False,
+                     template: str | Path | None = None, model_name: str | None = None,
+                     transformers_ref: str | None = None):
     """A ``huggingface_hub.ModelCard`` for an initialization with backbone ``config`` made as ``info`` says; without
     ``license`` the card's license follows the data (:func:`ctinit.hubio.card_license`). ``repo_id`` is what the
     snippets load (a Hub id, or ``zoo:NAME`` for a zoo entry not on the Hub); ``transformers_ref`` the Python
@@ -103,7 +104,7 @@ def render_card(config, info: dict, *, repo_id: str, num_parameters: int, licens
     )
     image_size = getattr(config, "image_size", 28)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else image_size
-    return render_template(
+    return render_card(
         template or "initialization", data,
         model_name=model_name, repo_id=repo_id, algorithm=algorithm,
         algorithm_name=ALGORITHM_NAMES.get(algorithm, algorithm), backbone=recipe.get("backbone", config.model_type),
@@ -254,6 +255,6 @@ def update_card(export_dir: str | Path, results: dict, init: str | None = None) 
     return readme
 
 
-__all__ = ["ALGORITHM_NAMES", "PLACEHOLDER", "PLACEHOLDER_ORG", "TEMPLATE", "card_datasets", "card_eval_results",
-           "card_label", "find_init", "public_results", "public_spec", "render_card", "replace_results_section",
+__all__ = ["ALGORITHM_NAMES", "TEMPLATE", "card_datasets", "card_eval_results",
+           "card_label", "find_init", "public_results", "public_spec", "render_init_card", "replace_results_section",
            "results_section", "update_card"]

@@ -18,9 +18,11 @@ from ctinit.errors import CheckpointError, ConfigError
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME, check_license, parse_hub_id
 from ctinit.loading import load_init, read_config
 from ctinit.models import is_ctinit_config
-from ctinit.models.classifier_folder import image_processor
+from ctinit.models.finetuned_folder import image_processor
 
-from .card import PLACEHOLDER_ORG, public_spec, render_card, update_card
+from ctinit.hubio.cards import PLACEHOLDER_ORG
+
+from .card import public_spec, render_init_card, update_card
 
 RECIPE_NAME = "recipe.yaml"
 PREPROCESSOR_NAME = "preprocessor_config.json"
@@ -104,7 +106,7 @@ def _public_recipe(text: str) -> str:
 def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None = None, license: str | None = None,
                results: str | Path | None = None, template: str | Path | None = None, overwrite: bool = False) -> Path:
     """Turn ``run_dir`` into a Hub model repo folder ``out_dir`` (see module doc); returns ``out_dir``."""
-    from ctinit.evaluate import load_results
+    from ctinit.report import load_results
 
     if license is not None:
         check_license(license)
@@ -147,7 +149,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         if recipe is not None:
             recipe_text = _public_recipe(recipe.read_text())
             (tmp / RECIPE_NAME).write_text(recipe_text)
-        card = render_card(
+        card = render_init_card(
             config, info, repo_id=repo_id or f"{PLACEHOLDER_ORG}/{out.resolve().name}",
             num_parameters=sum(p.numel() for p in backbone.parameters()), license=license, recipe_yaml=recipe_text,
             plain_transformers=not is_ctinit_config(config), template=template,

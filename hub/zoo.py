@@ -20,7 +20,7 @@ from ctinit.loading import load_init, read_config
 from ctinit.models import is_ctinit_config
 from ctinit.stats import BETTER, WORSE, format_difference
 
-from .card import public_spec, render_card, replace_results_section
+from .card import public_spec, render_init_card, replace_results_section
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,7 +151,7 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
     # The shipped card's snippets name a Hub id only once it is published (the registry records its commit); until
     # then they load the zoo entry by name. A card staged for a push (repo_id given) names the repo being pushed.
     published = repo_id or (entry["hub_id"] if entry.get("revision") else None)
-    card = render_card(config, info, repo_id=published or zoo.PREFIX + entry["name"], model_name=entry["name"],
+    card = render_init_card(config, info, repo_id=published or zoo.PREFIX + entry["name"], model_name=entry["name"],
                        num_parameters=sum(p.numel() for p in backbone.parameters()),
                        recipe_yaml=_public_recipe(recipe.read_text()) if recipe else None,
                        plain_transformers=not is_ctinit_config(config),
@@ -182,7 +182,7 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
 
 def stage_entry(entry: dict, out: Path, repo_id: str) -> Path:
     """The Hub model repo folder of an entry (its weights checked against the registry first)."""
-    from ctinit.models.classifier_folder import image_processor
+    from ctinit.models.finetuned_folder import image_processor
 
     from .export import RECIPE_NAME, _public_recipe
 

@@ -49,7 +49,8 @@ def _hub():
 def add(args) -> int:
     from ctinit import zoo
     from ctinit.errors import ConfigError
-    from ctinit.loading import CONFIG_NAME, WEIGHTS_NAME, load_init, read_config
+    from ctinit.hubio.names import CONFIG_NAME, WEIGHTS_NAME
+    from ctinit.loading import load_init, read_config
 
     hub = _hub()
     from importlib import import_module
@@ -148,7 +149,7 @@ def write_card(entry: dict) -> Path:
 
     from ctinit import zoo
     from ctinit.loading import read_config
-    from ctinit.models.classifier_folder import image_processor
+    from ctinit.models.finetuned_folder import image_processor
 
     render = import_module(_hub().__name__ + ".zoo").render_zoo_card
     folder = zoo.folder(entry["name"])

@@ -6,15 +6,15 @@ import json
 import pytest
 
 from ctinit.errors import ConfigError
-from ctinit.meta import compiled as compiled_module
-from ctinit.meta.autolayout import MIN_PLANNED_STEPS, TRIAL_PAIRS, AutoLayout
+from ctinit.execution import compiled as compiled_module
+from ctinit.execution.channels_last import MIN_PLANNED_STEPS, TRIAL_PAIRS, AutoChannelsLast
 
 from test_compiled import STEPS, TOLERANCE, record, tiny_engine  # noqa: F401 - record: the fixture
 
 
 def drive(seconds_of):
-    """Run an AutoLayout with step times ``seconds_of(channels_last)``; returns it and each step's layout."""
-    auto, ran = AutoLayout(lambda: "key"), []
+    """Run an AutoChannelsLast with step times ``seconds_of(channels_last)``; returns it and each step's layout."""
+    auto, ran = AutoChannelsLast(lambda: "key"), []
     while not auto.decided and len(ran) < 50:
         use = auto.use_channels_last()
         if auto.decided:
@@ -44,8 +44,8 @@ def test_auto_stays_contiguous_where_channels_last_is_not_faster(record):
 
 def test_the_engine_measures_long_cpu_runs_only_and_keeps_the_choice_in_checkpoints(record):
     record.write_text("{}")
-    assert tiny_engine(channels_last="auto", planned_steps=MIN_PLANNED_STEPS - 1)._auto_layout is None
-    assert tiny_engine(channels_last="auto")._auto_layout is None  # run length unknown
+    assert tiny_engine(channels_last="auto", planned_steps=MIN_PLANNED_STEPS - 1)._auto_channels_last is None
+    assert tiny_engine(channels_last="auto")._auto_channels_last is None  # run length unknown
     with pytest.raises(ConfigError, match="channels_last must be true, false or auto"):
         tiny_engine(channels_last="sometimes")
     engine = tiny_engine(channels_last="auto", planned_steps=MIN_PLANNED_STEPS)
@@ -54,23 +54,23 @@ def test_the_engine_measures_long_cpu_runs_only_and_keeps_the_choice_in_checkpoi
     assert measuring["layout"]["measuring"] and len(measuring["layout"]["times"]["contiguous"]) == 1
     resumed = tiny_engine(channels_last="auto", planned_steps=MIN_PLANNED_STEPS)
     resumed.load_state_dict(measuring)
-    assert resumed._auto_layout.times == measuring["layout"]["times"]
+    assert resumed._auto_channels_last.times == measuring["layout"]["times"]
     for _ in range(2 * TRIAL_PAIRS + 1):
         engine.step()
-    assert engine._auto_layout is None and "measuring" not in engine.state_dict()["layout"]
+    assert engine._auto_channels_last is None and "measuring" not in engine.state_dict()["layout"]
     decided = dict(measuring, layout={"channels_last": True})  # what a machine that measured a speedup decided
     resumed = tiny_engine(channels_last="auto", planned_steps=MIN_PLANNED_STEPS)
     resumed.load_state_dict(decided)
-    assert resumed.channels_last and resumed._auto_layout is None
+    assert resumed.channels_last and resumed._auto_channels_last is None
     assert "layout" not in tiny_engine(channels_last=False).state_dict()  # only 'auto' has a decision to keep
     # a checkpoint made before 'auto' existed ran contiguous: a resumed engine continues so, without a trial
     old = {k: v for k, v in measuring.items() if k != "layout"}
     resumed = tiny_engine(channels_last="auto", planned_steps=MIN_PLANNED_STEPS)
     resumed.load_state_dict(old)
-    assert not resumed.channels_last and resumed._auto_layout is None
+    assert not resumed.channels_last and resumed._auto_channels_last is None
     # a compiled run does not try the other layout (its graph would be traced again)
     compiled = tiny_engine("backbone", channels_last="auto", planned_steps=MIN_PLANNED_STEPS)
-    assert compiled._auto_layout is None and not compiled.channels_last
+    assert compiled._auto_channels_last is None and not compiled.channels_last
 
 
 def test_channels_last_trains_as_the_contiguous_layout():
@@ -123,12 +123,12 @@ def tiny_finetune(steps, layouts=None, **overrides):
 
 
 def test_finetuning_measures_the_layout_on_long_cpu_runs_and_reuses_the_record(record, monkeypatch):
-    import ctinit.meta.autolayout as autolayout_module
+    import ctinit.execution.channels_last as channels_last_module
     from ctinit.finetune import FINETUNE_TRIAL_PAIRS
 
     seen = []
-    real = autolayout_module.AutoLayout.use_channels_last
-    monkeypatch.setattr(autolayout_module.AutoLayout, "use_channels_last",
+    real = channels_last_module.AutoChannelsLast.use_channels_last
+    monkeypatch.setattr(channels_last_module.AutoChannelsLast, "use_channels_last",
                         lambda self: seen.append(real(self)) or seen[-1])
     _, short = tiny_finetune(MIN_PLANNED_STEPS - 1)
     assert seen == [] and not short.channels_last  # too short to measure: contiguous
@@ -155,15 +155,17 @@ def test_finetuning_measures_the_layout_on_long_cpu_runs_and_reuses_the_record(r
 
 
 def test_an_evaluation_with_a_fixed_layout_reuses_only_runs_made_in_it():
-    from ctinit.evaluate import _layout_matches
+    from ctinit.evaluate import _channels_last_matches
 
-    assert _layout_matches("auto", {"channels_last": True}) and _layout_matches("auto", {})
-    assert _layout_matches(False, {}) and _layout_matches(False, {"channels_last": False})  # {}: before the option
-    assert not _layout_matches(False, {"channels_last": True}) and not _layout_matches(True, {})
+    assert _channels_last_matches("auto", {"channels_last": True}) and _channels_last_matches("auto", {})
+    # {}: a run recorded before the option
+    assert _channels_last_matches(False, {}) and _channels_last_matches(False, {"channels_last": False})
+    assert not _channels_last_matches(False, {"channels_last": True}) and not _channels_last_matches(True, {})
 
 
 def test_meta_validation_fine_tunes_in_the_runs_layout_setting(monkeypatch):
     import ctinit.finetune as finetune_module
+    from ctinit_training.config import ValidationConfig
     from ctinit_training.validation import meta_validate
 
     settings = []
@@ -173,7 +175,7 @@ def test_meta_validation_fine_tunes_in_the_runs_layout_setting(monkeypatch):
     import torch
 
     phi = torch.nn.Linear(2, 2)
-    validation = {"steps": 100, "batch_size": 8, "lr": 1e-3, "seed": 0}
+    validation = ValidationConfig(steps=100, batch_size=8, lr=1e-3, seed=0)
     assert meta_validate(phi, ["a", "b"], validation, False) == 0.5 and settings == [False, False]
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ctinit.errors import ConfigError
 from ctinit.meta import TrajectoryEngine
-from ctinit.meta.batched import BatchedTasks
+from ctinit.execution.batched import BatchedTasks
 from ctinit.models import TaskHead, build_backbone
 from ctinit.tasks import BatchSampler
 

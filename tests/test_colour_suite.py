@@ -112,8 +112,8 @@ def test_colour_recipes():
 
     for name, backbone in (("hetero", "resnet20"), ("quickstart-colour", "convnet4-32")):
         config = load_config(ROOT / "training" / "recipes" / f"{name}.yaml")
-        assert config["tasks"] == [f"builtin:{t}" for t in COLOUR_META_TRAIN]
-        assert config["image_size"] == 32 and config["backbone"] == backbone
+        assert config.tasks == [f"builtin:{t}" for t in COLOUR_META_TRAIN]
+        assert config.image_size == 32 and config.backbone == backbone
 
 
 def test_quickstart_colour_suite(tmp_path):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ctinit.errors import ConfigError
+from ctinit.execution import compiled as compiled_module
+from ctinit.execution.compiled import AutoCompile
 from ctinit.meta import TrajectoryEngine
-from ctinit.meta import compiled as compiled_module
-from ctinit.meta.compiled import AutoCompile
 from ctinit.models import CtinitConvNetConfig, TaskHead
 from ctinit.models.backbones import CtinitConvNetModel
 from ctinit.tasks import BatchSampler

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ctinit.errors import ConfigError
-from ctinit.meta import compiled as compiled_module
+from ctinit.execution import compiled as compiled_module
 from ctinit_training import launch
 from ctinit_training.config import load_config
 

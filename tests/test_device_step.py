@@ -5,7 +5,7 @@ from torch import nn
 
 from ctinit.errors import ConfigError
 from ctinit.meta import TrajectoryEngine
-from ctinit.meta.device_step import CapturedStep
+from ctinit.execution.device_step import CapturedStep
 from ctinit.models import TaskHead, build_backbone
 from ctinit.tasks import BatchSampler, DeviceBatchSampler
 from ctinit.tasks.sampler import hash32

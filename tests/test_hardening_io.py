@@ -19,12 +19,12 @@ import pytest
 import torch
 
 import ctinit
-import ctinit.finetuned  # the old import path (a re-export of ctinit.models.classifier_folder)
 import ctinit_training.meta_train as meta_train
 import ctinit_training.rundir as rundir
 from ctinit.atomic import LOCK_FILES, LOCK_NAME, OWNER_NAME, FolderLock, staged_dir
 from ctinit.cli import main as cli_main
 from ctinit.errors import ConfigError, WriteError
+from ctinit.models.finetuned_folder import save_finetuned
 from ctinit_hub.__main__ import main as hub_main
 
 from helpers import make_npz, weights
@@ -100,12 +100,12 @@ def fill(disk: Path, leave: int) -> None:
 def test_overwrite_on_a_full_disk_keeps_the_old_model(small_disk, tmp_path, capsys):
     disk = small_disk("512k")  # an old and a new model (136 kB each) fit, once the filler is gone
     model = disk / "model"
-    ctinit.finetuned.save_finetuned(classifier(0), model, labels=["a", "b", "c"])
+    save_finetuned(classifier(0), model, labels=["a", "b", "c"])
     before = snapshot(model)
     fill(disk, leave=60_000)  # the new weights (119 kB) do not fit
     with pytest.raises(WriteError, match=rf"^cannot write {re.escape(str(model))}: no space left on the device; "
                                          rf"the model in {re.escape(str(model))} is unchanged$"):
-        ctinit.finetuned.save_finetuned(classifier(1), model, labels=["x", "y", "z"], overwrite=True)
+        save_finetuned(classifier(1), model, labels=["x", "y", "z"], overwrite=True)
     assert snapshot(model) == before and sorted(p.name for p in disk.iterdir()) == ["filler", "model"]
     # the command: one line, exit 2, and still the old model
     task = make_npz(tmp_path / "task.npz")
@@ -520,7 +520,7 @@ def test_init_naming_a_run_folder_uses_its_init_with_a_note(tmp_path, caplog, ca
 def test_cards_of_the_users_own_data_do_not_claim_a_license(tmp_path):
     from huggingface_hub import ModelCard
 
-    from ctinit.publish import card_license
+    from ctinit.hubio.cards import card_license
 
     made = {"task": {"name": "bars", "num_classes": 3, "train_size": 30, "test_size": 6}, "steps": 1, "seed": 0}
     classifier().save_pretrained(tmp_path / "own", labels=["a", "b", "c"], made_with=made)

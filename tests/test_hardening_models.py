@@ -42,8 +42,9 @@ def test_a_test_sees_none_of_the_users_hub_settings():
     from huggingface_hub import constants
 
     from ctinit.errors import ConfigError
-    from ctinit.loading import hub_offline
-    from ctinit.publish import check_push, get_token
+    from ctinit.hubio.errors import hub_offline
+    from ctinit.hubio.upload import check_push
+    from ctinit.tokens import get_token
 
     assert not hub_offline() and get_token() is None
     assert not any(os.environ.get(name) for name in ("HF_HUB_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"))
@@ -132,7 +133,7 @@ def test_from_pretrained_with_num_labels_initialises_the_head(inits, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_ignore_mismatched_sizes_on_a_finetuned_folder_initialises_the_new_head(tmp_path, arch):
-    from ctinit.finetuned import save_finetuned
+    from ctinit.models.finetuned_folder import save_finetuned
 
     torch.manual_seed(0)
     save_finetuned(ctinit.ImageClassifier(ctinit.build_backbone(arch), 3), tmp_path / "model")
@@ -168,7 +169,7 @@ def test_init_weights_covers_every_tensor_of_the_ctinit_models(arch):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from ctinit.finetuned import save_finetuned
+    from ctinit.models.finetuned_folder import save_finetuned
 
     root = tmp_path_factory.mktemp("predict")
     torch.manual_seed(0)
@@ -302,12 +303,12 @@ def test_one_image_reader_and_one_suffix_list_for_predict_and_folder_tasks(tmp_p
     from PIL import Image
 
     import ctinit.predict
-    import ctinit.tasks.specs
+    import ctinit.tasks.folder
     from ctinit import images
     from ctinit.predict import find_images
     from ctinit.tasks import load_task
 
-    assert ctinit.predict.IMAGE_SUFFIXES is images.IMAGE_SUFFIXES is ctinit.tasks.specs.IMAGE_EXTENSIONS
+    assert ctinit.predict.IMAGE_SUFFIXES is images.IMAGE_SUFFIXES is ctinit.tasks.folder.IMAGE_SUFFIXES
     for cls, seed in (("a", 1), ("b", 2)):
         (tmp_path / cls).mkdir()
         for i in range(3):

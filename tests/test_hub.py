@@ -15,7 +15,8 @@ import torch
 
 import ctinit
 from ctinit.cli import main as cli_main
-from ctinit.loading import WEIGHTS_NAME, load_init, save_init
+from ctinit.hubio.names import WEIGHTS_NAME
+from ctinit.loading import load_init, save_init
 from ctinit_hub.__main__ import main as hub_main
 
 from helpers import weights
@@ -76,7 +77,7 @@ def test_export_holds_config_weights_recipe_and_loads_bitwise(run, export):
     for k, v in phi.items():
         assert torch.equal(loaded[k], v) and torch.equal(auto[k], v)
     assert (export / "recipe.yaml").read_text() == (run / "config.yaml").read_text()
-    assert load_config(export / "recipe.yaml")["tasks"] == ["builtin:fashion-mnist", "builtin:latin"]
+    assert load_config(export / "recipe.yaml").tasks == ["builtin:fashion-mnist", "builtin:latin"]
     processor = AutoImageProcessor.from_pretrained(str(export))
     assert list(processor.image_mean) == [0.5] * 3 and processor.size["height"] == 28
 

@@ -15,7 +15,8 @@ import torch
 import ctinit
 from ctinit.cli import main as cli_main
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.loading import WEIGHTS_NAME, load_init, parse_hub_id, resolve_init, save_init
+from ctinit.hubio.names import WEIGHTS_NAME, parse_hub_id
+from ctinit.loading import load_init, resolve_init, save_init
 from ctinit.models import HFBackbone, ImageClassifier, TaskHead
 
 from helpers import make_npz, weights
@@ -412,7 +413,7 @@ def test_offline_pull_into_a_folder_copies_the_cached_copy(hub_cache, tmp_path, 
 def test_offline_mode_is_named_and_the_typed_revision_kept(monkeypatch):
     from huggingface_hub import constants
 
-    from ctinit.loading import hub_error
+    from ctinit.hubio.errors import hub_error
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     error = hub_error(ConnectionError("offline"), "org/tiny", "v3")

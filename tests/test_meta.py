@@ -333,7 +333,7 @@ def test_nonfinite_loss_is_skipped_counted_and_never_reaches_phi():
 
 
 def test_a_skipped_step_leaves_the_tasks_bn_statistics_as_they_were():
-    from ctinit.meta.engine import classification_loss
+    from ctinit.meta.step import classification_loss
 
     def poisoned(backbone, head, batch):  # task 1's batch is NaN at step 2
         x, y = batch
@@ -356,7 +356,7 @@ def test_a_skipped_step_leaves_the_tasks_bn_statistics_as_they_were():
 @pytest.mark.parametrize("rule", ["fomaml-k", "leap"])
 def test_a_nonfinite_meta_step_forward_reaches_neither_phi_nor_bn_statistics(rule):
     # FOMAML's held-out batch and Leap's end-of-trajectory loss come from one more forward at the meta-step.
-    from ctinit.meta.engine import classification_loss
+    from ctinit.meta.step import classification_loss
 
     calls = {"n": 0}
 

@@ -1,14 +1,16 @@
 """The trainer's meta-rate schedule and FOMAML's held-out split, against hand-computed values."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from ctinit.errors import ConfigError
-from ctinit.meta import TrajectoryEngine
+from ctinit.meta import TrajectoryEngine, schedule
 from ctinit.tasks import TaskData
 from ctinit_training.config import DEFAULTS, changed_keys, validate
-from ctinit_training.meta_train import heldout_split, meta_lr_at, set_meta_lr
+from ctinit_training.engine_setup import meta_lr_at, set_meta_lr
+from ctinit_training.task_setup import heldout_split
 
 from test_meta import CENTERS, Point, Scalar, backbone_only_loss, quadratic_engine, w_of_thetas
 
@@ -27,7 +29,8 @@ def test_one_cts_step_uses_the_scheduled_rate():
     # Base rate .4, cosine over 2 steps: step 1 at .4, step 2 at .4 (1 + cos(pi/2)) / 2 = .2.
     # step 1: theta = (.5, 1.5, 2.5); g = 1 - 1.5 = -.5; phi = 1 + .4 * .5 = 1.2; shift +.2 -> (.7, 1.7, 2.7)
     # step 2: theta = (.35, 1.85, 3.35); g = 1.2 - 1.85 = -.65; phi = 1.2 + .2 * .65 = 1.33; shift +.13
-    config = {"meta_lr_schedule": "cosine", "meta_optimizer": {"name": "sgd", "lr": 0.4}, "steps": 2}
+    config = validate({**DEFAULTS, "tasks": ["builtin:latin"], "meta_lr_schedule": "cosine",
+                       "meta_optimizer": {"name": "sgd", "lr": 0.4}, "steps": 2})
     e = quadratic_engine("cts", reset_period=10, meta_lr=0.4)
     set_meta_lr(e, config, 1)
     e.step()
@@ -40,19 +43,32 @@ def test_one_cts_step_uses_the_scheduled_rate():
     assert w_of_thetas(e) == pytest.approx([0.48, 1.98, 3.48])
     # constant leaves the optimizer's rate alone
     e2 = quadratic_engine("cts", reset_period=10, meta_lr=0.4)
-    set_meta_lr(e2, {**config, "meta_lr_schedule": "constant"}, 2)
+    set_meta_lr(e2, dataclasses.replace(config, meta_lr_schedule="constant"), 2)
     assert e2.meta_optimizer.param_groups[0]["lr"] == 0.4
 
 
 def test_config_keys_are_validated_and_a_cosine_run_cannot_change_steps_on_resume():
     config = {**DEFAULTS, "tasks": ["builtin:latin"]}
-    validate(config)
+    assert validate(config).meta_lr_schedule == "constant"
     for key, bad in (("meta_lr_schedule", "linear"), ("heldout_fraction", 1.0), ("heldout_fraction", -0.1)):
         with pytest.raises(ConfigError, match=key):
             validate({**config, key: bad})
     cosine = {**config, "meta_lr_schedule": "cosine"}
     assert changed_keys(config, {**config, "steps": 5}) == []
     assert changed_keys(cosine, {**cosine, "steps": 5}) == ["steps"]
+
+
+def test_k_and_the_meta_interval_are_resolved_and_checked_in_one_place():
+    assert schedule("cts", 5) == (5, 1) and schedule("reptile", 5) == (5, 5) and schedule("mtl", 5) == (1, 1)
+    assert schedule("reptile", 6, 2) == (6, 2)
+    data = {**DEFAULTS, "tasks": ["builtin:latin"], "algorithm": "reptile", "reset_period": 2, "meta_interval": 3}
+    with pytest.raises(ConfigError) as config_error:
+        validate(data)
+    with pytest.raises(ConfigError) as engine_error:
+        quadratic_engine("reptile", reset_period=2, meta_interval=3)
+    assert str(config_error.value) == str(engine_error.value)
+    assert "meta_interval (3) is larger than reset_period K (2)" in str(config_error.value)
+    assert validate({**data, "algorithm": "mtl", "meta_interval": None}).schedule == (1, 1)
 
 
 def test_fomaml_k_takes_its_heldout_gradient_from_the_heldout_sources():

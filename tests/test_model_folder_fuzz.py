@@ -108,7 +108,7 @@ def base(tmp_path_factory):
     """A fine-tuned folder per architecture (not trained: the fuzz is about loading), and two images."""
     from PIL import Image
 
-    from ctinit.finetuned import save_finetuned
+    from ctinit.models.finetuned_folder import save_finetuned
 
     root = tmp_path_factory.mktemp("fuzz")
     for arch in ARCHS:

@@ -11,7 +11,8 @@ from transformers import AutoModel
 import ctinit
 from ctinit.cli import main as cli_main
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.loading import WEIGHTS_NAME, load_init, save_init
+from ctinit.hubio.names import WEIGHTS_NAME
+from ctinit.loading import load_init, save_init
 from ctinit_training.config import load_config
 from ctinit_training.meta_train import main as meta_train_main
 
@@ -42,7 +43,7 @@ def test_meta_train_writes_init_config_and_logs(tiny_run):
     assert [json.loads(l)["step"] for l in lines] == [10, 20]
     assert json.loads(lines[-1])["phi_distance"] > 0
     assert (tiny_run / "train.log").read_text().count("step") >= 2
-    assert load_config(tiny_run / "config.yaml")["steps"] == 20  # the resolved config reloads
+    assert load_config(tiny_run / "config.yaml").steps == 20  # the resolved config reloads
 
 
 def test_export_holds_phi_only_and_loads_bitwise(tiny_run):
@@ -109,7 +110,7 @@ def test_config_errors(tmp_path):
     bad.write_text("steps: [1,\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
-    assert load_config(TINY, ["meta_optimizer.lr=0.5", "steps=3"])["meta_optimizer"]["lr"] == 0.5
+    assert load_config(TINY, ["meta_optimizer.lr=0.5", "steps=3"]).meta_optimizer.lr == 0.5
 
 
 def test_meta_train_cli_error_is_one_line(tmp_path, capsys):

@@ -234,6 +234,17 @@ def test_pool_resizes_mixed_image_sizes_and_channels(tmp_path):
     assert (out / "init" / "model.safetensors").is_file()
 
 
+def test_the_pool_draws_at_the_engines_resets_whatever_the_configs_k(tmp_path):
+    # MTL fixes K = 1 (its trajectories never leave phi): the engine resets every step, and so the pool draws every
+    # step, whatever reset_period says (both read K from ctinit.meta.schedule)
+    out = tmp_path / "run"
+    recipe = _pool_recipe(tmp_path, 4, algorithm="mtl", active_tasks=2, reset_period=5, steps=4, checkpoint_every=0)
+    assert main(["--config", str(recipe), "--out", str(out), "--no-progress"]) == 0
+    log = (out / "train.log").read_text()
+    assert "reset_period 1," in log and "a new draw every 1 steps" in log
+    assert "step 4: draw 5: active tasks" in log  # the first draw, then one after each of the 4 steps
+
+
 @pytest.mark.parametrize("active", [2, None])  # a pool, and fixed tasks
 def test_resume_refuses_a_task_whose_classes_changed(tmp_path, capsys, active):
     recipe = _pool_recipe(tmp_path, 4, active_tasks=active, steps=10, checkpoint_every=10)

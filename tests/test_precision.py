@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from ctinit.meta import precision as precision_module
-from ctinit.meta.precision import (DEFAULT_PRECISION, MIN_PLANNED_STEPS, MIN_SPEEDUP, TRIAL_PAIRS, AutoPrecision,
+from ctinit.execution import precision as precision_module
+from ctinit.execution.precision import (DEFAULT_PRECISION, MIN_PLANNED_STEPS, MIN_SPEEDUP, TRIAL_PAIRS, AutoPrecision,
                                    bf16_hardware, contradicts)
 
 from test_compiled import record, tiny_engine  # noqa: F401 - record: the fixture
@@ -97,7 +97,7 @@ def test_the_engine_measures_on_bf16_cpus_only_and_a_resumed_run_keeps_its_preci
     assert entered == [torch.bfloat16] * 2  # step 2 ran bf16 (both tasks), step 1 fp32
     measuring = engine.state_dict()
     assert measuring["precision"]["measuring"] and len(measuring["precision"]["times"]["bf16"]) == 1
-    assert engine._auto_layout is not None and engine.channels_last is False  # the layout waits for the precision
+    assert engine._auto_channels_last is not None and engine.channels_last is False  # the layout waits for the precision
     # what this machine measured before: bf16 2x faster (the record decides, as on a real AMX machine)
     record.write_text(json.dumps({key: {"speedup": 2.0}}))
     for _ in range(2 * TRIAL_PAIRS):
@@ -125,7 +125,7 @@ def test_the_engine_measures_on_bf16_cpus_only_and_a_resumed_run_keeps_its_preci
 
 
 def test_the_speedup_bar_is_higher_than_the_layouts():
-    from ctinit.meta.autolayout import MIN_SPEEDUP as LAYOUT_MIN_SPEEDUP
+    from ctinit.execution.channels_last import MIN_SPEEDUP as LAYOUT_MIN_SPEEDUP
 
     assert MIN_SPEEDUP > LAYOUT_MIN_SPEEDUP  # bf16 changes the numbers; the layout changes rounding only
 
@@ -178,10 +178,10 @@ def test_the_trainer_records_the_precision_and_a_resumed_run_keeps_it(tmp_path, 
 
 
 def test_a_recorded_layout_that_the_runs_own_steps_contradict_is_measured_again(record):
-    from ctinit.meta.autolayout import AutoLayout
+    from ctinit.execution.channels_last import AutoChannelsLast
 
     record.write_text(json.dumps({"layout:key": {"speedup": 13.33}}))  # recorded under another load
-    auto = AutoLayout(lambda: "key")
+    auto = AutoChannelsLast(lambda: "key")
     while not auto.decided:
         auto.done(1.2 if auto.use_channels_last() else 1.0)  # this run: channels-last clearly slower
     assert not auto.channels_last and auto.speedup == pytest.approx(1 / 1.2, abs=1e-3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctinit.errors import CtinitError
-from ctinit.publish import push_folder
+from ctinit.hubio.upload import push_folder
 
 TOKEN = "hf_FuzzTokenThatMustNeverBeUploaded42"  # the user's own token
 SHAPED = "hf_" + "Q" * 34  # a token-shaped string that is not the user's

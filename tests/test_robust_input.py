@@ -5,7 +5,8 @@ import torch
 
 import ctinit_training.meta_train as meta_train
 from ctinit.cli import main as ctinit_main
-from ctinit.config import FinetuneConfig, yaml_load
+from ctinit.finetune import FinetuneConfig
+from ctinit.schema import yaml_load
 from ctinit.errors import ConfigError
 from ctinit_hub.__main__ import main as hub_main
 from ctinit_training.config import DEFAULTS, TrainConfig, load_config
@@ -22,13 +23,13 @@ def test_yaml_numbers_are_yaml_1_2_in_recipes_and_overrides(tmp_path):
         {"a": 0.001, "b": 12, "c": 0.5, "d": -200000.0, "e": 1000.0, "f": "abc"}
     recipe = tmp_path / "r.yaml"
     recipe.write_text("tasks: [builtin:latin]\nmeta_optimizer: {name: sgd, lr: 1e-3}\n")
-    assert load_config(recipe)["meta_optimizer"]["lr"] == 0.001
-    assert load_config(TINY, ["meta_optimizer.lr=1e-3"])["meta_optimizer"]["lr"] == 0.001
+    assert load_config(recipe).meta_optimizer.lr == 0.001
+    assert load_config(TINY, ["meta_optimizer.lr=1e-3"]).meta_optimizer.lr == 0.001
     # YAML 1.2 booleans: the option values off / no / auto stay strings, true / false are booleans
     assert yaml_load("a: off\nb: no\nc: yes\nd: true\ne: False") == {"a": "off", "b": "no", "c": "yes", "d": True,
                                                                       "e": False}
     config = load_config(TINY, ["compile=off", "mixed_precision=no", "channels_last=false", "augment=true"])
-    assert (config["compile"], config["mixed_precision"], config["channels_last"], config["augment"]) == \
+    assert (config.compile, config.mixed_precision, config.channels_last, config.augment) == \
         ("off", "no", False, True)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ctinit_training.rundir as rundir
-from ctinit.config import FinetuneConfig
+from ctinit.finetune import FinetuneConfig
 
 from helpers import make_npz, weights
 from robust_support import ENV, FAST, TINY, train

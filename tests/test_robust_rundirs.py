@@ -8,7 +8,7 @@ import time
 
 import ctinit_training.export as export
 import ctinit_training.meta_train as meta_train
-from ctinit.config import yaml_load
+from ctinit.schema import yaml_load
 
 from helpers import make_npz
 from robust_support import ENV, FAST, TINY, one_error_line, train

@@ -12,7 +12,8 @@ import torch
 
 from ctinit.errors import TaskSpecError
 from ctinit.tasks.hf import split_hf as _split_hf
-from ctinit.tasks.specs import TaskData, load_task, parse_spec
+from ctinit.tasks.data import TaskData
+from ctinit.tasks.specs import load_task, parse_spec
 
 
 # ------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_exactly_per_class_names_the_short_class():
 
 
 def test_one_output_folder_check_for_a_model_and_for_results(tmp_path):
-    from ctinit.finetuned import check_model_out_dir
+    from ctinit.models.finetuned_folder import check_model_out_dir
     from ctinit.report import check_results_dir
 
     a_file = tmp_path / "a-file"

@@ -13,8 +13,10 @@ import torch
 import ctinit_training.engine_setup as engine_setup
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.meta import TrajectoryEngine
+from ctinit.schema import to_dict
 from ctinit_training.config import changed_keys, load_config
-from ctinit_training.meta_train import main, run, shard_tasks
+from ctinit_training.distributed import shard_tasks
+from ctinit_training.meta_train import main, run
 
 from helpers import make_npz, weights
 
@@ -134,7 +136,7 @@ def nan_engine(poison_steps):
 
     class PoisonedEngine(TrajectoryEngine):
         def __init__(self, *args, **kwargs):
-            from ctinit.meta.engine import classification_loss
+            from ctinit.meta.step import classification_loss
 
             def loss_fn(backbone, head, batch):
                 loss, acc = classification_loss(backbone, head, batch)
@@ -165,6 +167,7 @@ def test_too_many_nonfinite_steps_stop_the_run(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("overrides,needle", [
     (["reset_period=5", "meta_interval=10"], "meta_interval (10) is larger than reset_period"),
+    (["algorithm=mtl", "meta_interval=2"], "meta_interval (2) is larger than reset_period K (1)"),  # MTL's own K
     (["mixed_precision=fp8"], "mixed_precision"),
     (["checkpoint_every=-1"], "checkpoint_every"),
     (["device=cuda:3"], "device"),
@@ -186,7 +189,7 @@ def test_execution_reaches_the_engine(tmp_path, execution):
 
 
 def test_execution_is_result_affecting_on_resume_and_defaults_for_older_checkpoints():
-    config = load_config(TINY)
+    config = to_dict(load_config(TINY))
     assert config["execution"] == "auto"
     assert changed_keys(config, {**config, "execution": "batched"}) == ["execution"]
     older = {k: v for k, v in config.items() if k != "execution"}  # a checkpoint from before the key existed
@@ -221,7 +224,7 @@ def test_meta_validation_logs_accuracy_and_keeps_the_best(tmp_path):
 def test_bundled_recipes_are_valid():
     for name in ("tiny", "quickstart", "paper"):
         config = load_config(ROOT / "training" / "recipes" / f"{name}.yaml")
-        assert config["tasks"]
+        assert config.tasks
     with pytest.raises(ConfigError, match="validation.tasks is empty"):
         load_config(TINY, ["validation.every=5"])
 
@@ -233,6 +236,6 @@ def test_zoo_recipes_load_by_name_and_keep_the_papers_ratio():
     assert len(names) >= 4
     for name in names:
         config = load_config(recipe_path(f"zoo/{name}"))
-        assert config["steps"] / config["reset_period"] >= 100, name  # the paper's regime (issue 19)
+        assert config.steps / config.reset_period >= 100, name  # the paper's regime (issue 19)
     with pytest.raises(ConfigError, match="zoo/glyph-convnet4-32"):  # the known names are listed
         recipe_path("zoo/no-such-entry")

@@ -29,7 +29,7 @@ def test_wheel_installs_only_ctinit_names_with_recipes_and_card_template(tmp_pat
                    "ctinit_training/recipes/paper.yaml", "ctinit/hubio/templates/initialization.md",
                    "ctinit/hubio/templates/classifier.md",
                    "ctinit/data/builtin/LICENSES.md", "ctinit/data/colour/LICENSES.md", "ctinit/data/colour/cards.npz",
-                   "ctinit/publish.py", "ctinit/predict.py"):
+                   "ctinit/hubio/upload.py", "ctinit/execution/precision.py", "ctinit/predict.py"):
         assert needed in names, needed
     assert any(n.startswith("ctinit/data/builtin/") and n.endswith(".npz") for n in names)
     assert "ctinit/zoo/registry.json" in names and "ctinit/zoo/__init__.py" in names

@@ -1,6 +1,6 @@
 """Checkpoints of a meta-training run, in safetensors + JSON (never pickle).
 
-Layout of ``OUT/checkpoints/step-N/``:
+What ``OUT/checkpoints/step-N/`` holds:
 
 - ``meta.json``: step, world size, task-to-process map, the resolved config, library version, the run id (see
   training/rundir.py: ``--resume`` uses only checkpoints of the run that owns OUT) and each task's number of classes;
@@ -11,7 +11,7 @@ Layout of ``OUT/checkpoints/step-N/``:
 Every process writes into ``step-N.tmp/``; when all are done, the main process writes ``meta.json`` and renames the
 folder to ``step-N``, so a folder named ``step-N`` is always complete: a job killed at any moment leaves at worst a
 ``.tmp`` folder, which is ignored and cleaned up. Older checkpoints are pruned only once the new one is complete, and
-a write that fails (a full disk) removes its ``.tmp`` folder and says which checkpoint is kept (:func:`writing`).
+a write that fails (a full disk) removes its ``.tmp`` folder and says which checkpoint is kept (``RunDir.writing``).
 """
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ import torch
 
 from ctinit.version import __version__
 from ctinit.errors import CheckpointError, NonFiniteError
+from ctinit.schema import to_dict
 
 from . import rundir
+from .config import TrainConfig
 from .rundir import RunDir
 
 log = logging.getLogger("ctinit.meta_train")
@@ -95,35 +97,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ----------------------------------------------------------------------------- folders (RunDir's, by their old names)
-def checkpoint_root(out: Path) -> Path:
-    return RunDir(out).checkpoints
-
-
-def tmp_dir(out: Path, step: int) -> Path:
-    return RunDir(out).tmp_dir(step)
-
-
-def finalize(out: Path, step: int, meta: dict, keep: int) -> Path:
-    return RunDir(out).finalize(step, meta, keep)
-
-
-def kept(out: Path, run_id: str | None) -> str:
-    return RunDir(out).kept(run_id)
-
-
-def writing(out: Path, step: int, run_id: str | None):
-    return RunDir(out).writing(step, run_id)
-
-
-def complete_steps(out: Path, run_id: str | None = None) -> list[int]:
-    return RunDir(out).complete_steps(run_id)
-
-
-def latest(out: Path, run_id: str | None = None) -> Path | None:
-    return RunDir(out).latest(run_id)
-
-
 # ----------------------------------------------------------------------------- meta.json
 META_KEYS = ("step", "world_size", "config")
 
@@ -155,8 +128,8 @@ def check_finite_phi(engine, run: RunDir, step: int) -> None:
             f"{last if last is not None else 'none (checkpoint_every=0)'}")
 
 
-def save_checkpoint(run: RunDir, step: int, engine, samplers, config: dict, shards, comm, rank: int, is_main: bool,
-                    best: dict | None = None, pool=None) -> Path:
+def save_checkpoint(run: RunDir, step: int, engine, samplers, config: TrainConfig, shards, comm, rank: int,
+                    is_main: bool, best: dict | None = None, pool=None) -> Path:
     """Every process writes its ``rank-R`` files into ``step-N.tmp``; the main process then writes ``meta.json`` and
     renames the folder (see the module doc). Returns the checkpoint's folder."""
     check_finite_phi(engine, run, step)
@@ -172,10 +145,10 @@ def save_checkpoint(run: RunDir, step: int, engine, samplers, config: dict, shar
         comm.barrier()
         final = run.step_dir(step)
         if is_main:
-            meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": config,
+            meta = {"step": step, "world_size": comm.world_size, "task_map": shards, "config": to_dict(config),
                     "library_version": __version__, "best_validation": best, "run_id": run.run_id}
             rundir.fault_point("checkpoint", step)
-            final = run.finalize(step, meta, config["keep_checkpoints"])
+            final = run.finalize(step, meta, config.keep_checkpoints)
             log.info("checkpoint %s", final)
     comm.barrier()
     return final
@@ -185,7 +158,7 @@ class Checkpointer:
     """``checkpointer(step, best)`` writes this run's checkpoint of ``step`` (:func:`save_checkpoint` with the
     run's fixed parts: the folder, the engine and samplers, the task map, the process)."""
 
-    def __init__(self, run: RunDir, trainee, config: dict, shards, comm, rank: int, is_main: bool):
+    def __init__(self, run: RunDir, trainee, config: TrainConfig, shards, comm, rank: int, is_main: bool):
         self.run, self.trainee, self.config, self.shards = run, trainee, config, shards
         self.comm, self.rank, self.is_main = comm, rank, is_main
 

@@ -1,5 +1,7 @@
 """Meta-training config: a typed schema (:class:`TrainConfig`), read from a YAML recipe plus dotted ``key=value``
-overrides, validated once before any work starts, and handed to the trainer as plain data (a dict).
+overrides, validated once before any work starts (:func:`validate`: every key, then the rules between keys), and
+handed to the trainer's steps as that one typed object (``config.steps``, ``config.meta_optimizer.lr``). It becomes
+plain data only where it is written: ``config.yaml``, a checkpoint's ``meta.json``, an export's ``ctinit`` entry.
 
 Adding a key is one line in :class:`TrainConfig` (name, type from ``ctinit.schema``, default, comment); keys that may
 change between a checkpoint and ``--resume`` also go into ``RESUME_SAFE_KEYS``. Values are parsed as YAML 1.2
@@ -34,9 +36,9 @@ from ctinit.schema import (
     yaml_load,
 )
 from ctinit.errors import ConfigError
-from ctinit.meta import RULES
-from ctinit.meta.engine import COMPILE_MODES, EXECUTIONS
-from ctinit.meta.precision import DEFAULT_PRECISION
+from ctinit.execution import DEFAULT_PRECISION
+from ctinit.execution.choices import COMPILE_MODES, EXECUTIONS
+from ctinit.meta import RULES, schedule
 from ctinit.models import ARCHITECTURES
 
 from pydantic import Field, StrictInt
@@ -88,7 +90,7 @@ class TrainConfig:
     seed: Seed = 0
     device: Literal["auto", "cpu"] = "auto"  # auto (what Accelerate picks) | cpu; GPUs are chosen by the launcher
     # autocast for the inner steps (phi and meta-updates stay fp32): no | bf16 | fp16 | auto (bf16 where the CPU has
-    # it and the run measures it faster; ctinit/meta/precision.py, whose DEFAULT_PRECISION is the default)
+    # it and the run measures it faster; ctinit/execution/precision.py, whose DEFAULT_PRECISION is the default)
     mixed_precision: Precision = DEFAULT_PRECISION
     execution: Literal[EXECUTIONS] = "auto"  # auto | sequential | batched
     compile: Literal[COMPILE_MODES] = "auto"  # auto (CPU: backbone where this run measures it faster) | off | graphs | inductor | backbone
@@ -103,6 +105,12 @@ class TrainConfig:
     validation: ValidationConfig = dataclasses.field(default_factory=ValidationConfig)
     # zoo:NAME | ORG/NAME[@REV] | DIR: phi starts from this initialization (same backbone and image_size, checked)
     init_from: Optional[Str] = None
+
+    @property
+    def schedule(self) -> tuple[int, int]:
+        """``(K, meta_interval)`` of this run, as the engine runs it (``ctinit.meta.schedule``: the algorithm's own
+        where it fixes one, e.g. MTL's K of 1)."""
+        return schedule(self.algorithm, self.reset_period, self.meta_interval)
 
 
 #: Every key with its default, as plain data (read from the schema: defaults live in one place).
@@ -121,13 +129,14 @@ def _parse_value(text: str):
         return text
 
 
-def apply_override(config: dict, item: str) -> None:
-    """``a.b=value`` sets ``config['a']['b']``; the value is parsed as YAML 1.2 (numbers, lists, null...)."""
+def apply_override(data: dict, item: str) -> None:
+    """``a.b=value`` sets ``data['a']['b']`` (a config's keys, as plain data); the value is parsed as YAML 1.2
+    (numbers, lists, null...)."""
     if "=" not in item:
         raise ConfigError(f"override '{item}' is not key=value (e.g. steps=200 or meta_optimizer.lr=0.1)")
     key, _, raw = item.partition("=")
     parts = key.strip().split(".")
-    node = config
+    node = data
     for i, part in enumerate(parts[:-1]):
         if part not in node or not isinstance(node[part], dict):
             sections = [k for k, v in node.items() if isinstance(v, dict)]
@@ -155,9 +164,9 @@ def recipe_path(path: str | Path) -> Path:
     raise ConfigError(f"{path}: no such recipe file; pass a YAML file or a bundled recipe name ({', '.join(names)})")
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """Defaults <- recipe file <- overrides, then validated (:func:`validate`). Unknown keys are an error."""
-    config = to_dict(TrainConfig())
+    data = to_dict(TrainConfig())  # the keys as plain data until they are validated
     if path is not None:
         path = recipe_path(path)
         try:
@@ -172,40 +181,40 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         check_known_keys(recipe, f"{path}: ")
         # A recipe's optimizer mapping replaces the default whole: switching sgd -> adam keeps no stale momentum.
         validation = recipe.pop("validation", None)
-        config.update(recipe)
+        data.update(recipe)
         if validation is not None:
             if not isinstance(validation, dict):
                 raise ConfigError(f"{path}: 'validation' must be a mapping like {{every: 500, tasks: [builtin:thai]}}")
-            config["validation"].update(validation)
+            data["validation"].update(validation)
     for item in overrides:
-        apply_override(config, item)
-    if isinstance(config["validation"], dict):  # a partial mapping (validation={every: 10, ...}) keeps the defaults
-        config["validation"] = {**DEFAULTS["validation"], **config["validation"]}
-    check_known_keys(config)
-    return validate(config)
+        apply_override(data, item)
+    if isinstance(data["validation"], dict):  # a partial mapping (validation={every: 10, ...}) keeps the defaults
+        data["validation"] = {**DEFAULTS["validation"], **data["validation"]}
+    check_known_keys(data)
+    return validate(data)
 
 
-def check_known_keys(config: dict, where: str = "") -> None:
+def check_known_keys(data: dict, where: str = "") -> None:
     """Refuse keys that are not config keys, suggesting the closest (``step`` -> did you mean ``steps``?)."""
-    unknown = sorted(str(k) for k in set(config) - set(DEFAULTS))
+    unknown = sorted(str(k) for k in set(data) - set(DEFAULTS))
     if unknown:
         close = [m for k in unknown for m in difflib.get_close_matches(k, list(DEFAULTS), n=1, cutoff=0.6)]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"{where}unknown config keys {unknown}{hint}; known keys: {sorted(DEFAULTS)}")
 
 
-def validate(config: dict) -> dict:
-    """Check every key (types, ranges, choices) and the rules between keys; returns the config as plain data with
-    every default filled in. Raises a one-line ConfigError."""
+def validate(data: dict) -> TrainConfig:
+    """Check every key of ``data`` (types, ranges, choices) and the rules between keys; returns the typed config
+    with every default filled in. Raises a one-line ConfigError."""
+    data = dict(data)
     for key in ("inner_optimizer", "meta_optimizer"):  # optimizer names are case-insensitive
-        if isinstance(config.get(key), dict) and isinstance(config[key].get("name"), str):
-            config[key] = {**config[key], "name": config[key]["name"].lower()}
-    typed = validate_schema(TrainConfig, config, "")
+        if isinstance(data.get(key), dict) and isinstance(data[key].get("name"), str):
+            data[key] = {**data[key], "name": data[key]["name"].lower()}
+    typed = validate_schema(TrainConfig, data, "")
     if not typed.tasks:
         raise ConfigError("tasks: must be a non-empty list of task specs (e.g. [builtin:latin])")
-    interval = typed.meta_interval
-    if interval is not None and interval > typed.reset_period and typed.algorithm != "mtl":
-        raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({typed.reset_period}): use meta_interval <= reset_period")
+    # K and the meta interval: the engine's own check (ctinit.meta.schedule), made here before any data is loaded
+    schedule(typed.algorithm, typed.reset_period, typed.meta_interval)
     for pattern in typed.meta_exclude:
         try:
             re.compile(pattern)
@@ -223,9 +232,8 @@ def validate(config: dict) -> dict:
                 raise
             except Exception as e:  # noqa: BLE001 - a spec that does not parse is bad input
                 raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
-    plain = to_dict(typed)
-    validate_pool(plain)
-    return plain
+    validate_pool(typed)
+    return typed
 
 
 def _normalized(config: dict) -> dict:
@@ -239,49 +247,50 @@ def _normalized(config: dict) -> dict:
     return out
 
 
-def validate_pool(config: dict) -> None:
-    """``active_tasks``: null (every task trains all the time) or a pool of ``tasks`` drawn from at every reset.
-    (Its type is checked by the schema; these are the rules between keys.)"""
-    active = config["active_tasks"]
+def validate_pool(config: TrainConfig) -> None:
+    """``active_tasks``: null (every task trains all the time) or a pool of ``tasks`` drawn from at every reset of
+    the engine (every K of :attr:`TrainConfig.schedule`). (Its type is checked by the schema; these are the rules
+    between keys.)"""
+    active = config.active_tasks
     if active is None:
         return
-    if active > len(config["tasks"]):
-        raise ConfigError(f"active_tasks ({active}) is larger than the pool: 'tasks' lists {len(config['tasks'])} "
+    if active > len(config.tasks):
+        raise ConfigError(f"active_tasks ({active}) is larger than the pool: 'tasks' lists {len(config.tasks)} "
                           f"tasks; list at least {active} tasks or lower active_tasks")
-    if config["algorithm"] == "scratch":
+    if config.algorithm == "scratch":
         raise ConfigError("active_tasks needs an algorithm that resets trajectories (scratch never does): "
                           "remove active_tasks or choose another algorithm")
-    if config["heldout_fraction"] > 0:
+    if config.heldout_fraction > 0:
         raise ConfigError("heldout_fraction (FOMAML's validation split) does not work with active_tasks yet: "
                           "set heldout_fraction=0 (fresh training batches) or remove active_tasks")
-    interval = config["meta_interval"] or RULES[config["algorithm"]].meta_interval or config["reset_period"]
-    if config["reset_period"] % interval:
-        raise ConfigError(f"with active_tasks, reset_period ({config['reset_period']}) must be a multiple of "
+    period, interval = config.schedule
+    if period % interval:
+        raise ConfigError(f"with active_tasks, reset_period ({period}) must be a multiple of "
                           f"meta_interval ({interval}), so that tasks change slots right after a meta-update")
 
 
-def changed_keys(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ between a checkpoint's config and the current one and would change phi.
-    A key missing from the checkpoint's config (written before the key existed) counts as its default."""
-    saved, current = _normalized(saved), _normalized(current)
+def changed_keys(saved: dict, current: TrainConfig | dict) -> list[str]:
+    """Keys whose values differ between a checkpoint's config (plain data, as saved) and the current one and would
+    change phi. A key missing from the checkpoint's config (written before the key existed) counts as its default."""
+    saved, current = _normalized(saved), _normalized(to_dict(current))
     keys = (set(saved) | set(current)) - RESUME_SAFE_KEYS
     if current.get("meta_lr_schedule", "constant") != "constant":
         keys.add("steps")  # a decaying meta rate is a function of the total number of steps
     if saved.get("channels_last") is False and current.get("channels_last") == "auto":
-        # a run from before 'auto' became the default: its checkpoint holds no layout choice, and a resumed
+        # a run from before 'auto' became the default: its checkpoint holds no memory format choice, and a resumed
         # engine with 'auto' continues contiguous, as it ran (meta/measured.py)
         keys.discard("channels_last")
     return sorted(k for k in keys if to_dict(saved.get(k)) != to_dict(current.get(k)))
 
 
-def initial_backbone(config: dict):
+def initial_backbone(config: TrainConfig):
     """The backbone phi starts from: fresh weights of ``backbone`` at ``image_size`` (seeded by the caller), or the
     weights of ``init_from`` once they are checked to be that architecture at that size (one line when not)."""
     from ctinit.loading import load_init, resolve_init
     from ctinit.models import build_backbone
 
-    backbone = build_backbone(config["backbone"], config["image_size"])
-    spec = config.get("init_from")
+    backbone = build_backbone(config.backbone, config.image_size)
+    spec = config.init_from
     if not spec:
         return backbone
     source = resolve_init(spec)
@@ -300,20 +309,21 @@ def initial_backbone(config: dict):
     if differences:
         made = dict(getattr(loaded.config, "ctinit", None) or {}).get("config", {}).get("backbone", loaded.config.model_type)
         raise ConfigError(f"init_from {spec}: a {made} backbone whose {differences[0]} does not fit backbone "
-                          f"{config['backbone']} at image_size {config['image_size']}: set backbone and image_size to "
+                          f"{config.backbone} at image_size {config.image_size}: set backbone and image_size to "
                           "the initialization's (`ctinit list` shows the zoo's) or choose another init_from")
     backbone.load_state_dict(theirs)
     return backbone
 
 
-def record_init_from(made_with: dict, config: dict) -> None:
+def record_init_from(made_with: dict, config: TrainConfig) -> None:
     """Name ``init_from`` in an initialization's ``ctinit`` entry the way a published card may: a zoo name or Hub id
     with its Hub repo (the card's ``base_model``), a local folder by its name only (never a path)."""
-    spec = config.get("init_from")
+    spec = config.init_from
     if not spec:
         return
     from ctinit import zoo
-    from ctinit.loading import WEIGHTS_NAME, resolve_init
+    from ctinit.hubio.names import WEIGHTS_NAME
+    from ctinit.loading import resolve_init
 
     source = resolve_init(spec)
     if source.zoo:
@@ -328,5 +338,5 @@ def record_init_from(made_with: dict, config: dict) -> None:
     made_with.setdefault("config", {})["init_from"] = record["spec"]
 
 
-def dump_config(config: dict, path: str | Path) -> None:
+def dump_config(config: TrainConfig, path: str | Path) -> None:
     write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))  # never half a config.yaml to resume against

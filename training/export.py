@@ -8,21 +8,22 @@ from pathlib import Path
 
 from ctinit.errors import WriteError
 from ctinit.loading import save_init
+from ctinit.schema import to_dict
 
 from . import rundir
 from .checkpoint import Checkpointer, check_finite_phi
-from .config import record_init_from
+from .config import TrainConfig, record_init_from
 
 log = logging.getLogger("ctinit.meta_train")
 
 
-def made_with(config: dict, names: list[str], steps: int, world: int, skipped_steps: int, tasks: list) -> dict:
+def made_with(config: TrainConfig, names: list[str], steps: int, world: int, skipped_steps: int, tasks: list) -> dict:
     """What the export records of how phi was made (tasks' sizes only on one process, where all are loaded)."""
     record = {
-        "algorithm": config["algorithm"],
-        "config": {k: v for k, v in config.items() if k != "tasks"},
-        "tasks": [{"spec": spec, "name": n} for spec, n in zip(config["tasks"], names)],
-        "steps": steps, "seed": config["seed"], "world_size": world, "skipped_steps": skipped_steps,
+        "algorithm": config.algorithm,
+        "config": {k: v for k, v in to_dict(config).items() if k != "tasks"},
+        "tasks": [{"spec": spec, "name": n} for spec, n in zip(config.tasks, names)],
+        "steps": steps, "seed": config.seed, "world_size": world, "skipped_steps": skipped_steps,
     }
     record_init_from(record, config)
     if world == 1:
@@ -31,17 +32,16 @@ def made_with(config: dict, names: list[str], steps: int, world: int, skipped_st
     return record
 
 
-def export_init(run: rundir.RunDir, engine, record: dict, *, steps: int, start_step: int, checkpointer: Checkpointer,
-                best: dict) -> None:
+def export_init(run: rundir.RunDir, engine, record: dict, *, steps: int, start_step: int, checkpoint_every: int,
+                checkpointer: Checkpointer, best: dict) -> None:
     """Export phi to ``OUT/init`` (every process calls it; the main one writes).
 
     Nothing non-finite is exported. A checkpoint of the last step is written before the export (also with
     checkpoint_every=0), so a failed export (a full disk) leaves a run to --resume; with checkpoint_every=0 it is
     deleted once the export is written. If that checkpoint does not fit, the export (phi only, far smaller) is still
     tried."""
-    config = record["config"]
     check_finite_phi(engine, run, steps)
-    if steps > start_step and not (config["checkpoint_every"] and steps % config["checkpoint_every"] == 0):
+    if steps > start_step and not (checkpoint_every and steps % checkpoint_every == 0):
         try:
             checkpointer(steps, best)
         except WriteError as e:
@@ -50,7 +50,7 @@ def export_init(run: rundir.RunDir, engine, record: dict, *, steps: int, start_s
         with run.staged("init") as tmp:
             save_init(engine.phi_module, tmp, record)
             rundir.fault_point("export")
-        if not config["checkpoint_every"]:
+        if not checkpoint_every:
             run.drop_checkpoint(steps)
 
 

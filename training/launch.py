@@ -45,11 +45,11 @@ def free_cores() -> int:
     return max(1, min(cores, cores - busy))
 
 
-def split_key(config: dict) -> str:
-    from ctinit.meta.compiled import cpu_model
+def split_key(config: "TrainConfig") -> str:
+    from ctinit.execution.compiled import cpu_model
 
-    return "split:" + json.dumps([cpu_model(), os.cpu_count(), config["backbone"], config["image_size"],
-                                  config["batch_size"], len(config["tasks"])])
+    return "split:" + json.dumps([cpu_model(), os.cpu_count(), config.backbone, config.image_size,
+                                  config.batch_size, len(config.tasks)])
 
 
 def checkpoint_world(out: str | Path) -> int | None:
@@ -66,14 +66,14 @@ def checkpoint_world(out: str | Path) -> int | None:
     return best[1] if best else None
 
 
-def choose_split(requested: str, config: dict, out: str | Path, resume: bool,
+def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume: bool,
                  cores: int | None = None) -> tuple[int, int, str]:
     """``(processes, threads, why)`` for ``--cpu-processes REQUESTED``."""
     from ctinit.errors import ConfigError
-    from ctinit.meta.compiled import read_record
+    from ctinit.execution.compiled import read_record
 
     cores = free_cores() if cores is None else cores
-    tasks = len(config["tasks"])
+    tasks = len(config.tasks)
     if resume and checkpoint_world(out):
         world = checkpoint_world(out)
         return world, max(1, cores // world), f"--resume: the checkpoint's {world} processes"
@@ -96,9 +96,9 @@ def choose_split(requested: str, config: dict, out: str | Path, resume: bool,
     return p, max(1, cores // p), f"auto: {cores} free cores, one process per core (at most one per task)"
 
 
-def record_split(config: dict, task_steps_per_s: float | None, split: str | None) -> None:
+def record_split(config: "TrainConfig", task_steps_per_s: float | None, split: str | None) -> None:
     """In the main process of a run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``."""
-    from ctinit.meta.compiled import read_record, write_record
+    from ctinit.execution.compiled import read_record, write_record
 
     if not split or not task_steps_per_s:
         return

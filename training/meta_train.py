@@ -28,21 +28,22 @@ import torch
 
 from ctinit.entrypoint import run_command
 from ctinit.errors import ConfigError
+from ctinit.schema import to_dict
 from ctinit.tasks import task_name
 
 from . import launch
 from .arguments import PROG, build_parser
 from .checkpoint import Checkpointer, check_finite_phi
-from .config import dump_config, load_config
+from .config import TrainConfig, dump_config, load_config
 from .distributed import Collectives, shard_tasks
-from .engine_setup import build_engine, make_pool, meta_lr_at, set_meta_lr  # noqa: F401 - meta_lr_at: re-exported
+from .engine_setup import build_engine, make_pool, set_meta_lr
 from .export import export_init, made_with, push_run
-from .metrics import MetricsLog, TrainingStopped, active_names, keep_metrics_until  # noqa: F401 - re-exported
+from .metrics import MetricsLog, active_names, keep_metrics_until
 from .preemption import Preempted, StopSignals
 from .resume import find_resume_point, restore
 from .rundir import RunDir
-from .task_setup import heldout_split, load_tasks, make_head, task_seed  # noqa: F401 - re-exported (tests)
-from .validation import Validator, meta_validate  # noqa: F401 - meta_validate: re-exported (tests)
+from .task_setup import load_tasks
+from .validation import Validator
 
 log = logging.getLogger("ctinit.meta_train")
 
@@ -61,7 +62,8 @@ def setup_logging(run: RunDir, is_main: bool) -> None:
         root.addHandler(handler)
 
 
-def run(config: dict, out: str | Path, progress: bool = True, resume: bool = False, overwrite: bool = False) -> dict:
+def run(config: TrainConfig, out: str | Path, progress: bool = True, resume: bool = False,
+        overwrite: bool = False) -> dict:
     """Meta-train with ``config`` (see training/config.py) and export phi to ``out/init``. Returns a summary.
 
     OUT belongs to this run while it trains (``OUT/.lock``, see training/rundir.py). A folder holding another run is
@@ -86,25 +88,27 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
         lock.release()
 
 
-def log_setup(config: dict, engine, world: int, device, shards, names: list[str], pool, comm, start_step: int) -> None:
+def log_setup(config: TrainConfig, engine, world: int, device, shards, names: list[str], pool, comm,
+              start_step: int) -> None:
     log.info("world size %d on %s, precision %s (mixed_precision %s; phi and meta-updates fp32); task-to-process map: "
-             "%s", world, device, engine.precision, config["mixed_precision"], "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
+             "%s", world, device, engine.precision, config.mixed_precision,
+             "; ".join(f"process {r}: {', '.join(names[i] for i in s)}" for r, s in enumerate(shards)))
     log.info("algorithm %s, backbone %s, meta_interval %d, reset_period %d, shift %s, %d meta-learned parameters",
-             config["algorithm"], config["backbone"], engine.meta_interval, engine.reset_period, engine.shift,
+             config.algorithm, config.backbone, engine.meta_interval, engine.reset_period, engine.shift,
              engine.layout.size)
     if pool is not None:
         log.info("task pool: %d tasks, %d active (%d per process, each from its block), a new draw every %d steps",
-                 len(config["tasks"]), config["active_tasks"], pool.active, config["reset_period"])
+                 len(config.tasks), config.active_tasks, pool.active, engine.reset_period)
         log.info("step %d: draw %d: active tasks %s", start_step, pool.draws, ", ".join(active_names(pool, names, comm, device)))
 
 
-def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
+def train(config: TrainConfig, run: RunDir, progress: bool, resume: bool) -> dict:
     """The training loop, on every process: set up, train ``steps`` global steps, export."""
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    accelerator = Accelerator(cpu=config["device"] == "cpu" or not torch.cuda.is_available(),
-                              log_with=config["log_with"], project_dir=str(run.path))
+    accelerator = Accelerator(cpu=config.device == "cpu" or not torch.cuda.is_available(),
+                              log_with=config.log_with, project_dir=str(run.path))
     rank, world, is_main, device = (accelerator.process_index, accelerator.num_processes,
                                     accelerator.is_main_process, accelerator.device)
     comm = Collectives(world)
@@ -113,8 +117,8 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     comm.barrier()
     setup_logging(run, is_main)
     run.open()
-    shards = shard_tasks(len(config["tasks"]), world)
-    names = [task_name(spec) for spec in config["tasks"]]
+    shards = shard_tasks(len(config.tasks), world)
+    names = [task_name(spec) for spec in config.tasks]
     pool = make_pool(config, shards[rank], world)
     point = find_resume_point(run, config, world) if resume else None  # checked before any data is loaded
     tasks = load_tasks(config, shards[rank], device, is_main, comm, pooled=pool is not None)
@@ -127,9 +131,9 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     if point is not None:
         restore(point, rank_state, engine, trainee.samplers)
     log_setup(config, engine, world, device, shards, names, pool, comm, start_step)
-    if config["log_with"]:
-        accelerator.init_trackers(config["project_name"], config={k: str(v) for k, v in config.items()})
-    steps = config["steps"] if config["algorithm"] != "scratch" else 0
+    if config.log_with:
+        accelerator.init_trackers(config.project_name, config={k: str(v) for k, v in to_dict(config).items()})
+    steps = config.steps if config.algorithm != "scratch" else 0
     if is_main:
         keep_metrics_until(run, start_step, resumed=point is not None)
     checkpointer = Checkpointer(run, trainee, config, shards, comm, rank, is_main)
@@ -138,18 +142,18 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
 
     with StopSignals() as signals:
         metrics = MetricsLog(config, names, trainee.slots, device, start_step)
-        bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
+        bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config.algorithm}", disable=not (progress and is_main),
                    file=sys.stderr, dynamic_ncols=True, unit="step", initial=start_step, total=steps)
         for step in bar:
             set_meta_lr(engine, config, step)
             result = engine.step()
             metrics.add(result, engine)
-            if pool is not None and step % config["reset_period"] == 0:
+            if pool is not None and result.reset:  # the engine's own K (ctinit.meta.schedule), never a copy of it
                 metrics.check_nonfinite(engine, step)  # the outgoing tasks' skip runs, before they leave their slots
                 trainee.rotate()  # the engine has just reset (theta == phi): the next draw takes the slots
                 metrics.set_slots(trainee.slots)
                 log.info("step %d: draw %d: active tasks %s", step, pool.draws, ", ".join(active_names(pool, names, comm, device)))
-            read_back = step % config["log_every"] == 0 or step == steps
+            read_back = step % config.log_every == 0 or step == steps
             if read_back:
                 record = metrics.read_back(step, result, engine, phi_start, comm)
                 if not metrics.finite(record):
@@ -159,7 +163,7 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
                 metrics.track(record, accelerator)
             if validator.due(step):
                 validator(engine, step)
-            checkpoint_due = bool(config["checkpoint_every"]) and step % config["checkpoint_every"] == 0
+            checkpoint_due = bool(config.checkpoint_every) and step % config.checkpoint_every == 0
             # On several processes the stop flag is agreed on (an all-reduce and a host read) at read-back and
             # checkpoint points only; one process checks it every step at no cost.
             signalled = comm.any(signals.signum is not None, device) if (world == 1 or read_back or checkpoint_due) else False
@@ -173,15 +177,15 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     skipped = int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0)
     # the precision the steps ran in (mixed_precision auto: what this run measured and chose, or its checkpoint's)
     used = {**made_with(config, names, steps, world, skipped, tasks.train), "precision": engine.precision}
-    export_init(run, engine, used, steps=steps,
-                start_step=start_step, checkpointer=checkpointer, best=validator.best)
+    export_init(run, engine, used, steps=steps, start_step=start_step, checkpoint_every=config.checkpoint_every,
+                checkpointer=checkpointer, best=validator.best)
     if is_main:
         log.info("wrote %s (steps %d-%d in %.1f s, precision %s)", run.path / "init", start_step + 1, steps, seconds,
                  engine.precision)
     comm.barrier()
-    if config["log_with"]:
+    if config.log_with:
         accelerator.end_training()
-    tasks_per_step = config["active_tasks"] or len(config["tasks"])
+    tasks_per_step = config.active_tasks or len(config.tasks)
     return {"init": str(run.path / "init"), "steps": steps, "seconds": seconds, "precision": engine.precision,
             "task_steps_per_s": (steps - start_step) * tasks_per_step / seconds if seconds > 0 and steps > start_step else None}
 
@@ -202,7 +206,7 @@ def execute(args, argv: list[str] | None = None) -> int:
                 from ctinit.hubio import check_push
 
                 check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
-            if args.cpu_processes and not launch.launched() and (config["device"] == "cpu" or not torch.cuda.is_available()):
+            if args.cpu_processes and not launch.launched() and (config.device == "cpu" or not torch.cuda.is_available()):
                 processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
                 print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)
                 if processes > 1:  # the launched processes run this command (without the flag) and push if asked

@@ -11,6 +11,7 @@ import torch
 from ctinit.errors import CtinitError
 from ctinit.jsonl import read_jsonl
 
+from .config import TrainConfig
 from .rundir import RunDir
 
 log = logging.getLogger("ctinit.meta_train")
@@ -53,13 +54,13 @@ class MetricsLog:
     """Per global task on the device: loss, accuracy, skipped steps and steps trained; per slot the longest run of
     skipped steps. Nothing is read on the host between read-back points."""
 
-    def __init__(self, config: dict, names: list[str], slots: list[int], device, start_step: int):
+    def __init__(self, config: TrainConfig, names: list[str], slots: list[int], device, start_step: int):
         self.config, self.names, self.device = config, names, device
         self.sums = torch.zeros(4, len(names), device=device)
         self.worst_streak = torch.zeros(len(slots), dtype=torch.long, device=device)
         self.set_slots(slots)
         self.start_step, self.started = start_step, time.perf_counter()
-        self.tasks_per_step = config["active_tasks"] or len(names)
+        self.tasks_per_step = config.active_tasks or len(names)
 
     def set_slots(self, slots: list[int]) -> None:
         self.slots, self.slot_index = list(slots), torch.tensor(slots, device=self.device)
@@ -76,7 +77,7 @@ class MetricsLog:
     def check_nonfinite(self, engine, step: int) -> None:
         """Stop the run if a task's skipped steps ran ``max_nonfinite_steps`` in a row (a host read)."""
         check_nonfinite(self.sums[2, self.slot_index], self.worst_streak, engine.nonfinite_streak,
-                        [self.names[i] for i in self.slots], step, self.config["max_nonfinite_steps"])
+                        [self.names[i] for i in self.slots], step, self.config.max_nonfinite_steps)
         self.worst_streak.zero_()
 
     def read_back(self, step: int, result, engine, phi_start: torch.Tensor, comm) -> dict:
@@ -96,7 +97,7 @@ class MetricsLog:
             "delta_phi_norm": result.delta.norm().item() if result.delta is not None else None,
             "task_steps_per_s": (step - self.start_step) * self.tasks_per_step / (time.perf_counter() - self.started),
         }
-        if self.config["active_tasks"]:
+        if self.config.active_tasks:
             record["active_tasks"] = window  # the tasks that trained since the last record
         self.sums.zero_()
         return record
@@ -115,7 +116,7 @@ class MetricsLog:
 
     def track(self, record: dict, accelerator) -> None:
         """Every process (Accelerate's trackers log on the main one): the record to the ``log_with`` tracker."""
-        if self.config["log_with"]:
+        if self.config.log_with:
             accelerator.log({"inner_loss": record["mean_loss"], "inner_accuracy": record["mean_accuracy"],
                              "delta_phi_norm": record["delta_phi_norm"] or 0.0,
                              "task_steps_per_s": record["task_steps_per_s"],

@@ -76,14 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("quickstart", lambda: quickstart(args), debug=args.debug)
 
 
-def meta_train(config: dict, args) -> dict:
+def meta_train(config, args) -> dict:
     """Meta-train as ``--cpu-processes`` says: several processes through ctinit-train's launcher (training/launch.py),
     or this one with the free cores' threads; fine-tuning then uses the same cores."""
     import subprocess
 
     import torch
 
-    if config["device"] != "cpu" and torch.cuda.is_available() or launch.launched():
+    if config.device != "cpu" and torch.cuda.is_available() or launch.launched():
         return run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
     print(f"quickstart: meta-training as {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr)
@@ -112,7 +112,7 @@ def quickstart(args) -> int:
     print(f"fine-tuning on the meta-test tasks ({args.finetune_steps} steps, batch {args.finetune_batch_size}):",
           file=sys.stderr)
     table = compare({"ctinit": init, "scratch": f"scratch:{init}"}, [f"builtin:{n}" for n in SUITES[args.suite][1]], ft,
-                    config["image_size"])
+                    config.image_size)
     md = markdown(table, ["ctinit", "scratch"])
     seconds = time.perf_counter() - start
     out = Path(args.out)
@@ -122,7 +122,7 @@ def quickstart(args) -> int:
     (out / "quickstart.json").write_text(json.dumps(report, indent=2))
     (out / "quickstart.md").write_text(md + "\n")
     print(md)
-    print(f"\nctinit ({config['algorithm']}, {config['steps']} meta-steps) vs scratch: mean test accuracy "
+    print(f"\nctinit ({config.algorithm}, {config.steps} meta-steps) vs scratch: mean test accuracy "
           f"{means['ctinit']:.3f} vs {means['scratch']:.3f}; total {seconds / 60:.1f} min. Initialization: {init}")
     return 0
 

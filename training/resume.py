@@ -9,7 +9,7 @@ from pathlib import Path
 from ctinit.errors import CheckpointError, ConfigError
 
 from . import checkpoint as ckpt
-from .config import changed_keys
+from .config import TrainConfig, changed_keys
 from .rundir import RunDir
 
 log = logging.getLogger("ctinit.meta_train")
@@ -34,7 +34,7 @@ class ResumePoint:
         return state
 
 
-def find_resume_point(run: RunDir, config: dict, world: int) -> ResumePoint | None:
+def find_resume_point(run: RunDir, config: TrainConfig, world: int) -> ResumePoint | None:
     """The newest complete checkpoint of this run (None: none, training starts at step 0), refused when it was
     written by another number of processes or with a config that would change the result."""
     path = run.latest(run.run_id)
@@ -50,8 +50,8 @@ def find_resume_point(run: RunDir, config: dict, world: int) -> ResumePoint | No
         raise ConfigError(f"cannot resume {path}: config keys {changed} differ from the checkpoint's "
                           "and would change the result; restore them or start a new run directory")
     step = int(meta["step"])
-    if config["steps"] < step and config["algorithm"] != "scratch":
-        raise ConfigError(f"steps = {config['steps']} is below the step of the checkpoint to resume "
+    if config.steps < step and config.algorithm != "scratch":
+        raise ConfigError(f"steps = {config.steps} is below the step of the checkpoint to resume "
                           f"({path}, step {step}): pass steps >= {step}")
     return ResumePoint(path, step, meta)
 

@@ -26,9 +26,13 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ctinit.atomic import FolderLock, removed_on_failure, replace_dir, staged_dir, write_text
 from ctinit.errors import ConfigError
+
+if TYPE_CHECKING:  # the config module imports the model zoo and torch; the run folder needs neither
+    from .config import TrainConfig
 
 RUN_NAME = "run.json"
 #: What a run writes into OUT (removed by --overwrite).
@@ -106,7 +110,7 @@ class RunDir:
 
         return RunLock(self.path, log=lambda message: print(f"{prog}: {message}", file=sys.stderr, flush=True))
 
-    def prepare(self, config: dict, resume: bool, overwrite: bool, prog: str) -> None:
+    def prepare(self, config: TrainConfig, resume: bool, overwrite: bool, prog: str) -> None:
         """Main process, holding the lock: refuse or clear another run's folder; give a new run its id."""
         import sys
 

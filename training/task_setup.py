@@ -11,6 +11,8 @@ from ctinit.meta import RULES
 from ctinit.models import TaskHead
 from ctinit.tasks import load_task
 
+from .config import TrainConfig
+
 
 def task_seed(seed: int, index: int) -> int:
     return seed * 1000 + index
@@ -42,23 +44,23 @@ class LoadedTasks:
         return dict(zip(self.indices, self.train))
 
 
-def load_tasks(config: dict, mine: list[int], device, is_main: bool, comm, pooled: bool) -> LoadedTasks:
+def load_tasks(config: TrainConfig, mine: list[int], device, is_main: bool, comm, pooled: bool) -> LoadedTasks:
     """Load this process's tasks; one failure stops every process before training starts. ``pooled``: the tasks'
     data stays on the CPU and goes to the device for each turn in a slot."""
     loaded, error = LoadedTasks(list(mine)), None
-    use_heldout = config["heldout_fraction"] > 0 and RULES[config["algorithm"]].direction == "heldout_gradient"
+    use_heldout = config.heldout_fraction > 0 and RULES[config.algorithm].direction == "heldout_gradient"
     try:
         for i in mine:
-            task = load_task(config["tasks"][i], image_size=config["image_size"], seed=config["seed"])
-            if config["max_train_per_class"]:
-                task = task.subset_train(int(config["max_train_per_class"]), seed=config["seed"])
+            task = load_task(config.tasks[i], image_size=config.image_size, seed=config.seed)
+            if config.max_train_per_class:
+                task = task.subset_train(int(config.max_train_per_class), seed=config.seed)
             if use_heldout:  # FOMAML's held-out gradient from a validation split, as in the official code
-                task, heldout = heldout_split(task, config["heldout_fraction"], task_seed(config["seed"], i))
+                task, heldout = heldout_split(task, config.heldout_fraction, task_seed(config.seed, i))
                 loaded.heldout.append(heldout.to(device))
             loaded.train.append(task if pooled else task.to(device))
-        validation = config["validation"]
-        loaded.validation = [load_task(spec, image_size=config["image_size"], seed=validation["seed"])
-                             for spec in validation["tasks"]] if (is_main and validation["every"]) else []
+        validation = config.validation
+        loaded.validation = [load_task(spec, image_size=config.image_size, seed=validation.seed)
+                             for spec in validation.tasks] if (is_main and validation.every) else []
     except CtinitError as e:
         error = e
     if comm.any(error is not None, device):

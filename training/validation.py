@@ -6,20 +6,22 @@ import copy
 import logging
 
 from ctinit.loading import save_init
+from ctinit.schema import to_dict
 
 from .checkpoint import check_finite_phi
+from .config import TrainConfig, ValidationConfig
 from .rundir import RunDir
 
 log = logging.getLogger("ctinit.meta_train")
 
 
-def meta_validate(phi_module, tasks, validation: dict, channels_last="auto") -> float:
+def meta_validate(phi_module, tasks, validation: ValidationConfig, channels_last="auto") -> float:
     """Mean test accuracy of a copy of phi briefly fine-tuned on each meta-validation task; ``channels_last``: the
-    run's own setting (a run fixed to one layout for reproducibility validates in it too)."""
+    run's own setting (a run fixed to one memory format for reproducibility validates in it too)."""
     from ctinit.finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(steps=validation["steps"], batch_size=validation["batch_size"],
-                            optimizer={"name": "adam", "lr": validation["lr"]}, seed=validation["seed"], progress=False,
+    config = FinetuneConfig(steps=validation.steps, batch_size=validation.batch_size,
+                            optimizer={"name": "adam", "lr": validation.lr}, seed=validation.seed, progress=False,
                             channels_last=channels_last)
     device = next(phi_module.parameters()).device
     accuracies = [finetune(copy.deepcopy(phi_module), task, config, device=device).test_accuracy for task in tasks]
@@ -29,27 +31,27 @@ def meta_validate(phi_module, tasks, validation: dict, channels_last="auto") -> 
 class Validator:
     """When due, validates phi (main process), keeps the best accuracy and its step, and exports the best phi."""
 
-    def __init__(self, config: dict, tasks: list, run: RunDir, best: dict, is_main: bool, comm, accelerator):
-        self.config, self.validation, self.tasks, self.run = config, config["validation"], tasks, run
+    def __init__(self, config: TrainConfig, tasks: list, run: RunDir, best: dict, is_main: bool, comm, accelerator):
+        self.config, self.validation, self.tasks, self.run = config, config.validation, tasks, run
         self.best, self.is_main, self.comm, self.accelerator = best, is_main, comm, accelerator
 
     def due(self, step: int) -> bool:
-        return bool(self.validation["every"]) and step % self.validation["every"] == 0
+        return bool(self.validation.every) and step % self.validation.every == 0
 
     def __call__(self, engine, step: int) -> None:
         if self.is_main:
             accuracy = meta_validate(engine.phi_module, self.tasks, self.validation,
-                                     self.config.get("channels_last", "auto"))
+                                     self.config.channels_last)
             improved = accuracy > self.best["accuracy"]
             if improved:
                 self.best = {"accuracy": accuracy, "step": step}
                 check_finite_phi(engine, self.run, step)
                 with self.run.staged("best") as tmp:  # never a half-written best/
-                    save_init(engine.phi_module, tmp, {"algorithm": self.config["algorithm"], "steps": step,
-                                                       "validation": {**self.validation, **self.best}})
+                    save_init(engine.phi_module, tmp, {"algorithm": self.config.algorithm, "steps": step,
+                                                       "validation": {**to_dict(self.validation), **self.best}})
             self.run.append_metrics({"step": step, "validation_accuracy": accuracy, "best": self.best})
             log.info("step %d meta-validation accuracy %.4f%s", step, accuracy, " (best so far: wrote OUT/best)"
                      if improved else f" (best {self.best['accuracy']:.4f} at step {self.best['step']})")
-            if self.config["log_with"]:
+            if self.config.log_with:
                 self.accelerator.log({"validation_accuracy": accuracy}, step=step)
         self.comm.barrier()

@@ -14,7 +14,7 @@ CURVES_LABEL = "measured on meta-test tasks, not used for selection"
 def machine() -> dict:
     import torch
 
-    from ctinit.meta.compiled import cpu_model
+    from ctinit.execution.compiled import cpu_model
 
     return {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(),

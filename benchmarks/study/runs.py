@@ -125,7 +125,7 @@ class Workspace:
         config["meta_optimizer"]["lr"] = lr
         if validation:
             config["validation"].update(validation)
-        validate(config)
+        typed = validate(config)  # the trainer's typed config; the plain mapping names and records the run
         # Two configs can share a name (rates 1.0 and 1.0000000000000002 both print as lr1): the second one goes
         # to NAME-DIGEST, so that no finished run is ever overwritten by another config.
         without_validation = {k: v for k, v in config.items() if k != "validation"}
@@ -149,7 +149,7 @@ class Workspace:
         if resume:
             say(f"  {name}: continuing the interrupted run from its last checkpoint (the trainer resumes exactly)")
         # not resumable: a stale or partial run of another config, deleted
-        result = run(config, run_dir, progress=False, resume=resume, overwrite=not resume)
+        result = run(typed, run_dir, progress=False, resume=resume, overwrite=not resume)
         curve = []
         metrics = run_dir / "metrics.jsonl"
         if metrics.is_file():
@@ -232,12 +232,13 @@ class Workspace:
 
         from ctinit.models import build_backbone
         from ctinit.tasks import load_task
-        from ctinit_training.meta_train import meta_validate
+        from ctinit_training.config import ValidationConfig
+        from ctinit_training.validation import meta_validate
 
         torch.manual_seed(seed)  # what training.meta_train.run does before it builds the backbone
         backbone = build_backbone(self.base["backbone"], self.base["image_size"])
         loaded = [load_task(spec, image_size=self.base["image_size"], seed=0) for spec in tasks]
-        return meta_validate(backbone, loaded, {"steps": steps, "batch_size": 64, "lr": 1e-3, "seed": 0})
+        return meta_validate(backbone, loaded, ValidationConfig(steps=steps, batch_size=64, lr=1e-3, seed=0))
 
 
 def jsonable(acc: dict) -> list:

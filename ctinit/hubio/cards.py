@@ -2,7 +2,7 @@
 allow), the Hub datasets behind task specs, the install line, and the one card engine: :func:`render_card` fills a
 jinja2 template (``templates/*.md`` beside this module, or a file the publisher passes) through
 ``huggingface_hub.ModelCard.from_template``. Initializations (``ctinit_hub.card``) and fine-tuned classifiers
-(:mod:`ctinit.models.classifier_folder`) both go through it."""
+(:mod:`ctinit.models.finetuned_folder`) both go through it."""
 from __future__ import annotations
 
 import difflib

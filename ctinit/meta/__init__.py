@@ -11,12 +11,14 @@ from .rules import (
     gradient_direction,
     meta_update,
     path_length_segment,
+    schedule,
     shift_trajectories,
     trajectory_direction,
 )
 
 __all__ = [
     "RULES", "FlatLayout", "MetaRule", "OptimizerSpec", "StepResult", "TrajectoryEngine", "classification_loss",
-    "cts_update", "get_rule", "gradient_direction", "meta_update", "path_length_segment", "shift_trajectories",
+    "cts_update", "get_rule", "gradient_direction", "meta_update", "path_length_segment", "schedule",
+    "shift_trajectories",
     "trajectory_direction",
 ]

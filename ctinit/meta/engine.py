@@ -8,9 +8,9 @@ One global step (see ``TrajectoryEngine.step``):
 3. every ``reset_period`` (K) steps: ``theta_t <- phi`` (soft: heads, BN statistics and inner optimizer state
    are kept; hard: inner optimizer state is cleared and, with ``reset_heads``, heads are re-initialized).
 
-Memory layout (one ``[T, P]`` buffer of thetas, one of gradients, phi a ``[P]`` vector) and optimizer-state
-formats: ``layout.py``; execution and compile choices: ``execution.py``; the layout and compile choices measured
-per run on the CPU (``channels_last``/``compile: auto``): ``measured.py``; checkpoint and task-pool state:
+Flat parameter layout (one ``[T, P]`` buffer of thetas, one of gradients, phi a ``[P]`` vector) and optimizer-state
+formats: ``layout.py``; execution and compile choices: ``execution/choices.py``; the memory format and compile choices
+measured per run on the CPU (``channels_last``/``compile: auto``): ``measured.py``; checkpoint and task-pool state:
 ``engine_state.py``; Leap's running state: ``leap.py``. The choices are logged and kept in ``engine.execution``,
 ``engine.channels_last`` and ``engine.compile``.
 """
@@ -27,19 +27,16 @@ from torch import nn
 
 from .defaults import INNER_OPTIMIZER, META_OPTIMIZER, RESET_PERIOD
 from ..errors import ConfigError
-from .device_step import CapturedStep, TaskBuffers, masked_optimizer_step
-from .execution import (  # noqa: F401 - EXECUTIONS, COMPILE_MODES: re-exported (tests, benchmarks import them here)
-    COMPILE_MODES,
-    EXECUTIONS,
-    choose_execution,
-)
+from ..execution.choices import choose_execution
+from ..execution.device_step import CapturedStep, TaskBuffers, masked_optimizer_step
 from .engine_state import EngineState
 from .measured import MeasuredExecution
 from .layout import FlatLayout
 from .leap import LeapState
 from .optim import OptimizerSpec
 from .step import LossFn, StepResult, classification_loss, split_loss
-from .rules import REDUCE_DTYPE, MetaRule, cts_update, get_rule, gradient_direction, meta_update, trajectory_direction
+from .rules import (REDUCE_DTYPE, MetaRule, cts_update, get_rule, gradient_direction, meta_update, schedule,
+                    trajectory_direction)
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +60,19 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         autocast: a context-manager factory wrapped around each inner forward/backward (mixed precision);
             phi, the meta-update and the shift stay fp32 whatever it does.
         grad_scaling: dynamic loss scaling per task (for fp16).
-        execution: ``auto``, ``sequential`` or ``batched`` (see ``execution.py``); ``batched`` is refused with
+        execution: ``auto``, ``sequential`` or ``batched`` (see ``execution/choices.py``); ``batched`` is refused with
             a ConfigError where it is not supported, ``auto`` falls back to sequential.
         compile: ``off`` (eager: the reference), ``graphs`` (the whole global step captured as one CUDA graph and
             replayed; CUDA only, batch sources must be ``DeviceBatchSampler``s), ``inductor``
-            (``torch.compile(mode="reduce-overhead")`` of the step; see ``device_step.py``), ``backbone`` (every
-            task's backbone forward/backward compiled, sequential execution; see ``compiled.py``) or ``auto``:
+            (``torch.compile(mode="reduce-overhead")`` of the step; see ``execution/device_step.py``),
+            ``backbone`` (every task's backbone forward/backward compiled, sequential execution; see
+            ``execution/compiled.py``) or ``auto``:
             ``backbone`` on the CPU with sequential execution when ``planned_steps`` is given and this run's timings
             show it pays off, else ``off``.
         planned_steps: the run's total number of global steps (for ``compile: auto``: whether compiling pays off).
         channels_last: run convolutions on channels-last inputs (and, batched, weights); the parameters stay in
             their flat buffers either way. ``auto``: measured on the CPU (sequential, ``planned_steps`` >= 100;
-            see ``autolayout.py``), else off.
+            see ``execution/channels_last.py``), else off.
         heldout_batches: one callable per local task for the ``heldout_gradient`` rule (FOMAML): its held-out
             batch comes from these (e.g. a validation split of the task) instead of a fresh training batch.
         precision: ``auto`` (with ``autocast`` None): bf16 autocast where the CPU has bf16 hardware and the run's
@@ -83,10 +81,10 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
     A task whose inner loss (or, with loss scaling, gradient) is not finite skips that step: its parameters,
     optimizer state, gradient row and buffers (BN running statistics, which the forward already updated) are left
     as they were, so the non-finite value never reaches phi or the task's statistics. The skip is a mask on the
-    device (``device_step.py``): a step never waits for the device to decide it (except with fp16 loss scaling,
-    whose GradScaler reads its overflow check on the host; and on the CPU, where a host read costs nothing, a step
-    without a skip runs its inner steps unmasked: ``sync_free``). ``skip_counts`` counts such steps per task and
-    ``skip_streak`` the current run of them, as device tensors; ``skipped_steps`` and ``nonfinite_streak`` read
+    device (``execution/device_step.py``): a step never waits for the device to decide it (except with fp16 loss
+    scaling, whose GradScaler reads its overflow check on the host; and on the CPU, where a host read costs nothing,
+    a step without a skip runs its inner steps unmasked: ``sync_free``). ``skip_counts`` counts such steps per task
+    and ``skip_streak`` the current run of them, as device tensors; ``skipped_steps`` and ``nonfinite_streak`` read
     them back as lists.
     """
 
@@ -122,16 +120,8 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
             raise ConfigError(f"need one head and one batch source per task, got {len(heads)} heads and {len(batches)} sources")
         self.num_tasks = len(heads)
         self.num_tasks_total = num_tasks_total or self.num_tasks
-        self.reset_period = int(self.rule.reset_period or reset_period)
-        self.meta_interval = int(meta_interval or self.rule.meta_interval or self.reset_period)
+        self.reset_period, self.meta_interval = schedule(self.rule, reset_period, meta_interval)
         self.shift = self.rule.shift if shift is None else bool(shift)
-        if self.reset_period < 1 or self.meta_interval < 1:
-            raise ConfigError(f"reset_period and meta_interval must be >= 1, got {self.reset_period} and {self.meta_interval}")
-        if self.meta_interval > self.reset_period:
-            raise ConfigError(
-                f"meta_interval ({self.meta_interval}) is larger than the reset period K ({self.reset_period}): "
-                "trajectories would reset before any meta-update; use meta_interval <= reset_period"
-            )
         if reset not in ("soft", "hard"):
             raise ConfigError(f"reset must be 'soft' or 'hard', got '{reset}'")
         self.hard_reset = reset == "hard"
@@ -203,7 +193,7 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
                                                   self.scalers is not None, backbone, self.heads)
         log.info("execution: %s (%s)", self.execution, reason)
         if self.execution == "batched":
-            from .batched import BatchedTasks
+            from ..execution.batched import BatchedTasks
 
             meta_slices = {n: (o, k) for n, o, k in zip(self.layout.names, self.layout.offsets, self.layout.numels)}
             self._batched = BatchedTasks(backbone, self.backbones, self.heads, self.thetas, self.grads, meta_slices,
@@ -221,8 +211,8 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         self._compiled_forward = None
         self._input_shape = None
         self._compile_requested = compile
-        self._choose_precision(precision)  # measured.py: 'auto' measures bf16 on a bf16 CPU (precision.py)
-        self.channels_last = self._choose_layout(channels_last)  # measured.py: 'auto' measures on the CPU
+        self._choose_precision(precision)  # measured.py: 'auto' measures bf16 on a bf16 CPU (execution/precision.py)
+        self.channels_last = self._choose_channels_last(channels_last)  # measured.py: 'auto' measures on the CPU
         self.compile = self._choose_compile(compile)
         self._capture = None
         self._compiled_body = None

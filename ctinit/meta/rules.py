@@ -82,6 +82,21 @@ def get_rule(name: str) -> MetaRule:
         raise ConfigError(f"unknown algorithm '{name}': choose one of {', '.join(RULES)}") from None
 
 
+def schedule(rule: str | MetaRule, reset_period: int, meta_interval: int | None = None) -> tuple[int, int]:
+    """``(K, meta_interval)`` of a run of ``rule``: the rule's own where it fixes one (MTL resets every step, CTS
+    meta-updates every step), else the given ones; ``meta_interval`` None is the rule's, else K. The one place both
+    are resolved and checked: the trainer's config, the task pool and the engine all take them from here."""
+    rule = rule if isinstance(rule, MetaRule) else get_rule(rule)
+    period = int(rule.reset_period or reset_period)
+    interval = int(meta_interval or rule.meta_interval or period)
+    if period < 1 or interval < 1:
+        raise ConfigError(f"reset_period and meta_interval must be >= 1, got {period} and {interval}")
+    if interval > period:
+        raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({period}): trajectories would "
+                          "reset before any meta-update; use meta_interval <= reset_period")
+    return period, interval
+
+
 # --- directions: each returns the SUM over this process's tasks; the engine divides by the global task count
 # --- after an optional all-reduce, so that any sharding of tasks over processes gives the same mean.
 

@@ -35,7 +35,7 @@ class _CtinitForImageClassification(PushToHubMixin, _CtinitPreTrainedModel):
         """The folder ``push_to_hub`` uploads through ctinit's push path (:class:`ctinit.hubio.PushToHubMixin`:
         secrets check, temporary folder, card kept unless ``overwrite_card``); transformers' own push options
         (``safe_serialization``...) are ignored: ctinit writes safetensors only."""
-        from .classifier_folder import write_model_folder
+        from .finetuned_folder import write_model_folder
 
         write_model_folder(self, folder, license=license, repo_id=repo_id)
 

@@ -53,24 +53,25 @@ class ImageClassifier(PushToHubMixin, nn.Module):
         """Write a transformers image-classification folder (config with ``id2label`` from ``labels``, by default
         the class names of the task :meth:`finetune` trained the head on; safetensors
         weights, image processor config, card naming ``repo_id`` where it will be pushed); see
-        :mod:`ctinit.models.classifier_folder`. Needs a head (fine-tune first)."""
-        from .classifier_folder import save_finetuned
+        :mod:`ctinit.models.finetuned_folder`. Needs a head (fine-tune first)."""
+        from .finetuned_folder import save_finetuned
 
         return save_finetuned(self, out, labels=labels, made_with=made_with, license=license, overwrite=overwrite,
                               repo_id=repo_id)
 
     def to_transformers(self, labels=None, made_with: dict | None = None):
-        """The equal transformers ``*ForImageClassification`` model (:func:`ctinit.models.conversion.to_transformers`)."""
-        from .conversion import to_transformers
+        """The equal transformers ``*ForImageClassification`` model
+        (:func:`ctinit.models.finetuned_transformers.to_transformers`)."""
+        from .finetuned_transformers import to_transformers
 
         return to_transformers(self, labels, made_with)
 
     def write_hub_folder(self, folder, *, repo_id: str, labels=None, made_with: dict | None = None,
                          license: str | None = None) -> None:
         """The folder :meth:`push_to_hub` uploads (that of :meth:`save_pretrained`, its card naming ``repo_id``)."""
-        from .classifier_folder import write_model_folder
+        from .finetuned_folder import write_model_folder
 
         write_model_folder(self, folder, labels=labels, made_with=made_with, license=license, repo_id=repo_id)
 
 
-__all__ = ["ImageClassifier", "TaskHead"]
+__all__ = ["ImageClassifier"]

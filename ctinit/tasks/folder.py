@@ -34,7 +34,7 @@ def _read_class_tree(directory: Path, spec: str) -> tuple[list[str], dict[str, l
     return [d.name for d in dirs], files
 
 
-def _is_split_layout(directory: Path) -> bool:
+def _is_split_folder(directory: Path) -> bool:
     train, test = directory / "train", directory / "test"
     return train.is_dir() and test.is_dir() and bool(_class_dirs(train)) and bool(_class_dirs(test))
 
@@ -45,7 +45,7 @@ def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
         raise task_error(f"{where}: directory not found (task spec {spec!r}); check the path")
     if not directory.is_dir():
         raise task_error(f"{where}: is not a directory (task spec {spec!r}); folder: specs need DIR/<class>/<image> folders")
-    if _is_split_layout(directory):
+    if _is_split_folder(directory):
         train_names, train_files = _read_class_tree(directory / "train", spec)
         test_names, test_files = _read_class_tree(directory / "test", spec)
         classes = sorted(set(train_names) | set(test_names))

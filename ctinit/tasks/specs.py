@@ -21,14 +21,13 @@ from pathlib import Path
 
 import torch
 
-from ..images import IMAGE_SUFFIXES as IMAGE_EXTENSIONS
 from .data import TaskData
 from .folder import read_folder
 from .hf import read_hf, split_hf
 from .npz import read_npz
-from .raw import MAX_CLASSES, finish, task_error
+from .raw import finish, task_error
 
-__all__ = ["TaskData", "load_task", "parse_spec", "SPEC_KINDS", "IMAGE_EXTENSIONS", "MAX_CLASSES", "task_name"]
+__all__ = ["load_task", "parse_spec", "SPEC_KINDS", "task_name"]
 
 SPEC_KINDS = ("npz", "folder", "hf", "builtin")
 _SPEC_HELP = "use npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME"

@@ -1,12 +1,13 @@
 """``channels_last: auto``: on the CPU, whether the convolutions run on channels-last inputs, measured per run.
 
-Channels-last hands oneDNN its preferred layout and skips the reorders around every convolution: on the 2-core Zen 4
-development machine it made a CTS step of convnet4-32 1.54x faster (2 threads) and ResNet-20's 1.21x
+Channels-last hands oneDNN its preferred memory format and skips the reorders around every convolution: on the 2-core
+Zen 4 development machine it made a CTS step of convnet4-32 1.54x faster (2 threads) and ResNet-20's 1.21x
 (benchmarks/RESULTS.md, "CPU execution modes"). It is the same fp32 training up to rounding (another summation order
 inside the convolutions), but whether it is faster depends on the CPU, its ISA, the thread count and the shapes, so
-``auto`` measures instead of assuming: the first steps of the run alternate between the two layouts (one warm-up
-step each, then TRIAL_PAIRS interleaved pairs), and channels-last stays on only if its fastest step was at least
-MIN_SPEEDUP faster than the contiguous layout's fastest. Every one of those steps trains as usual; only the layout of its inputs differs.
+``auto`` measures instead of assuming: the first steps of the run alternate between the two memory formats (one
+warm-up step each, then TRIAL_PAIRS interleaved pairs), and channels-last stays on only if its fastest step was at
+least MIN_SPEEDUP faster than the contiguous memory format's fastest. Every one of those steps trains as usual; only
+the memory format of its inputs differs.
 
 The choice is recorded beside ``compile: auto``'s (``compiled.RECORD_NAME``, keyed by CPU model, threads, torch,
 backbone and input shape) and a later run on the same machine runs the same alternating first steps and then takes
@@ -29,8 +30,8 @@ MIN_SPEEDUP = 1.05
 MIN_PLANNED_STEPS = 100
 
 
-class AutoLayout:
-    """``use_channels_last()`` says which layout the next step runs in, ``done(seconds)`` reports its time; after
+class AutoChannelsLast:
+    """``use_channels_last()`` says which memory format the next step runs in, ``done(seconds)`` reports its time; after
     2 + 2 * trial_pairs steps ``decided`` is True and ``channels_last`` holds the choice. Meta-training's steps
     (every task's) are long and use TRIAL_PAIRS; fine-tuning's are short and noisier, and use more."""
 
@@ -47,7 +48,7 @@ class AutoLayout:
         if self.decided:
             return self.channels_last
         # The trial's steps always alternate the same way, recorded decision or not, so that every run on a
-        # machine trains its first steps in the same layouts (and, after the first run there, decides alike).
+        # machine trains its first steps in the same memory formats (and, after the first run there, decides alike).
         steps = len(self.times["contiguous"]) + len(self.times["channels_last"])
         self._next = ("contiguous", "channels_last")[steps % 2]
         return self._next == "channels_last"
@@ -57,11 +58,12 @@ class AutoLayout:
             return
         self.times[self._next].append(seconds)
         if min(len(v) for v in self.times.values()) > self.trial_pairs:
-            # The first step of each layout is warm-up (oneDNN primitive creation, allocator) and not used; of the
-            # rest, the fastest: other work on the machine only ever adds time to a step (on a loaded 2-core machine
+            # The first step of each memory format is warm-up (oneDNN primitive creation, allocator) and not used; of
+            # the rest, the fastest: other work on the machine only ever adds time to a step (on a loaded 2-core machine
             # fine-tuning steps took 20 or 60 ms at random), so the minimum is the least disturbed measurement.
             contiguous, last = (min(self.times[k][1:]) for k in ("contiguous", "channels_last"))
             measured = round(contiguous / last, 3)
+            # (the record's key keeps its first name, "layout:", so that the choices machines recorded stay valid)
             record = read_record("layout:" + self.key())
             recorded = record.get("speedup") if isinstance(record, dict) else None
             # the record decides unless this run's own steps clearly contradict it (a record made under another load)
@@ -77,10 +79,10 @@ class AutoLayout:
 
     def _decide(self, speedup: float, how: str) -> None:
         self.speedup, self.channels_last, self.decided = speedup, speedup >= MIN_SPEEDUP, True
-        log.info("channels_last: %s (auto: %.2fx the contiguous layout's step speed, %s)",
+        log.info("channels_last: %s (auto: %.2fx the contiguous memory format's step speed, %s)",
                  "on" if self.channels_last else "off", speedup, how)
 
-    # what a checkpoint keeps, so that a resumed run continues in the layout this one chose
+    # what a checkpoint keeps, so that a resumed run continues in the memory format this one chose
     def state_dict(self) -> dict:
         return {"times": {k: list(v) for k, v in self.times.items()}, "decided": self.decided,
                 "channels_last": self.channels_last, "speedup": self.speedup}

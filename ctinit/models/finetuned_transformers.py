@@ -1,5 +1,5 @@
 """An :class:`~ctinit.models.ImageClassifier` (backbone + head) as the transformers ``*ForImageClassification``
-model a fine-tuned folder holds (:mod:`ctinit.models.classifier_folder` writes it)."""
+model a fine-tuned folder holds (:mod:`ctinit.models.finetuned_folder` writes it)."""
 from __future__ import annotations
 
 import copy

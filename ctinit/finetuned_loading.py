@@ -1,4 +1,4 @@
-"""A fine-tuned classifier read back: a folder written by :mod:`ctinit.models.classifier_folder` (or a Hub id of
+"""A fine-tuned classifier read back: a folder written by :mod:`ctinit.models.finetuned_folder` (or a Hub id of
 one) as a transformers model, every tensor checked, and its image processor's settings checked (``ctinit predict``).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from .errors import CheckpointError
 from .hubio import hub_snapshot, parse_hub_id
 from .hubio.names import CONFIG_NAME, PICKLE_SUFFIXES, PREPROCESSOR_NAME, WEIGHTS_NAME
 from .loading import MAX_IMAGE_SIZE, check_config_sizes, check_tensors, read_config, read_weights
-from .models.classifier_folder import check_finite
+from .models.finetuned_folder import check_finite
 
 
 def resolve_model(model: str | Path, revision: str | None = None) -> tuple[Path, str | None, str | None]:

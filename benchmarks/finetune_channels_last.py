@@ -1,7 +1,8 @@
-"""Fine-tuning on the CPU in the two input layouts: how much faster channels-last makes ``ctinit.finetune``'s steps
+"""Fine-tuning on the CPU in the two input memory formats: how much faster channels-last makes
+``ctinit.finetune``'s steps
 (issue 21's fast path, applied to fine-tuning), and what ``channels_last: auto`` picks.
 
-    OMP_NUM_THREADS=1 python benchmarks/finetune_layout.py --json     # the study's fine-tuning: one thread
+    OMP_NUM_THREADS=1 python benchmarks/finetune_channels_last.py --json     # the study's fine-tuning: one thread
 
 For each backbone at the recipes' sizes (convnet4-32 at 28 px, ResNet-20 at 32 px), ``finetune`` runs on the bundled
 Latin task with the study's recipe (batch 64, Adam 1e-3) in rounds: each round fine-tunes once contiguous and once
@@ -57,8 +58,9 @@ def main(argv=None) -> int:
         task = load_task("builtin:latin", image_size=size, seed=0)
         times = {False: [], True: []}
         for r in range(args.rounds):
-            for layout in ((False, True) if r % 2 == 0 else (True, False)):
-                times[layout].append(finetune_seconds_per_step(arch, size, task, steps, args.batch_size, layout)[0])
+            for channels_last in ((False, True) if r % 2 == 0 else (True, False)):
+                times[channels_last].append(
+                    finetune_seconds_per_step(arch, size, task, steps, args.batch_size, channels_last)[0])
             print(f"{arch} round {r + 1}/{args.rounds}: contiguous {times[False][-1] * 1e3:.1f} ms, "
                   f"channels-last {times[True][-1] * 1e3:.1f} ms a step", file=sys.stderr, flush=True)
         _, auto_choice = finetune_seconds_per_step(arch, size, task, steps, args.batch_size, "auto")

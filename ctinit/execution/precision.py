@@ -29,13 +29,11 @@ from typing import Callable
 
 import torch
 
+from . import DEFAULT_PRECISION, PRECISIONS
 from .compiled import read_record, write_record
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("no", "bf16", "fp16", "auto")
-#: What a run gets when it does not set ``mixed_precision`` (see the module docstring for when this changes).
-DEFAULT_PRECISION = "no"
 TRIAL_PAIRS = 3
 MIN_SPEEDUP = 1.10
 #: A recorded choice is re-checked when this run's own trial lands on the other side of MIN_SPEEDUP by this factor.

@@ -11,7 +11,7 @@ ctinit backbones become :class:`~ctinit.models.for_image_classification.CtinitRe
 ``CtinitConvNetForImageClassification`` (``AutoModelForImageClassification`` finds them after ``import ctinit``);
 the standard ones (``hf-vit-tiny``, ``hf-convnext-tiny``) become transformers' own ``ViTForImageClassification`` /
 ``ConvNextForImageClassification`` and load without ctinit. Nothing written holds a local path. Reading such a
-folder back is :mod:`ctinit.trained_model`.
+folder back is :mod:`ctinit.finetuned_loading`.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def image_processor(config):
                            image_std=[STD] * channels, do_convert_rgb=channels == 3)
 
 
-def _card(config, info: dict, repo_id: str | None, license: str | None) -> str:
+def _classifier_card(config, info: dict, repo_id: str | None, license: str | None) -> str:
     """The card of a fine-tuned classifier (``templates/classifier.md`` of :mod:`ctinit.hubio.cards`)."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -123,7 +123,7 @@ def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict |
     follows the data (:func:`ctinit.hubio.cards.card_license`)."""
     if license is not None:
         check_license(license)
-    if hasattr(model, "to_transformers"):  # an ImageClassifier: converted (models/conversion.py)
+    if hasattr(model, "to_transformers"):  # an ImageClassifier: converted (models/finetuned_transformers.py)
         model = model.to_transformers(labels, made_with)
     elif made_with is not None:
         model.config.ctinit = {"library_version": __version__, **made_with}
@@ -134,7 +134,7 @@ def write_model_folder(model, out: str | Path, *, labels=None, made_with: dict |
     give_new_file_mode(out / WEIGHTS_NAME)  # safetensors writes it 0600; the folder is for others to load
     image_processor(model.config).save_pretrained(str(out))
     info = dict(getattr(model.config, "ctinit", None) or {})
-    (out / CARD_NAME).write_text(_card(model.config, info, repo_id, license).rstrip("\n") + "\n")
+    (out / CARD_NAME).write_text(_classifier_card(model.config, info, repo_id, license).rstrip("\n") + "\n")
     return out
 
 
