@@ -203,6 +203,7 @@ def validate(config: dict) -> dict:
     interval = typed.meta_interval
     if interval is not None and interval > typed.reset_period and typed.algorithm != "mtl":
         raise ConfigError(f"meta_interval ({interval}) is larger than reset_period K ({typed.reset_period}): use meta_interval <= reset_period")
+    check_meta_updates(typed.algorithm, typed.meta_interval, typed.reset_period, typed.steps)
     for pattern in typed.meta_exclude:
         try:
             re.compile(pattern)
@@ -223,6 +224,19 @@ def validate(config: dict) -> dict:
     plain = to_dict(typed)
     validate_pool(plain)
     return plain
+
+
+def check_meta_updates(algorithm: str, meta_interval: int | None, reset_period: int, steps: int) -> None:
+    """A run that would never meta-update (its first meta-update at step K, or ``meta_interval``, after the last
+    step) is refused: it would export its random start labelled as meta-learned."""
+    rule = RULES[algorithm]
+    if rule.direction == "none":
+        return
+    interval = meta_interval or rule.meta_interval or rule.reset_period or reset_period
+    if interval > steps:
+        what = "meta_interval" if meta_interval else "reset_period K"
+        raise ConfigError(f"{algorithm} meta-updates every {interval} steps ({what}) but the run has steps = {steps}: "
+                          f"phi would never be updated; use {what.split()[0]} <= steps")
 
 
 def _normalized(config: dict) -> dict:

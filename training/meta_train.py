@@ -82,7 +82,12 @@ def run(config: dict, out: str | Path, progress: bool = True, resume: bool = Fal
     try:
         if is_main:
             run_dir.prepare(config, resume, overwrite, PROG)
-        return train(config, run_dir, progress, resume)
+        try:
+            return train(config, run_dir, progress, resume)
+        except BaseException:
+            if is_main:
+                run_dir.undo_failed_start()  # before the first step: nothing lost, nothing left that blocks a rerun
+            raise
     finally:
         lock.release()
 
@@ -137,6 +142,7 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     validator = Validator(config, tasks.validation, run, point.best if point is not None else
                           {"accuracy": -1.0, "step": None}, is_main, comm, accelerator)
 
+    run.started = True  # everything is checked and loaded: from here on a failure keeps the run's files
     with StopSignals() as signals:
         metrics = MetricsLog(config, names, trainee.slots, device, start_step)
         bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config['algorithm']}", disable=not (progress and is_main),
@@ -172,9 +178,11 @@ def train(config: dict, run: RunDir, progress: bool, resume: bool) -> dict:
     seconds = time.perf_counter() - metrics.started
 
     skipped = int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0)
-    export_init(run, engine, made_with(config, names, steps, world, skipped, tasks.train), steps=steps,
-                start_step=start_step, checkpointer=checkpointer, best=validator.best)
+    record = made_with(config, names, steps, world, skipped, tasks.train)
+    record["phi_distance"] = (engine.phi.detach() - phi_start).norm().item()  # 0: never meta-updated (export refuses)
+    export_init(run, engine, record, steps=steps, start_step=start_step, checkpointer=checkpointer, best=validator.best)
     if is_main:
+        run.completed()
         log.info("wrote %s (steps %d-%d in %.1f s)", run.path / "init", start_step + 1, steps, seconds)
     comm.barrier()
     if config["log_with"]:
