@@ -33,7 +33,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from ctinit.atomic import FolderLock, removed_on_failure, replace_dir, staged_dir, write_text
+from ctinit.atomic import FolderLock, recover_swap, removed_on_failure, replace_dir, staged_dir, write_text
 from ctinit.errors import ConfigError
 
 RUN_NAME = "run.json"
@@ -160,6 +160,10 @@ class RunDir:
 
         out = self.path
         recover_set_aside(out)
+        for name in ("init", "best"):  # a swap a kill interrupted: finished or rolled back before OUT is judged
+            recover_swap(out / name, out / f"{name}.old")
+        for old in self.checkpoints.glob("step-*.old") if self.checkpoints.is_dir() else []:
+            recover_swap(old.with_suffix(""), old)
         previous = holds_a_run(out)
         if overwrite and previous:
             aside = set_aside_run(out)
@@ -247,7 +251,9 @@ class RunDir:
         steps = sorted(self.complete_steps(meta.get("run_id")))
         for old in steps[:-keep] if keep > 0 else []:
             shutil.rmtree(self.step_dir(old), ignore_errors=True)
-        for stale in [*self.checkpoints.glob("step-*.tmp"), *self.checkpoints.glob("step-*.old")]:
+        for stale in self.checkpoints.glob("step-*.old"):  # never the only copy of a checkpoint
+            recover_swap(stale.with_suffix(""), stale)
+        for stale in self.checkpoints.glob("step-*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         return final
 
