@@ -34,7 +34,7 @@ from .catalog import inits_table, list_inits, print_inits  # noqa: F401  (re-exp
 from .errors import CheckpointError, ConfigError
 from .hubio import hub_error, hub_offline, hub_snapshot, is_connection_error  # noqa: F401  (re-exported)
 from .hubio.names import (CONFIG_NAME, HUB_PREFIX, PICKLE_PATTERNS, PICKLE_SUFFIXES,  # noqa: F401  (re-exported)
-                          WEIGHTS_NAME, one_line, parse_hub_id)
+                          WEIGHTS_NAME, is_pickle_name, one_line, parse_hub_id)
 from .version import __version__
 from .zoo import PREFIX as ZOO_PREFIX, folder as zoo_folder, get as zoo_entry, verify as zoo_verify
 from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
@@ -138,7 +138,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
+        pickles = sorted(p.name for p in path.iterdir() if is_pickle_name(p.name)) if path.is_dir() else []
         if pickles:
             raise CheckpointError(
                 f"{path}: only pickle weights ({', '.join(pickles)}); ctinit loads safetensors only, because unpickling "
