@@ -118,6 +118,12 @@ def _check_labels(raw: dict, config_file: Path) -> None:
                                   + (f" (missing {', '.join(missing)})" if missing else ""))
         if not all(isinstance(v, str) for v in id2label.values()):
             raise bad("id2label", "class names must be strings")
+        from collections import Counter
+
+        twice = sorted(name for name, n in Counter(id2label.values()).items() if n > 1)
+        if twice:
+            raise bad("id2label", f"the class name {one_line(repr(twice[0]))[:40]} is given to more than one class "
+                                  "(predictions could not tell them apart)")
         if num is not None and num != len(id2label):
             raise bad("num_labels", f"does not match id2label ({len(id2label)} classes)")
     label2id = raw.get("label2id")

@@ -161,6 +161,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
             recipe = yaml_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        except ConfigError as e:  # an alias bomb, a duplicate key
+            raise ConfigError(f"{path}: {e}") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the recipe ({e.strerror or e})") from e
         recipe = recipe if recipe is not None else {}
