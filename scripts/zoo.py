@@ -88,8 +88,8 @@ def add(args) -> int:
         "hub_id": args.hub_id or f"ctinit/{args.name}", "revision": None, "results": [],
     }
     items = [e for e in items if e["name"] != args.name] + [entry]
+    write_card(entry)  # before the registry: its sha256 of every file covers the card
     zoo.write_entries(items)
-    write_card(entry)
     print(json.dumps(entry))
     return 0
 
@@ -170,8 +170,8 @@ def results(args) -> int:
               "scratch_accuracy": sum(theirs[k] for k in keys) / len(keys),
               "difference": {k: diff[k] for k in ("mean", "ci95", "n")}, "verdict": diff["verdict"]}
     entry["results"] = [r for r in entry.get("results") or [] if r["name"] != record["name"]] + [record]
+    write_card(entry)  # before the registry: its sha256 of every file covers the card
     zoo.write_entries([entry if e["name"] == entry["name"] else e for e in zoo.entries()])
-    write_card(entry)
     print(json.dumps(record))
     return 0
 
