@@ -143,12 +143,49 @@ def write_text(path: str | Path, text: str, kept: str | None = None) -> Path:
 # ------------------------------------------------------------------------------------------------ folders
 
 
+def old_of(final: str | Path) -> Path:
+    """Where a swap keeps the folder ``final`` it replaces, between its two renames: ``.NAME.old`` beside it."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.old")
+
+
+def recover_swap(final: str | Path, old: str | Path | None = None) -> str | None:
+    """Finish or roll back a swap of ``final`` that a kill interrupted (:func:`replace_dir`), never deleting a
+    folder that is the only copy: ``old`` without ``final`` (killed between the two renames) is renamed back to
+    ``final``; ``old`` beside a ``final`` (killed after the second rename: ``final`` is the complete new folder) is
+    deleted. A swap that a live process is making (it holds ``old``'s lock) is left alone. Returns what was done."""
+    final = Path(final)
+    old = Path(old) if old is not None else old_of(final)
+    if not old.is_dir() or old.is_symlink():
+        return None
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(old / LOCK_NAME), timeout=0) if (old / LOCK_NAME).exists() else None
+    try:
+        if lock is not None:
+            lock.acquire()
+    except Timeout:
+        return None  # its owner is alive and finishes the swap itself
+    try:
+        if final.exists() or final.is_symlink():
+            _remove(old)
+            return f"removed {old}, left by an interrupted replacement of {final} (the new one was complete)"
+        old.rename(final)
+        return f"restored {final} from {old}, left by an interrupted replacement"
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def replace_dir(tmp: str | Path, final: str | Path, old: str | Path | None = None) -> Path:
     """Move the complete folder ``tmp`` to ``final``: an existing ``final`` is moved aside to ``old`` (default
     ``.NAME.old`` beside it), ``tmp`` renamed into place, then ``old`` deleted. If the rename fails, ``final`` is
-    moved back. (The two renames are the only moment without a ``final``; a kill there leaves both folders.)"""
+    moved back. A kill between the two renames leaves ``old`` and no ``final``: the next writer renames it back
+    (:func:`recover_swap`), never deletes it."""
     tmp, final = Path(tmp), Path(final)
-    old = Path(old) if old is not None else final.with_name(f".{final.name}.old")
+    old = Path(old) if old is not None else old_of(final)
+    if old.exists() and not (final.exists() or final.is_symlink()):
+        old.rename(final)  # an interrupted swap: roll it back, then swap again
     _remove(old)
     moved = final.exists() or final.is_symlink()
     if moved:
@@ -327,6 +364,11 @@ def owned_dir(folder: str | Path, check: Callable[[Path], object]) -> Iterator[P
     is refused), then ``check`` again under the lock (another command may have written there in between). A folder
     made here that is still empty on the way out is removed."""
     folder = Path(folder)
+    recovered = recover_swap(folder)  # before any check: an interrupted swap left the folder as .NAME.old
+    if recovered:
+        import sys
+
+        print(f"note: {recovered}", file=sys.stderr, flush=True)
     check(folder)
     made = not folder.exists()
     lock = FolderLock(folder)
@@ -351,4 +393,5 @@ def folder_content(folder: str | Path) -> list[str]:
 __all__ = ["FolderLock", "LOCK_FILES", "LOCK_NAME", "carry", "check_output_folder", "check_replaceable",
            "folder_content", "os_error_of",
            "os_error_reason",
-           "owned_dir", "removed_on_failure", "replace_dir", "staged_dir", "write_failure", "write_file", "write_text"]
+           "old_of", "owned_dir", "recover_swap", "removed_on_failure", "replace_dir", "staged_dir", "write_failure",
+           "write_file", "write_text"]

@@ -225,12 +225,15 @@ def cmd_evaluate(args) -> int:
     # --out is checked (a file, a folder we cannot write, another program's results) and held, before an hour of
     # fine-tuning: a second evaluation on it is refused.
     with own_out_dir(args.out):
+        replaced = _check_earlier_results(args.out, args.init, args.data, args.overwrite)
         results = run_evaluation(
             args.init, args.data, args.seeds, config, revision=args.revision,
             max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
             device=args.device, progress=not args.no_progress, log=_log if args.no_progress else None,
             command=args.command_line, out=args.out, validation_fraction=args.val_fraction,
         )
+        if replaced:
+            _log(f"ctinit evaluate: --overwrite: replacing the results in {args.out} (they held {replaced})")
         paths = write_results(results, args.out)
     _log(f"ctinit evaluate: wrote {paths['json']}, {paths['md']}, {paths['png']}")
     if args.json:
@@ -238,6 +241,29 @@ def cmd_evaluate(args) -> int:
     else:
         print(results_table(results))
     return 0
+
+
+def _check_earlier_results(out, inits: list[str], data: list[str], overwrite: bool) -> str | None:
+    """An evaluation whose results in ``out`` hold inits or tasks that this one does not run would lose them: refused
+    unless ``--overwrite`` (then what it replaces is returned, to be said). One that runs all of them (and more)
+    continues or extends them."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .report import load_results
+
+    if not (Path(out) / "results.json").is_file():
+        return None
+    earlier = load_results(out)
+    lost = [e["label"] for e in earlier["inits"] if e["label"] not in inits] + \
+        [t["spec"] for t in earlier["tasks"] if t["spec"] not in data]
+    if not lost:
+        return None
+    listed = ", ".join(lost[:4]) + (f" (and {len(lost) - 4} more)" if len(lost) > 4 else "")
+    if not overwrite:
+        raise ConfigError(f"--out {out}: holds the results of another evaluation ({listed}, which this one does not "
+                          "run); pass --overwrite to replace them, or another --out (nothing is merged)")
+    return listed
 
 
 def cmd_list(args) -> int:
@@ -364,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", default="3", help="a number of seeds (3 = seeds 0,1,2) or a comma-separated list (0,4,7)")
     ev.add_argument("--out", required=True, help="folder for results.json, results.md and curves.png")
     ev.add_argument("--revision", default=None, help="Hub revision for --init Hub ids without their own @REVISION")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace results in --out that hold inits or tasks this evaluation does not run")
     _add_recipe_args(ev, steps=1000)
     ev.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (default: the table)")
     ev.add_argument("--no-progress", action="store_true")

@@ -215,7 +215,9 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     if runs_file is not None:
                         _append_line(runs_file, {"key": key, **runs[-1]})
                     if log:
-                        log(f"{meta['display']} | {entry['label']} | seed {seed}: test accuracy {result.test_accuracy:.4f}")
+                        scored = "validation" if score == "validation" else "test"  # pick scores on validation
+                        log(f"{meta['display']} | {entry['label']} | seed {seed}: {scored} accuracy "
+                            f"{result.test_accuracy:.4f}")
     finally:
         bar.close()
     results = {

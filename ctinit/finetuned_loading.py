@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import CheckpointError
 from .hubio import hub_snapshot, parse_hub_id
-from .hubio.names import CONFIG_NAME, PICKLE_SUFFIXES, PREPROCESSOR_NAME, WEIGHTS_NAME
+from .hubio.names import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, is_pickle_name
 from .loading import MAX_IMAGE_SIZE, check_config_sizes, check_tensors, read_config, read_weights
 from .models.finetuned_folder import check_finite
 
@@ -41,7 +41,7 @@ def load_classifier(model: str | Path, revision: str | None = None):
     folder, _, _ = resolve_model(model, revision)
     config = read_config(folder)
     if not (folder / WEIGHTS_NAME).is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        pickles = sorted(p.name for p in folder.iterdir() if is_pickle_name(p.name))
         if pickles:
             raise CheckpointError(f"{folder}: only pickle weights ({', '.join(pickles)}); ctinit loads safetensors "
                                   f"only, because unpickling can run arbitrary code")

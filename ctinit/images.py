@@ -42,8 +42,10 @@ def pil_to_array(img) -> np.ndarray:
     return np.asarray(to_8bit(img), dtype=np.uint8)
 
 
-def open_image(path: Path):
-    """The image file ``path`` as an 8-bit ``L`` or ``RGB`` PIL image (see :func:`to_8bit`)."""
+def open_image(path: Path, reduce_to: int | None = None):
+    """The image file ``path`` as an 8-bit ``L`` or ``RGB`` PIL image (see :func:`to_8bit`). ``reduce_to``: a JPEG
+    is decoded at the smallest of 1/2, 1/4 or 1/8 scale that keeps both sides at least twice that (PIL's
+    ``draft``): a 4000 x 4000 photo for a 32-pixel model never occupies its full size in memory."""
     from PIL import Image
 
     path = Path(path)
@@ -59,6 +61,8 @@ def open_image(path: Path):
                 if width * height > MAX_PIXELS:
                     raise TaskSpecError(f"{path}: {width} x {height} pixels, more than {MAX_PIXELS:,} pixels "
                                         f"(8192 x 8192); downscale it")
+                if reduce_to:
+                    img.draft(img.mode, (2 * reduce_to, 2 * reduce_to))  # only JPEG decoders act on it
                 img.load()
                 return to_8bit(img)
     except TaskSpecError:
@@ -71,9 +75,10 @@ def open_image(path: Path):
                             f"delete or re-save it") from exc
 
 
-def read_image_array(path: Path) -> np.ndarray:
-    """The image file ``path`` as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]``."""
-    return np.asarray(open_image(path), dtype=np.uint8)
+def read_image_array(path: Path, reduce_to: int | None = None) -> np.ndarray:
+    """The image file ``path`` as uint8 ``[H, W]`` (grayscale) or ``[H, W, 3]`` (``reduce_to``: see
+    :func:`open_image`)."""
+    return np.asarray(open_image(path, reduce_to), dtype=np.uint8)
 
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "is_image_file", "open_image", "pil_to_array", "read_image_array", "to_8bit"]

@@ -32,7 +32,7 @@ from transformers import AutoConfig, PretrainedConfig
 from .atomic import write_file
 from .errors import CheckpointError, ConfigError
 from .hubio import hub_snapshot
-from .hubio.names import CONFIG_NAME, HUB_PREFIX, PICKLE_SUFFIXES, WEIGHTS_NAME, one_line, parse_hub_id
+from .hubio.names import CONFIG_NAME, HUB_PREFIX, WEIGHTS_NAME, is_pickle_name, one_line, parse_hub_id
 from .version import __version__
 from .zoo import PREFIX as ZOO_PREFIX, folder as zoo_folder, get as zoo_entry, meant as zoo_meant, verify as zoo_verify
 from .models import ARCHITECTURES, HFBackbone, ImageClassifier, backbone_config, build_backbone
@@ -120,6 +120,12 @@ def _check_labels(raw: dict, config_file: Path) -> None:
                                   + (f" (missing {', '.join(missing)})" if missing else ""))
         if not all(isinstance(v, str) for v in id2label.values()):
             raise bad("id2label", "class names must be strings")
+        from collections import Counter
+
+        twice = sorted(name for name, n in Counter(id2label.values()).items() if n > 1)
+        if twice:
+            raise bad("id2label", f"the class name {one_line(repr(twice[0]))[:40]} is given to more than one class "
+                                  "(predictions could not tell them apart)")
         if num is not None and num != len(id2label):
             raise bad("num_labels", f"does not match id2label ({len(id2label)} classes)")
     label2id = raw.get("label2id")
@@ -140,7 +146,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
+        pickles = sorted(p.name for p in path.iterdir() if is_pickle_name(p.name)) if path.is_dir() else []
         if pickles:
             raise CheckpointError(
                 f"{path}: only pickle weights ({', '.join(pickles)}); ctinit loads safetensors only, because unpickling "

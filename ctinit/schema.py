@@ -51,15 +51,73 @@ for _first, _resolvers in YAML12Loader.yaml_implicit_resolvers.items():
     _resolvers[:] = [(tag, regexp) for tag, regexp in _resolvers if tag != "tag:yaml.org,2002:bool"]
 YAML12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                    list("tTfF"))
+
+
+def _construct_mapping(self, node, deep=False):
+    """A mapping whose key appears twice is refused (PyYAML keeps the last silently: a recipe with ``steps`` twice
+    would train with the second)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                continue
+            if duplicate:
+                raise ConfigError(f"YAML: the key {_describe(key)} appears twice (line {key_node.start_mark.line + 1}); "
+                                  "keep one")
+    return yaml.SafeLoader.construct_mapping(self, node, deep=deep)
+
+
+YAML12Loader.construct_mapping = _construct_mapping
 # integers keep their resolver (it comes first for digits-only text, so "12" stays an int)
 for _first in "0123456789-+":
     _res = YAML12Loader.yaml_implicit_resolvers[_first]
     _res.sort(key=lambda r: r[0] != "tag:yaml.org,2002:int")
 
 
-def yaml_load(text: str):
-    """Parse YAML with YAML 1.2 numbers (see :class:`YAML12Loader`)."""
-    return yaml.load(text, Loader=YAML12Loader)  # noqa: S506 - a SafeLoader subclass
+#: The most nodes a YAML document may stand for once its aliases are expanded (a recipe has a few hundred): an
+#: "alias bomb" (``a: &a [x, x]``, ``b: &b [*a, *a]``, ...) stands for billions from a few lines.
+MAX_YAML_NODES = 100_000
+
+
+def _expanded_nodes(node, sizes: dict, limit: int) -> int:
+    """How many nodes ``node`` stands for with every alias expanded (each shared node counted where it is used);
+    stops counting past ``limit``. A node that holds itself counts as unbounded."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key] if sizes[key] is not None else limit + 1
+    sizes[key] = None  # in progress: reaching it again is a cycle
+    total = 1
+    children = node.value if isinstance(node, yaml.SequenceNode) else \
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+    for child in children:
+        total += _expanded_nodes(child, sizes, limit)
+        if total > limit:
+            break
+    sizes[key] = total
+    return total
+
+
+def yaml_load(text: str, limit: int = MAX_YAML_NODES):
+    """Parse YAML with YAML 1.2 numbers (see :class:`YAML12Loader`). A document whose aliases expand to more than
+    ``limit`` nodes (or that holds itself) is refused before it is built: a ConfigError, in time bounded by the
+    text's length."""
+    loader = YAML12Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node, {}, limit) > limit:
+            raise ConfigError(f"YAML with aliases (&anchor / *alias) that stands for more than {limit} values, or "
+                              "holds itself: write the values out")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 # ------------------------------------------------------------------------------------------------ field types
@@ -83,7 +141,14 @@ _CONFIG = ConfigDict(extra="forbid")
 
 
 def _describe(value) -> str:
-    text = repr(value)
+    """A value as an error line quotes it: its repr, cut to 80 characters, in time bounded whatever its size (never
+    the repr of the whole value first)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    text = short.repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -13,7 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ctinit.atomic import check_replaceable, folder_content, give_new_file_mode, staged_dir
+from ctinit.atomic import check_replaceable, folder_content, give_new_file_mode, recover_swap, staged_dir
 from ctinit.errors import CheckpointError, ConfigError
 from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME, check_license, parse_hub_id
 from ctinit.loading import load_init, read_config
@@ -74,6 +74,26 @@ def check_finite_weights(init: Path) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise NonFiniteError(f"{init}: weight '{name}' holds non-finite values (NaN or inf); nothing was exported: "
                                  "retrain (lower learning rates) or export another run")
+
+
+def check_meta_updated(init: Path, run: Path, info: dict) -> None:
+    """Refuse an initialization that never moved from its random start (``phi_distance`` 0: a run whose rule never
+    meta-updated) labelled as meta-learned. The distance is the init's own record, else the run's last metrics line."""
+    algorithm = info.get("algorithm")
+    if algorithm in (None, "scratch"):
+        return
+    distance = info.get("phi_distance")
+    if distance is None and (run / "metrics.jsonl").is_file():
+        from ctinit.jsonl import read_jsonl
+
+        records = [r for _, r in read_jsonl(run / "metrics.jsonl")[0] if isinstance(r, dict) and "phi_distance" in r]
+        distance = records[-1]["phi_distance"] if records else None
+    if distance == 0:
+        raise ConfigError(f"{init}: phi_distance is 0: the {algorithm} run never meta-updated (its reset_period K or "
+                          "meta_interval is above its steps), so this is its random start; nothing was exported: "
+                          "retrain with K <= steps")
+
+
 def _public(value):
     """``value`` (config data) with every local task spec by file name only (see :func:`~.card.public_spec`):
     the meta-training tasks, the validation tasks, wherever they are."""
@@ -122,6 +142,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
         raise ConfigError(f"{out}: export into a new folder, not into the run itself")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is a file; choose a folder for the export")
+    recover_swap(out)  # a swap of OUT that a kill interrupted: finished or rolled back, never deleted
     content = folder_content(out)
     if content:
         if not overwrite:
@@ -135,6 +156,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, repo_id: str | None 
     if not info:
         raise CheckpointError(f"{init / CONFIG_NAME}: no 'ctinit' entry (how it was made); export initializations "
                               f"written by ctinit (ctinit-train or ctinit.loading.save_init)")
+    check_meta_updated(init, run, info)
 
     # Written beside OUT and swapped in once complete (an earlier export stays as it was until then); other files
     # of the user's in OUT stay.

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ctinit import hubio, tokens
 from ctinit.errors import CheckpointError, ConfigError
-from ctinit.hubio import CONFIG_NAME, PICKLE_SUFFIXES, WEIGHTS_NAME, hub_snapshot, parse_hub_id
+from ctinit.hubio import CONFIG_NAME, WEIGHTS_NAME, hub_snapshot, parse_hub_id
+from ctinit.hubio.names import is_pickle_file
 from ctinit.loading import init_info, load_init
 
 def get_token() -> str | None:
@@ -34,7 +35,7 @@ def check_export(export: Path) -> str:
     for name in (CONFIG_NAME, WEIGHTS_NAME, "README.md"):
         if not (export / name).is_file():
             raise ConfigError(f"{export}: no {name}; make the folder with `ctinit-hub export RUN_DIR {export}`")
-    pickles = sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    pickles = sorted(str(p.relative_to(export)) for p in export.rglob("*") if is_pickle_file(p))
     if pickles:
         raise CheckpointError(f"{export}: holds pickle files ({', '.join(pickles[:3])}); ctinit publishes safetensors only: remove them")
     load_init(export)  # truncated or mismatched weights are refused here, not by the people who download them

@@ -102,14 +102,14 @@ def add(args) -> int:
         entry["meta_lr_chosen"] = args.meta_lr_chosen
     items = [e for e in items if e["name"] != args.name] + [entry]
     zoo.write_entries(items)
-    entry = refresh_entries([args.name])[0]
+    entry = refresh_entries([args.name])[0]  # its metadata measured, its card written, then the registry again
     print(json.dumps(entry))
     return 0
 
 
 def refresh_entries(only: list[str] | None = None) -> list[dict]:
-    """Re-measure the metadata of the entries ``only`` (default all), keep counterpart links both ways, rewrite the
-    registry and re-render their cards; returns the refreshed entries."""
+    """Re-measure the metadata of the entries ``only`` (default all), keep counterpart links both ways, re-render their
+    cards and rewrite the registry; returns the refreshed entries."""
     from ctinit import zoo
 
     metadata = _zoo_metadata()
@@ -123,10 +123,10 @@ def refresh_entries(only: list[str] | None = None) -> list[dict]:
             if entry["name"] in pairs:
                 entry["counterpart"] = pairs[entry["name"]]
         out.append(entry)
-    zoo.write_entries(out)
     for entry in out:
         if entry["name"] in chosen:
-            write_card(entry)
+            write_card(entry)  # before the registry: its sha256 of every file covers the card
+    zoo.write_entries(out)
     return [e for e in out if e["name"] in chosen]
 
 
@@ -232,8 +232,8 @@ def results(args) -> int:
     same = lambda r: (r["name"], r.get("against", metadata.SCRATCH), r.get("budget")) == (
         record["name"], record["against"], record["budget"])
     entry["results"] = [r for r in entry.get("results") or [] if not same(r)] + [record]
+    write_card(entry)  # before the registry: its sha256 of every file covers the card
     zoo.write_entries([entry if e["name"] == entry["name"] else e for e in zoo.entries()])
-    write_card(entry)
     print(json.dumps(record))
     return 0
 

@@ -173,6 +173,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             recipe = yaml_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+        except ConfigError as e:  # an alias bomb, a duplicate key
+            raise ConfigError(f"{path}: {e}") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read the recipe ({e.strerror or e})") from e
         recipe = recipe if recipe is not None else {}
@@ -213,8 +215,9 @@ def validate(data: dict) -> TrainConfig:
     typed = validate_schema(TrainConfig, data, "")
     if not typed.tasks:
         raise ConfigError("tasks: must be a non-empty list of task specs (e.g. [builtin:latin])")
-    # K and the meta interval: the engine's own check (ctinit.meta.schedule), made here before any data is loaded
-    schedule(typed.algorithm, typed.reset_period, typed.meta_interval)
+    # K and the meta interval: the engine's own check (ctinit.meta.schedule), made here before any data is loaded;
+    # then a run whose first meta-update would come after its last step is refused
+    check_meta_updates(typed.algorithm, typed.meta_interval, typed.reset_period, typed.steps)
     for pattern in typed.meta_exclude:
         try:
             re.compile(pattern)
@@ -234,6 +237,18 @@ def validate(data: dict) -> TrainConfig:
                 raise ConfigError(f"{key}: {' '.join(str(e).split())}") from None
     validate_pool(typed)
     return typed
+
+
+def check_meta_updates(algorithm: str, meta_interval: int | None, reset_period: int, steps: int) -> None:
+    """A run that would never meta-update (its first meta-update at step K, or ``meta_interval``, after the last
+    step) is refused: it would export its random start labelled as meta-learned."""
+    _, interval = schedule(algorithm, reset_period, meta_interval)
+    if RULES[algorithm].direction == "none":
+        return
+    if interval > steps:
+        what = "meta_interval" if meta_interval else "reset_period K"
+        raise ConfigError(f"{algorithm} meta-updates every {interval} steps ({what}) but the run has steps = {steps}: "
+                          f"phi would never be updated; use {what.split()[0]} <= steps")
 
 
 def _normalized(config: dict) -> dict:

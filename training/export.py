@@ -65,7 +65,13 @@ def push_run(out, repo_id: str, prog: str, private: bool = False) -> None:
     from ctinit_hub.export import export_run
     from ctinit_hub.remote import push
 
-    with tempfile.TemporaryDirectory(prefix="ctinit-export-") as tmp:
+    from ctinit.hubio.upload import staging_error
+
+    try:
+        staging = tempfile.TemporaryDirectory(prefix="ctinit-export-", ignore_cleanup_errors=True)
+    except OSError as e:  # TMPDIR full or missing: one line with the path; the run itself is complete
+        raise staging_error(e) from e
+    with staging as tmp:
         export = export_run(out, Path(tmp) / Path(repo_id).name, repo_id=repo_id)
         info = push(export, repo_id, private=private, log=lambda m: print(m, file=sys.stderr))
     print(f"{prog}: pushed to {repo_id}: {getattr(info, 'commit_url', info)}", file=sys.stderr)

@@ -83,7 +83,12 @@ def run(config: TrainConfig, out: str | Path, progress: bool = True, resume: boo
     try:
         if is_main:
             run_dir.prepare(config, resume, overwrite, PROG)
-        return train(config, run_dir, progress, resume)
+        try:
+            return train(config, run_dir, progress, resume)
+        except BaseException:
+            if is_main:
+                run_dir.undo_failed_start()  # before the first step: nothing lost, nothing left that blocks a rerun
+            raise
     finally:
         lock.release()
 
@@ -140,6 +145,7 @@ def train(config: TrainConfig, run: RunDir, progress: bool, resume: bool) -> dic
     validator = Validator(config, tasks.validation, run, point.best if point is not None else
                           {"accuracy": -1.0, "step": None}, is_main, comm, accelerator)
 
+    run.started = True  # everything is checked and loaded: from here on a failure keeps the run's files
     with StopSignals() as signals:
         metrics = MetricsLog(config, names, trainee.slots, device, start_step)
         bar = tqdm(range(start_step + 1, steps + 1), desc=f"meta-train {config.algorithm}", disable=not (progress and is_main),
@@ -176,10 +182,12 @@ def train(config: TrainConfig, run: RunDir, progress: bool, resume: bool) -> dic
 
     skipped = int(sum(engine.skipped_steps)) + (pool.skipped_steps() if pool is not None else 0)
     # the precision the steps ran in (mixed_precision auto: what this run measured and chose, or its checkpoint's)
-    used = {**made_with(config, names, steps, world, skipped, tasks.train), "precision": engine.precision}
-    export_init(run, engine, used, steps=steps, start_step=start_step, checkpoint_every=config.checkpoint_every,
+    record = {**made_with(config, names, steps, world, skipped, tasks.train), "precision": engine.precision}
+    record["phi_distance"] = (engine.phi.detach() - phi_start).norm().item()  # 0: never meta-updated (export refuses)
+    export_init(run, engine, record, steps=steps, start_step=start_step, checkpoint_every=config.checkpoint_every,
                 checkpointer=checkpointer, best=validator.best)
     if is_main:
+        run.completed()
         log.info("wrote %s (steps %d-%d in %.1f s, precision %s)", run.path / "init", start_step + 1, steps, seconds,
                  engine.precision)
     comm.barrier()

@@ -7,7 +7,13 @@
   and ``--resume`` only uses checkpoints with this run's id (checkpoints from an older run in the folder are ignored,
   never pruned in place of this run's own).
 - A folder that already holds a run (``config.yaml``, ``run.json``, checkpoints or ``init/``) is refused for a new
-  run unless ``--resume`` (same config) or ``--overwrite`` (the old run's outputs are deleted first).
+  run unless ``--resume`` (same config) or ``--overwrite``. ``--overwrite`` deletes nothing before the new run is
+  complete: the old run's outputs are moved into ``OUT/.overwritten/`` (renames), put back if the new run fails
+  before its first step (a misspelt task, a bad ``init_from``), and deleted once the new run exported its init. A new
+  run killed while it trains leaves them there until a run in OUT completes (a later ``--overwrite`` keeps them, as
+  the last complete run, and deletes the unfinished one).
+- A start that fails before the first step (and is not a ``--resume``) removes what it wrote (``config.yaml``,
+  ``run.json``), so that the corrected command is not refused.
 - ``OUT/checkpoints/step-N/``: written into ``step-N.tmp/`` and renamed when complete (see training/checkpoint.py
   for what is in one); ``OUT/init/`` and ``OUT/best/``: staged in ``NAME.tmp`` and renamed when complete.
 - ``OUT/config.yaml``, ``OUT/train.log``, ``OUT/metrics.jsonl``.
@@ -28,16 +34,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ctinit.atomic import FolderLock, removed_on_failure, replace_dir, staged_dir, write_text
+from ctinit.atomic import FolderLock, recover_swap, removed_on_failure, replace_dir, staged_dir, write_text
 from ctinit.errors import ConfigError
 
 if TYPE_CHECKING:  # the config module imports the model zoo and torch; the run folder needs neither
     from .config import TrainConfig
 
 RUN_NAME = "run.json"
-#: What a run writes into OUT (removed by --overwrite).
+#: What a run writes into OUT (replaced by --overwrite).
 RUN_OUTPUTS = ("config.yaml", RUN_NAME, "metrics.jsonl", "train.log", "checkpoints", "init", "best", "init.tmp",
                "best.tmp", "init.old", "best.old")
+#: Where --overwrite keeps the earlier run until the new one is complete.
+SET_ASIDE = ".overwritten"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 #: ``with RunLock(out, log=...):`` holds OUT for this run (see the module doc).
@@ -56,13 +64,49 @@ def holds_a_run(out: Path) -> list[str]:
 
 
 def clear_run(out: Path) -> None:
-    """--overwrite: delete what an earlier run wrote (never other files)."""
+    """Delete what a run wrote in OUT (never other files)."""
     for name in RUN_OUTPUTS:
         path = Path(out) / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def set_aside_run(out: Path) -> Path:
+    """--overwrite: move the earlier run's outputs into ``OUT/.overwritten`` (renames: nothing deleted). When that
+    folder is there already it holds the last complete run and the outputs in OUT are an unfinished run's: those go."""
+    aside = Path(out) / SET_ASIDE
+    if aside.is_dir():
+        clear_run(out)
+        return aside
+    staging = Path(out) / (SET_ASIDE + ".tmp")
+    staging.mkdir(exist_ok=True)
+    for name in RUN_OUTPUTS:
+        if (Path(out) / name).exists() or (Path(out) / name).is_symlink():
+            (Path(out) / name).rename(staging / name)
+    staging.rename(aside)  # complete: from here on it is the earlier run
+    return aside
+
+
+def restore_set_aside(out: Path) -> None:
+    """A new run failed before its first step: remove what it wrote and put the earlier run back."""
+    aside = Path(out) / SET_ASIDE
+    clear_run(out)
+    if aside.is_dir():
+        for item in aside.iterdir():
+            item.rename(Path(out) / item.name)
+        aside.rmdir()
+
+
+def recover_set_aside(out: Path) -> None:
+    """A kill while the earlier run was being moved aside left part of it in ``.overwritten.tmp``: move it back."""
+    staging = Path(out) / (SET_ASIDE + ".tmp")
+    if staging.is_dir():
+        for item in staging.iterdir():
+            if not (Path(out) / item.name).exists():
+                item.rename(Path(out) / item.name)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_run_id(out: Path) -> str | None:
@@ -103,6 +147,8 @@ class RunDir:
         self.log_path = self.path / "train.log"
         self.checkpoints = self.path / "checkpoints"
         self.run_id: str | None = None  # read by open(); None: a folder from before runs had ids
+        self.fresh = False  # set by prepare(): a new run (not a --resume), whose failed start is undone
+        self.started = False  # set when the first step runs: from then on a failure keeps what the run wrote
 
     # ------------------------------------------------------------------ ownership
     def lock(self, prog: str) -> FolderLock:
@@ -117,10 +163,16 @@ class RunDir:
         from .config import changed_keys
 
         out = self.path
+        recover_set_aside(out)
+        for name in ("init", "best"):  # a swap a kill interrupted: finished or rolled back before OUT is judged
+            recover_swap(out / name, out / f"{name}.old")
+        for old in self.checkpoints.glob("step-*.old") if self.checkpoints.is_dir() else []:
+            recover_swap(old.with_suffix(""), old)
         previous = holds_a_run(out)
         if overwrite and previous:
-            print(f"{prog}: --overwrite: deleting the earlier run's {', '.join(previous)} in {out}", file=sys.stderr)
-            clear_run(out)
+            aside = set_aside_run(out)
+            print(f"{prog}: --overwrite: the earlier run's {', '.join(previous)} moved to {aside}; deleted once this "
+                  "run completes, put back if it fails to start", file=sys.stderr)
         elif resume and self.config_path.is_file():
             try:
                 import yaml
@@ -136,8 +188,24 @@ class RunDir:
         elif not resume and previous:
             raise ConfigError(f"{out} holds another run ({', '.join(previous)}): continue it with --resume (same "
                               "config), replace it with --overwrite, or pass another --out")
+        self.fresh = not (resume and previous)  # the checks passed: from here on this start is undone if it fails
         if not (resume and (read_run_id(out) or self.complete_steps(None))):
             new_run_id(out)  # a fresh run, or --resume with nothing to resume
+
+    def undo_failed_start(self) -> None:
+        """Main process, when the run failed before its first step: a new run leaves nothing that blocks the corrected
+        command, and an earlier run set aside by --overwrite is put back."""
+        if self.started or not self.fresh:
+            return
+        if (self.path / SET_ASIDE).is_dir():
+            restore_set_aside(self.path)
+        else:
+            for name in ("config.yaml", RUN_NAME):
+                (self.path / name).unlink(missing_ok=True)
+
+    def completed(self) -> None:
+        """Main process, once the init is exported: the earlier run set aside by --overwrite goes."""
+        shutil.rmtree(self.path / SET_ASIDE, ignore_errors=True)
 
     def open(self) -> "RunDir":
         """Every process, once the main one prepared the folder: read the run id."""
@@ -187,7 +255,9 @@ class RunDir:
         steps = sorted(self.complete_steps(meta.get("run_id")))
         for old in steps[:-keep] if keep > 0 else []:
             shutil.rmtree(self.step_dir(old), ignore_errors=True)
-        for stale in [*self.checkpoints.glob("step-*.tmp"), *self.checkpoints.glob("step-*.old")]:
+        for stale in self.checkpoints.glob("step-*.old"):  # never the only copy of a checkpoint
+            recover_swap(stale.with_suffix(""), stale)
+        for stale in self.checkpoints.glob("step-*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         return final
 

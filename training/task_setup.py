@@ -21,7 +21,8 @@ def task_seed(seed: int, index: int) -> int:
 def heldout_split(task, fraction: float, seed: int):
     """``(train, heldout)``: per class, ``round(fraction * n)`` (at least 1, at most n - 1) seeded examples of
     the task's train split go to ``heldout`` (as its train split); the rest stay. The test split is untouched."""
-    return task.split_train(fraction, seed)  # one routine, shared with validation splits (ctinit pick)
+    return task.split_train(fraction, seed, "FOMAML's held-out split (heldout_fraction; heldout_fraction=0 uses fresh "
+                                            "training batches instead)")  # one routine, shared with validation splits (ctinit pick)
 
 
 def make_head(feature_dim: int, num_classes: int, seed: int) -> TaskHead:

@@ -92,40 +92,89 @@ def graph_key(backbone: nn.Module, input_shape, autocast: bool) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def read_record(key: str) -> dict | None:
-    path = record_path()
+#: The record's fields a reader uses, and what each must be (a bad value makes the entry dropped, not fatal).
+_ENTRY_FIELDS = {"speedup": lambda v: v > 0, "compile_seconds": lambda v: v >= 0}
+
+
+def _valid_entry(entry) -> bool:
+    """An entry's fields are finite numbers in range (never a bool, a string or a list)."""
+    import math
+
+    return isinstance(entry, dict) and all(
+        isinstance(entry[k], (int, float)) and not isinstance(entry[k], bool) and math.isfinite(entry[k]) and ok(entry[k])
+        for k, ok in _ENTRY_FIELDS.items() if k in entry)
+
+
+def _read_records(path: Path) -> tuple[dict, str | None]:
+    """``(valid entries, what was wrong or None)``. Only a regular file is read (a FIFO would block the run)."""
+    if not path.exists() and not path.is_symlink():
+        return {}, None
+    if not path.is_file():
+        return {}, "not a regular file"
     try:
-        return json.loads(path.read_text()).get(key) if path is not None else None
-    except (OSError, ValueError, AttributeError):
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {}, f"unreadable ({type(e).__name__})"
+    if not isinstance(records, dict):
+        return {}, "not a JSON object"
+    valid = {k: v for k, v in records.items() if _valid_entry(v)}
+    bad = len(records) - len(valid)
+    return valid, (f"{bad} entr{'y' if bad == 1 else 'ies'} of the wrong type" if bad else None)
+
+
+def read_record(key: str) -> dict | None:
+    """This machine's measurement for ``key``, or None. A damaged record file is never fatal: it is rewritten
+    without its bad entries (a warning names it), and the run measures for itself."""
+    path = record_path()
+    if path is None:
         return None
+    records, damage = _read_records(path)
+    if damage:
+        log.warning("measurement record %s: %s; rewritten with its valid entries only (runs measure again)",
+                    path, damage)
+        _write_records(path, lambda valid: None)
+        records, _ = _read_records(path)
+    return records.get(key)
 
 
-def _lock(f) -> None:
+def _open_lock(path: Path) -> int:
+    """The lock file's descriptor, opened without blocking (a FIFO in its place is an OSError, not a hang)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, 0o644)
     try:
         import fcntl
     except ImportError:  # not POSIX: unlocked, as before
-        return
-    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        return fd
+    fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+    return fd
 
 
-def write_record(key: str, entry: dict) -> None:
-    path = record_path()
-    if path is None:
-        return
+def _write_records(path: Path, change: Callable[[dict], None]) -> None:
+    """Read the valid entries, ``change`` them, write them back (under a lock, atomically; the temporary file never
+    stays). A failure is a warning naming the file: the measurement is only not recorded."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # processes on one machine (the study's two suites, say) write here at once: the read-modify-write holds a
         # lock, or one process's entry would be lost and its next run would measure (and maybe decide) again
-        with open(path.with_suffix(".lock"), "w") as lock:
-            _lock(lock)
-            records = json.loads(path.read_text()) if path.exists() else {}
-            records = records if isinstance(records, dict) else {}
-            records[key] = entry
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = _open_lock(path.with_suffix(".lock"))
+        try:
+            records, _ = _read_records(path)
+            change(records)
             tmp.write_text(json.dumps(records, indent=1))
             os.replace(tmp, path)
-    except (OSError, ValueError):
-        log.debug("compile: could not record the measurement in %s", path)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError) as e:
+        log.warning("could not write the measurement record %s (%s); the measurement is not kept",
+                    path, e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_record(key: str, entry: dict) -> None:
+    path = record_path()
+    if path is not None:
+        _write_records(path, lambda records: records.__setitem__(key, entry))
 
 
 class AutoCompile:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from ..errors import CheckpointError, CtinitError
 from .errors import hub_offline, is_connection_error, raise_hub_error
-from .names import COMMIT_HASH, CONFIG_NAME, PICKLE_PATTERNS, PICKLE_SUFFIXES, WEIGHTS_NAME
+from .names import COMMIT_HASH, CONFIG_NAME, PICKLE_PATTERNS, WEIGHTS_NAME, is_pickle_name
 
 
 def _check_repo_files(files: list[str], repo_id: str, revision: str | None, need_weights: bool) -> None:
     where = f"{repo_id}@{revision or 'main'}"
     if need_weights and WEIGHTS_NAME not in files:
-        pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+        pickles = sorted(f for f in files if is_pickle_name(f))
         if pickles:
             raise CheckpointError(
                 f"{where}: only pickle weights on the Hub ({', '.join(pickles[:3])}); ctinit loads safetensors only, "

@@ -21,10 +21,10 @@ from ..tokens import TOKEN_SHAPED, TOKEN_SHAPED_BYTES, get_token, scrub
 from ..version import __version__
 from .cards import PLACEHOLDER
 from .errors import http_status, hub_error, hub_offline, is_connection_error, retry_after
-from .names import PICKLE_SUFFIXES, parse_hub_id
+from .names import PICKLE_PATTERNS, is_pickle_file, is_pickle_name, parse_hub_id
 
 #: Never uploaded: pickle files and hidden files.
-IGNORE_PATTERNS = [*(f"*{s}" for s in PICKLE_SUFFIXES), ".*", "**/.*"]
+IGNORE_PATTERNS = [*PICKLE_PATTERNS, ".*", "**/.*"]
 
 _CHUNK = 1 << 20
 
@@ -64,7 +64,8 @@ def check_no_secrets(folder: str | Path, token: str | None, shown_as: str | Path
 
 
 #: What a push never uploads: pickle files and hidden files, in any folder (``shutil.copytree``'s ``ignore``).
-not_uploaded = shutil.ignore_patterns(".*", *(f"*{s}" for s in PICKLE_SUFFIXES))
+def not_uploaded(folder: str, names: list[str]) -> set[str]:
+    return {name for name in names if name.startswith(".") or is_pickle_name(name)}
 
 
 def check_links(folder: str | Path) -> None:
@@ -119,7 +120,23 @@ def check_push(repo_id: str) -> tuple[str, str]:
     token = get_token()
     if not token:
         raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
+    if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+        raise ConfigError("the Hugging Face token (HF_TOKEN or the saved login) holds a space or a character that is "
+                          "not printable ASCII (a pasted quote or letter?): set it again to the token as shown on "
+                          "huggingface.co")
     return repo, token
+
+
+def staging_error(error: OSError, where: str | Path | None = None) -> ConfigError:
+    """An ``OSError`` while a push is staged (a temporary copy, before anything is uploaded) as one line with the
+    path: TMPDIR full, read-only or missing."""
+    from ..atomic import os_error_reason
+
+    where = where or tempfile.gettempdir()
+    why = error.args[0][0][2] if isinstance(error, shutil.Error) and error.args and error.args[0] else None
+    reason = os_error_reason(error) if error.errno is not None else None
+    return ConfigError(f"cannot stage the push in {where}: {' '.join(str(reason or why or error).split())[:200]}; "
+                       "nothing was uploaded: free space there, or set TMPDIR to a folder with room")
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -134,15 +151,19 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder to push")
     check_links(folder)
-    pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.suffix in PICKLE_SUFFIXES)
+    pickles = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if is_pickle_name(p.name) or (
+        p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts) and is_pickle_file(p)))
     if pickles:
         raise CheckpointError(f"{folder}: holds pickle files ({', '.join(pickles[:3])}); ctinit publishes safetensors only: remove them")
-    with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
+    with _temporary_folder() as tmp:
         staged = Path(tmp) / "repo"
-        shutil.copytree(folder, staged, ignore=not_uploaded)  # links become the files they point to
         readme = staged / "README.md"
-        if readme.is_file():
-            readme.write_text(PLACEHOLDER.sub(repo, readme.read_text()))
+        try:
+            shutil.copytree(folder, staged, ignore=not_uploaded)  # links become the files they point to
+            if readme.is_file():
+                readme.write_text(PLACEHOLDER.sub(repo, readme.read_text()))
+        except OSError as e:
+            raise staging_error(e, tmp) from e
         check_no_secrets(staged, token, shown_as=folder)  # the copy: exactly what is uploaded
         api = HfApi(token=token, library_name="ctinit", library_version=__version__)
         try:
@@ -159,6 +180,14 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
                 commit_message=commit_message or "Upload with ctinit", ignore_patterns=IGNORE_PATTERNS)
         except Exception as e:  # noqa: BLE001 - mapped to one line
             raise _push_error(e, repo, revision, token) from e
+
+
+def _temporary_folder():
+    """A temporary folder for staging a push; one that cannot be made (TMPDIR full or missing) is one line."""
+    try:
+        return tempfile.TemporaryDirectory(prefix="ctinit-push-", ignore_cleanup_errors=True)
+    except OSError as e:
+        raise staging_error(e) from e
 
 
 def _push_error(exc: BaseException, repo: str, revision: str | None, token: str) -> Exception:
@@ -196,11 +225,14 @@ class PushToHubMixin:
         """Upload this model to the model repo ``repo_id`` (created if needed); returns the ``CommitInfo``.
         ``options`` go to :meth:`write_hub_folder` (``license``, ``labels``...)."""
         check_push(repo_id)  # before the folder is written
-        with tempfile.TemporaryDirectory(prefix="ctinit-push-") as tmp:
-            self.write_hub_folder(Path(tmp), repo_id=repo_id, **options)
+        with _temporary_folder() as tmp:
+            try:
+                self.write_hub_folder(Path(tmp), repo_id=repo_id, **options)
+            except OSError as e:
+                raise staging_error(e, tmp) from e
             return push_folder(tmp, repo_id, private=private, revision=revision, commit_message=commit_message,
                                create_pr=create_pr, overwrite_card=overwrite_card, log=log)
 
 
 __all__ = ["IGNORE_PATTERNS", "PushToHubMixin", "check_links", "check_no_secrets", "check_push", "not_uploaded",
-           "push_folder"]
+           "push_folder", "staging_error"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import TaskSpecError, one_line
 from .subsets import exactly_per_class, fraction_per_class, stratified_indices
 
 
@@ -61,15 +62,30 @@ class TaskData:
                                  lambda i: self._class_name(int(present[i])))
         return self.take_train(stratified_indices(labels, rule, seed))
 
-    def split_train(self, fraction: float, seed: int) -> "tuple[TaskData, TaskData]":
+    def split_train(self, fraction: float, seed: int, what: str = "a validation split (--val-fraction)"
+                    ) -> "tuple[TaskData, TaskData]":
         """``(train, held_out)``: per class, ``round(fraction * n)`` (at least 1, at most n - 1) seeded examples of
         the train split go to ``held_out`` (as its train split); the rest stay. The test split is untouched: a
-        validation split carved this way never sees the test split. Same seed -> same split."""
+        validation split carved this way never sees the test split. Same seed -> same split. A class with fewer
+        than 2 training examples cannot be in both splits (a score on it would be on nothing, or miss the class):
+        a one-line TaskSpecError naming the classes and ``what`` the split is for."""
         labels = self.y_train.detach().cpu().numpy()
+        self._check_splittable(labels, what)
         held = stratified_indices(labels, fraction_per_class(fraction), seed)
         mask = np.zeros(labels.size, dtype=bool)
         mask[held] = True
         return self.take_train(np.flatnonzero(~mask)), self.take_train(held)
+
+    def _check_splittable(self, labels: np.ndarray, what: str) -> None:
+        present, counts = np.unique(labels, return_counts=True)
+        short = [self._class_name(int(c)) for c, n in zip(present, counts) if n < 2]
+        if short or not labels.size:
+            named = ", ".join(repr(name) for name in short[:5]) + (f" (and {len(short) - 5} more)" if len(short) > 5 else "")
+            raise TaskSpecError(one_line(
+                f"task {self.name!r} ({self.spec}): cannot hold out {what}: "
+                + (f"class{'es' if len(short) > 1 else ''} {named} ha{'ve' if len(short) > 1 else 's'} fewer than 2 "
+                   "training examples" if short else "no training examples")
+                + "; every class needs at least 2 (one to train on, one to score): add examples"))
 
     def take_train(self, keep: np.ndarray) -> "TaskData":
         """A copy whose train split is the examples at ``keep`` (in that order); the test split is shared."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import IMAGE_SUFFIXES, is_image_file, read_image_array
-from .raw import RawTask, stack_images, task_error
+from .raw import RawTask, _resize_hwc, stack_images, task_error
 
 
 def _class_dirs(directory: Path) -> list[Path]:
@@ -59,7 +59,9 @@ def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
         arrays, ys = [], []
         for cname in sorted(files):
             for p in files[cname]:
-                arrays.append(read_image_array(p))
+                # resized as it is read: one image at full size at a time, never the whole folder
+                image = read_image_array(p, reduce_to=image_size)
+                arrays.append(image if image.shape[:2] == (image_size, image_size) else _resize_hwc(image, image_size))
                 ys.append(index[cname])
         groups.append(arrays)
         labels.append(np.asarray(ys, dtype=np.int64))

@@ -148,6 +148,11 @@ def finish(raw: RawTask, *, name: str, spec: str, image_size: int, seed: int, ho
     classes = raw.classes
     if classes is not None:
         num_classes = len(classes)
+        seen: set = set()
+        twice = next((c for c in classes if c in seen or seen.add(c)), None)
+        if twice is not None:
+            raise task_error(f"{where}: the class name {one_line(repr(twice))[:40]} is given to more than one class; "
+                             "class names must be unique (a model's predictions could not tell them apart)")
         if lo < 0 or hi >= num_classes:
             raise task_error(
                 f"{where}: labels must be 0..{num_classes - 1} ({num_classes} classes are named) "
@@ -173,6 +178,8 @@ def finish(raw: RawTask, *, name: str, spec: str, image_size: int, seed: int, ho
             f"at least 2 classes with train examples"
         )
 
+    _check_class_coverage(y_train, y_test, classes, where)
+
     if x_test is None:
         if x_train.shape[0] < 2:
             raise task_error(f"{where}: cannot hold out a test split from {x_train.shape[0]} example; add more examples")
@@ -192,6 +199,32 @@ def finish(raw: RawTask, *, name: str, spec: str, image_size: int, seed: int, ho
         classes=list(classes),
         hflip=bool(raw.hflip),
     )
+
+
+def _check_class_coverage(y_train: np.ndarray, y_test: np.ndarray | None, classes: list[str], where: str) -> None:
+    """Test classes without a training example are an error (no model could learn them; the score would be capped
+    without a word); classes with no example at all (gaps in the labels: head outputs never trained) a warning. Both
+    name the classes."""
+    trained = set(np.unique(y_train).tolist())
+
+    def named(labels) -> str:
+        labels = sorted(labels)
+        text = ", ".join(repr(classes[c]) for c in labels[:5])
+        return text + (f" (and {len(labels) - 5} more)" if len(labels) > 5 else "")
+
+    tested = set(np.unique(y_test).tolist()) if y_test is not None else set()
+    untrained = tested - trained
+    if untrained:
+        raise task_error(f"{where}: test class{'es' if len(untrained) > 1 else ''} {named(untrained)} "
+                         f"ha{'ve' if len(untrained) > 1 else 's'} no training examples; add training examples of "
+                         "them or drop them from the test split")
+    gaps = set(range(len(classes))) - trained - tested
+    if gaps:
+        import logging
+
+        logging.getLogger("ctinit.tasks").warning(
+            "%s: class%s %s ha%s no examples (gaps in the labels): the head has outputs that are never trained",
+            where, "es" if len(gaps) > 1 else "", named(gaps), "ve" if len(gaps) > 1 else "s")
 
 
 def stack_images(groups: list[list[np.ndarray]], image_size: int) -> list[np.ndarray]:
