@@ -36,7 +36,7 @@ import torch
 
 from .version import __version__
 from .errors import ConfigError
-from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune
+from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune, run_identity
 from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
@@ -136,8 +136,9 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
         if dupes:
             raise ConfigError(f"{what} {dupes[0]} is given twice")
     cfg = config or FinetuneConfig()
-    if cfg.eval_every == 0:
+    if cfg.eval_every == 0 and cfg.epochs is None and not cfg.early_stop:
         cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.steps // 10))
+    # (with epochs or early stopping, finetune sizes the interval to the task: once per epoch, >= 10 per run)
     cfg = dataclasses.replace(cfg, progress=False)
     for spec in data:
         parse_spec(spec)  # unknown kinds fail before anything is downloaded
@@ -180,14 +181,17 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
     # the recipe (the seed is set per run; channels_last and progress are how runs execute: runs made either way count)
     finetune_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed" and k not in EXECUTION_FIELDS}
-    finetune_key = {k: v for k, v in finetune_cfg.items() if not (k == "hflip" and v is None)}
+    finetune_key = run_identity({k: v for k, v in finetune_cfg.items() if not (k == "hflip" and v is None)})
     if validation_fraction or score != "test":  # 0 trains on the whole split, as runs recorded before the option did
         finetune_key["validation"] = [validation_fraction, score]
     if validation_fraction or max_train_per_class or max_train_samples:  # runs on subsets drawn another way differ
         finetune_key["subsets"] = SUBSET_DRAW
 
     total = len(inits) * len(data) * len(seeds)
-    bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,
+    # a run's length is known up front only in steps without early stopping; otherwise the bar counts runs
+    per_run = cfg.steps if cfg.epochs is None and not cfg.early_stop else None
+    bar = tqdm(total=total * (per_run or 1), desc="evaluate", unit="step" if per_run else "run",
+               disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     runs = []
     start = time.perf_counter()
@@ -206,16 +210,21 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     if key in done and _layout_matches(cfg.channels_last, done[key]):
                         # finished by an earlier, interrupted evaluation with the same options
                         runs.append({k: v for k, v in done[key].items() if k != "key"})
-                        bar.update(cfg.steps)
+                        bar.update(per_run or 1)
                         continue
                     backbone = load_init(source, seed=seed)
                     result = finetune(backbone, task, dataclasses.replace(cfg, seed=seed), device=device,
-                                      on_step=lambda _s: bar.update(1), validation=validation)
+                                      on_step=(lambda _s: bar.update(1)) if per_run else None,
+                                      validation=validation)
+                    if not per_run:
+                        bar.update(1)
                     runs.append({"init": entry["label"], "task": spec, "seed": seed,
                                  "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
                                  "train_loss": result.train_loss, "train_size": len(task.y_train),
                                  "curve": [[int(s), float(a)] for s, a in result.curve], "seconds": result.seconds,
-                                 "channels_last": result.channels_last})
+                                 "channels_last": result.channels_last, "steps": result.steps,
+                                 "planned_steps": result.planned_steps, "best_step": result.best_step,
+                                 "stop_reason": result.stop_reason})
                     if runs_file is not None:
                         _append_line(runs_file, {"key": key, **runs[-1]})
                     if log:
