@@ -307,8 +307,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
     g.add_argument("--no-augment", action="store_true", help="no random crop and no flip")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="flip training images horizontally (or not) when augmenting (default: the task's own setting: "
-                        "npz hflip, on for folder: and hf:, on only for fashion-mnist, colour-fashion and "
-                        "colour-textures among the bundled tasks)")
+                        "an npz's hflip, a folder's ctinit-task.json {\"hflip\": true}, off otherwise; on for hf:; "
+                        "on only for fashion-mnist, colour-fashion and colour-textures among the bundled tasks)")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="(default: %(default)s)")
     g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                    help="input memory layout of the training steps: auto measures on the CPU over the first steps "

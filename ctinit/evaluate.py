@@ -159,12 +159,18 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     # Each init's config tells its input size. Every task is read once up front (a bad spec or an impossible
     # limited-data subset fails before any training); during the grid only the current task stays in memory.
     sizes = [image_size_of(SimpleNamespace(config=init_config(s))) for s in sources]
+    channels = int(getattr(init_config(sources[0]), "num_channels", 3) or 3)  # for the lines on what is done to images
     preloaded: dict[tuple, object] = {}
     tasks_meta = []
     for spec in data:
         task = preloaded[(spec, sizes[0], seeds[0])] = load_task(spec, image_size=sizes[0], seed=seeds[0])
         limited, validation = prepare_task(task, seeds[0], validation_fraction, score, max_train_per_class,
                                            max_train_samples)
+        if log or progress:  # what is done to the images, once per task (not per run)
+            from .finetune import uses_hflip
+
+            for line in task.preprocessing(channels, uses_hflip(cfg, task), cfg.augment):
+                (log or _stderr)(line)
         tasks_meta.append({"spec": spec, "name": task.name, "num_classes": task.num_classes,
                            "train_size": len(limited.y_train), "test_size": len(limited.y_test),
                            "validation_size": len(limited.y_test) if score == "validation" else
@@ -249,6 +255,10 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     }
     results["summary"] = summarize(results)
     return results
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _run_key(entry: dict, spec: str, seed: int, finetune_cfg: dict, max_train_per_class, max_train_samples) -> str:

@@ -244,6 +244,8 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)
     layout = InputLayout(cfg.channels_last, device, steps, backbone, amp_dtype is not None)
     tracker = EarlyStopping(cfg.early_stop)
+    for line in (task.preprocessing(channels, hflip, cfg.augment) if log and hasattr(task, "preprocessing") else []):
+        log(line)
     if log and (cfg.epochs is not None or cfg.early_stop):
         log(f"fine-tuning {task.name}: {_length_line(cfg, steps, every, len(task.y_train))}")
     model.train()
