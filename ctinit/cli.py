@@ -273,7 +273,8 @@ def cmd_pick(args) -> int:
     picked = pick(args.data, args.inits, seeds=args.seeds, config=config, validation_fraction=args.val_fraction,
                   max_train_per_class=args.max_train_per_class or None,
                   max_train_samples=args.max_train_samples or None, device=args.device,
-                  progress=not args.no_progress, log=_log if args.no_progress else None, command=args.command_line)
+                  progress=not args.no_progress, log=_log if args.no_progress else None, command=args.command_line,
+                  top=args.top)
     if args.json:
         print(json.dumps({k: v for k, v in picked.items() if k != "results"}))
     else:
@@ -373,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     ev.set_defaults(func=cmd_evaluate)
 
-    from .pick import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_VAL_FRACTION
+    from .pick import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_TOP, DEFAULT_VAL_FRACTION
 
     pk = sub.add_parser("pick", help="which initialization to fine-tune for your data: rank every compatible zoo "
                                      "entry and scratch on a validation split carved from the training split")
@@ -381,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--inits", nargs="+", default=None, metavar="INIT",
                     help="initializations to compare (default: every zoo entry that can take the task's images); "
                          "scratch of each architecture is added")
+    pk.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K",
+                    help="first every candidate is scored from its frozen features (seconds, no training); then the "
+                         f"K best are fine-tuned briefly beside scratch (default {DEFAULT_TOP}; 0: all)")
     pk.add_argument("--seeds", default=str(DEFAULT_SEEDS),
                     help=f"a number of seeds or a comma-separated list (default {DEFAULT_SEEDS})")
     _add_recipe_args(pk, steps=DEFAULT_STEPS)

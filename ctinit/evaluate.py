@@ -36,7 +36,7 @@ import torch
 
 from .version import __version__
 from .errors import ConfigError
-from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune, run_identity
+from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune, run_identity, uses_hflip
 from .jsonl import read_jsonl
 from .loading import WEIGHTS_NAME, InitSource, init_config, init_info, load_init, resolve_init
 from .models import image_size_of
@@ -161,21 +161,19 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     sizes = [image_size_of(SimpleNamespace(config=init_config(s))) for s in sources]
     channels = int(getattr(init_config(sources[0]), "num_channels", 3) or 3)  # for the lines on what is done to images
     preloaded: dict[tuple, object] = {}
-    tasks_meta = []
+    tasks_meta, notes = [], []  # notes: what is done to the images, said once per task when every task has loaded
     for spec in data:
         task = preloaded[(spec, sizes[0], seeds[0])] = load_task(spec, image_size=sizes[0], seed=seeds[0])
         limited, validation = prepare_task(task, seeds[0], validation_fraction, score, max_train_per_class,
                                            max_train_samples)
-        if log or progress:  # what is done to the images, once per task (not per run)
-            from .finetune import uses_hflip
-
-            for line in task.preprocessing(channels, uses_hflip(cfg, task), cfg.augment):
-                (log or _stderr)(line)
+        notes += task.preprocessing(channels, uses_hflip(cfg, task), cfg.augment)
         tasks_meta.append({"spec": spec, "name": task.name, "num_classes": task.num_classes,
                            "train_size": len(limited.y_train), "test_size": len(limited.y_test),
                            "validation_size": len(limited.y_test) if score == "validation" else
                            len(validation.y_train) if validation is not None else 0})
     preloaded = {k: v for k, v in preloaded.items() if k[0] == data[0]}  # the others are read again when due
+    for line in notes if (log or progress) else []:
+        (log or _stderr)(line)
     names = [t["name"] for t in tasks_meta]
     for t in tasks_meta:  # two npz files with one stem: tell them apart by spec
         t["display"] = t["name"] if names.count(t["name"]) == 1 else t["spec"]

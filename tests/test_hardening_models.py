@@ -371,10 +371,11 @@ def test_finetune_hflip_overrides_the_task(tmp_path, monkeypatch, task_hflip):
 
 
 def test_cli_hflip_is_recorded_in_the_model_config_and_card(tmp_path, capsys):
-    npz = make_npz(tmp_path / "bars.npz")  # no hflip array: the task allows flips
+    npz = make_npz(tmp_path / "bars.npz")  # no hflip array: not marked flip-safe, so no flip unless --hflip
     base = ["finetune", "--init", "scratch:convnet4-32", "--data", f"npz:{npz}", "--steps", "2", "--batch-size", "8",
             "--no-progress"]
-    for extra, recorded, words in (([], True, "random crop and horizontal flip"), (["--no-hflip"], False, "no flip"),
+    for extra, recorded, words in (([], False, "no flip"), (["--hflip"], True, "random crop and horizontal flip"),
+                                   (["--no-hflip"], False, "no flip"),
                                    (["--no-augment", "--hflip"], True, "no augmentation")):
         out = tmp_path / f"model-{len(extra)}-{recorded}"
         assert cli_main(base + extra + ["--out", str(out)]) == 0
