@@ -192,3 +192,13 @@ def test_a_changed_default_of_a_new_field_changes_the_study_fingerprint(monkeypa
 
     monkeypatch.setattr(ctinit.finetune, "FinetuneConfig", Changed)
     assert runs.changed_settings()["finetune"]["early_stop"] == 5
+
+
+def test_the_progress_bar_shows_loss_and_validation_accuracy(task_spec, capsys):
+    from ctinit.tasks.subsets import prepare_task
+
+    train, validation = prepare_task(load_task(task_spec, seed=0), 0, 0.25, "test", None, None)
+    finetune(ctinit.build_backbone("convnet4-32"), train, steps=20, batch_size=8, eval_every=10, progress=True,
+             validation=validation, channels_last=False)
+    err = capsys.readouterr().err
+    assert "loss=" in err and "val_acc=" in err
