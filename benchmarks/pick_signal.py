@@ -4,7 +4,8 @@
     python benchmarks/pick_signal.py --quick --out /tmp/x.json      # a smoke run (2 steps, 1 task): measures nothing
 
 For each held-out task (the bundled meta-test tasks: glyph scripts and colour tasks outside every entry's meta-training
-tasks), cut to ``--per-class`` training images per class as pick sees a small folder, every zoo entry gets
+tasks), cut as pick sees a small folder (``--per-class`` training images per class once pick's validation share is
+carved), every zoo entry gets
 - the first-stage signal (:func:`ctinit.pick_rank.feature_scores`: nearest-class-mean accuracy of the frozen features,
   batch-norm statistics re-estimated on the training part, on pick's validation split; 1-NN beside it), and
 - fine-tuning: ``--steps`` steps at batch ``--batch-size`` (the zoo's evaluation recipe), test accuracy, over
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +56,22 @@ def spearman(a: list[float], b: list[float]) -> float:
     return round(cov / var, 3) if var else float("nan")
 
 
+def small_task(spec: str, per_class: int, folder: Path) -> Path:
+    """The bundled task cut to ``per_class`` training images per class (seeded; its test split and flip setting
+    kept), written as an npz."""
+    import numpy as np
+
+    from ctinit.tasks import load_task
+
+    task = load_task(spec, seed=0).subset_train(per_class, seed=0)
+    channels_last = lambda x: x.permute(0, 2, 3, 1).numpy() if x.shape[1] == 3 else x[:, 0].numpy()
+    path = folder / f"{spec.split(':', 1)[1]}.npz"
+    np.savez(path, x_train=channels_last(task.x_train), y_train=task.y_train.numpy(),
+             x_test=channels_last(task.x_test), y_test=task.y_test.numpy(), classes=np.array(task.classes),
+             hflip=np.array(task.hflip))
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=HELD_OUT)
@@ -82,17 +101,20 @@ def main(argv=None) -> int:
               "finetune": {"steps": args.steps, "batch_size": args.batch_size, "seeds": list(range(args.seeds)),
                            "score": "test accuracy"},
               "signal": "ncm", "inits": inits, "tasks": []}
-    for spec in args.tasks:
+    tmp = Path(tempfile.mkdtemp(prefix="ctinit-pick-signal-"))
+    for name in args.tasks:
         start = time.perf_counter()
-        scores = feature_scores(inits, spec, validation_fraction=args.val_fraction, max_train_per_class=args.per_class)
+        # as pick sees a small folder: per class, `per_class` training images once the validation share is carved
+        spec = f"npz:{small_task(name, math.ceil(args.per_class / (1 - args.val_fraction)), tmp)}"
+        scores = feature_scores(inits, spec, validation_fraction=args.val_fraction)
         results = run_evaluation(inits, [spec], seeds=list(range(args.seeds)), config=config, progress=False,
-                                 max_train_per_class=args.per_class, validation_fraction=args.val_fraction)
+                                 validation_fraction=args.val_fraction)
         tuned = {i: results["summary"][i]["tasks"][spec]["mean"] for i in inits}
         by_signal = sorted(inits, key=lambda i: -scores[i]["ncm"])
         by_tuning = sorted(inits, key=lambda i: -tuned[i])
         by_knn = sorted(inits, key=lambda i: -scores[i]["knn1"])
         record["tasks"].append({
-            "task": spec, "seconds": round(time.perf_counter() - start, 1),
+            "task": name, "train_size": results["tasks"][0]["train_size"], "seconds": round(time.perf_counter() - start, 1),
             "signal": {i: round(scores[i]["ncm"], 4) for i in inits},
             "knn1": {i: round(scores[i]["knn1"], 4) for i in inits},
             "signal_seconds": {i: round(scores[i]["seconds"], 2) for i in inits},
