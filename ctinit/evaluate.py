@@ -136,6 +136,12 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
         if dupes:
             raise ConfigError(f"{what} {dupes[0]} is given twice")
     cfg = config or FinetuneConfig()
+    if cfg.early_stop and score == "validation":
+        raise ConfigError("pick fine-tunes each candidate for a fixed number of steps (--steps N or --epochs E); "
+                          "early stopping (--early-stop, --steps auto) is for ctinit finetune and evaluate")
+    if cfg.early_stop and not validation_fraction:
+        raise ConfigError("early stopping (--early-stop, --steps auto) needs a validation split: --val-fraction "
+                          "above 0")
     if cfg.eval_every == 0 and cfg.epochs is None and not cfg.early_stop:
         cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.steps // 10))
     # (with epochs or early stopping, finetune sizes the interval to the task: once per epoch, >= 10 per run)

@@ -96,6 +96,9 @@ def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, conf
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
         raise ConfigError(f"--top {top!r}: the number of candidates to fine-tune, 1 or more (0: all of them)")
     cfg = config or make_config(None, steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH_SIZE)
+    if cfg.early_stop:
+        raise ConfigError("pick fine-tunes each candidate for a fixed number of steps (--steps N or --epochs E); "
+                          "early stopping (--early-stop, --steps auto) is for ctinit finetune and evaluate")
     task = load_task(data)  # its channels decide which inits can take it (bad specs fail here, before training)
     chosen, scratch_of = candidates(inits, task.image_shape[0], log)
     start = time.perf_counter()

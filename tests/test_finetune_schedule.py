@@ -202,3 +202,16 @@ def test_the_progress_bar_shows_loss_and_validation_accuracy(task_spec, capsys):
              validation=validation, channels_last=False)
     err = capsys.readouterr().err
     assert "loss=" in err and "val_acc=" in err
+
+
+@pytest.mark.parametrize("command, extra, needle", [
+    ("evaluate", ["--steps", "auto", "--val-fraction", "0"], "needs a validation split"),
+    ("pick", ["--steps", "auto"], "fixed number of steps"),
+])
+def test_evaluate_and_pick_refuse_early_stopping_they_cannot_do_before_training(task_spec, tmp_path, capsys,
+                                                                               command, extra, needle):
+    base = {"evaluate": ["evaluate", "--init", "scratch:convnet4-32", "--out", str(tmp_path / "e")],
+            "pick": ["pick", "--inits", "zoo:glyph-convnet4-32"]}[command]
+    assert cli_main(base + ["--data", task_spec, "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
