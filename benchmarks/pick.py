@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--inits", nargs="+", default=None, help="default: every zoo entry (pick's default)")
+    parser.add_argument("--top", type=int, default=None, help="pick's --top (default: pick's; 0: fine-tune all, the "
+                                                               "single-stage pick before the first stage existed)")
     parser.add_argument("--quick", action="store_true", help="2 steps, 1 seed: checks the script, measures nothing")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -52,11 +54,17 @@ def main(argv=None) -> int:
             command += ["--inits", *args.inits]
         if args.quick:
             command += ["--steps", "2", "--seeds", "1"]
+        if args.top is not None:
+            command += ["--top", str(args.top)]
+        cpu_before = os.times()
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         start = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - start
+        cpu_after = os.times()
+        cpu_seconds = (cpu_after.children_user - cpu_before.children_user
+                       + cpu_after.children_system - cpu_before.children_system)
     if done.returncode != 0:
         print(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}", file=sys.stderr)
         return done.returncode
@@ -64,14 +72,19 @@ def main(argv=None) -> int:
     import torch
 
     report = {"task": f"{args.task}, {args.per_class} images per class", "threads": args.threads, "quick": args.quick,
-              "wall_seconds": seconds, "inits": [r["init"] for r in picked["ranking"]], "steps": picked["steps"],
+              "wall_seconds": seconds, "cpu_seconds": cpu_seconds, "load_average": os.getloadavg(),
+              "top": picked.get("top"), "first_stage_seconds": picked.get("first_stage_seconds"),
+              "next_command": picked.get("next_command"),
+              "fine_tuned": [r["init"] for r in picked["ranking"] if r["validation_accuracy"] is not None],
+              "inits": [r["init"] for r in picked["ranking"]], "steps": picked["steps"],
               "seeds": picked["seeds"], "recommendation": picked["recommendation"],
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
               "command": "python benchmarks/pick.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"ctinit pick on {report['task']}: {len(report['inits'])} inits ({', '.join(report['inits'])}), "
+        print(f"ctinit pick on {report['task']}: {len(report['fine_tuned'])} of {len(report['inits'])} fine-tuned "
+              f"({', '.join(report['fine_tuned'])}), "
               f"{report['steps']} steps x {len(report['seeds'])} seeds in {seconds:.0f} s with {args.threads} threads "
               f"-> {report['recommendation']}")
     return 0

@@ -30,7 +30,9 @@ def _log(message: str) -> None:
 #: FinetuneConfig keys as the command line spells them (for one-line errors that name the option).
 _OPTION_NAMES = {"optimizer.weight_decay": "--weight-decay", "optimizer.lr": "--lr", "optimizer.name": "--optimizer",
                  "batch_size": "--batch-size", "eval_every": "--eval-every", "mixed_precision": "--mixed-precision",
-                 "milestones": "--milestones", "steps": "--steps", "gamma": "--gamma", "seed": "--seed"}
+                 "milestones": "--milestones", "steps": "--steps", "gamma": "--gamma", "seed": "--seed",
+                 "epochs": "--epochs", "early_stop": "--early-stop", "warmup": "--warmup",
+                 "label_smoothing": "--label-smoothing", "schedule": "--schedule"}
 
 
 def _quiet_transformers() -> None:
@@ -46,11 +48,13 @@ def _recipe(args, seed: int = 0):
     from .schema import NonNegInt, check_device, check_option
     from .errors import ConfigError
     from .finetune import make_config
+    from .cli_length import length_options
 
     optimizer = {"name": args.optimizer, "lr": args.lr}
     if args.weight_decay:
         optimizer["weight_decay"] = args.weight_decay
-    overrides = dict(steps=args.steps, batch_size=args.batch_size, optimizer=optimizer, seed=seed,
+    overrides = dict(**length_options(args), batch_size=args.batch_size, optimizer=optimizer, seed=seed,
+                     schedule=args.schedule, warmup=args.warmup, label_smoothing=args.label_smoothing,
                      eval_every=args.eval_every, augment=not args.no_augment, hflip=args.hflip,
                      mixed_precision=args.mixed_precision, progress=not args.no_progress,
                      channels_last={"auto": "auto", "on": True, "off": False}[args.channels_last])
@@ -105,10 +109,15 @@ def _finetune(args, config) -> int:
     backbone = load_init(source, seed=args.seed)
     task = load_task(args.data, image_size=image_size_of(backbone), seed=args.seed)
     # A curve is measured on a validation split held out of training (as `ctinit evaluate` does), never on test.
-    task, validation = prepare_task(task, args.seed, args.val_fraction if args.eval_every else 0, "test",
-                                    args.max_train_per_class, args.max_train_samples)
+    # Early stopping (--steps auto) chooses the weights on it too.
+    held_out = args.val_fraction if (args.eval_every or config.early_stop) else 0
+    task, validation = prepare_task(task, args.seed, held_out, "test", args.max_train_per_class,
+                                    args.max_train_samples)
+    length = f"{config.steps} steps" if config.epochs is None and not config.early_stop else "length below"
     _log(f"ctinit finetune: init {source.describe()} ({type(backbone).__name__}), task {task.name}: "
-         f"{task.num_classes} classes, {len(task.y_train)} train / {len(task.y_test)} test, {args.steps} steps, seed {args.seed}")
+         f"{task.num_classes} classes, {len(task.y_train)} train / "
+         f"{len(validation.y_train) if validation is not None else 0} validation / {len(task.y_test)} test, "
+         f"{length}, seed {args.seed}")
     classifier = ImageClassifier(backbone)
     result = finetune(classifier, task, config, device=args.device, log=_log, validation=validation)
     report = {
@@ -132,8 +141,9 @@ def _finetune(args, config) -> int:
     if args.json:
         print(json.dumps(report))
     else:
+        kept = f" (early stopping kept step {result.best_step})" if result.best_step is not None else ""
         print(f"{task.name}: test accuracy {result.test_accuracy:.4f} (loss {result.test_loss:.4f}) after "
-              f"{result.steps} steps in {result.seconds:.1f} s")
+              f"{result.steps} steps{kept} in {result.seconds:.1f} s")
     return 0
 
 
@@ -173,7 +183,8 @@ def provenance(source, task, spec: str, config, result) -> dict:
         task_entry["dataset"] = dataset
     recipe = {k: v for k, v in asdict(config).items() if k not in ("seed", "steps", *EXECUTION_FIELDS)}
     recipe["hflip"] = uses_hflip(config, task)  # the choice made, not "the task's setting"
-    return {"base_model": base, "task": task_entry, "steps": result.steps, "seed": config.seed, "recipe": recipe,
+    return {"base_model": base, "task": task_entry, "steps": result.steps, "best_step": result.best_step,
+            "stop_reason": result.stop_reason, "seed": config.seed, "recipe": recipe,
             "test_accuracy": result.test_accuracy, "test_loss": result.test_loss}
 
 
@@ -296,7 +307,8 @@ def cmd_pick(args) -> int:
     picked = pick(args.data, args.inits, seeds=args.seeds, config=config, validation_fraction=args.val_fraction,
                   max_train_per_class=args.max_train_per_class or None,
                   max_train_samples=args.max_train_samples or None, device=args.device,
-                  progress=not args.no_progress, log=_log if args.no_progress else None, command=args.command_line)
+                  progress=not args.no_progress, log=_log if args.no_progress else None, command=args.command_line,
+                  top=args.top)
     if args.json:
         print(json.dumps({k: v for k, v in picked.items() if k != "results"}))
     else:
@@ -305,8 +317,10 @@ def cmd_pick(args) -> int:
 
 
 def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
+    from .cli_length import add_length_args
+
     g = p.add_argument_group("fine-tuning recipe (defaults: the paper's meta-test protocol)")
-    g.add_argument("--steps", type=int, default=steps, help="fine-tuning steps (default: %(default)s)")
+    add_length_args(p, g, steps)
     g.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
     g.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"], help="(default: %(default)s)")
     g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
@@ -318,7 +332,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
                                                              "evaluate: 0 = every steps/10)")
     g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
                    help="share of each class's training examples held out (seeded) as the validation split that "
-                        "curves are measured on (finetune: with --eval-every only; 0: curves on the test split; "
+                        "curves and early stopping are measured on (finetune: with --eval-every or early stopping only; "
+                        "0: curves on the test split; "
                         "default: %(default)s)")
     g.add_argument("--max-train-per-class", type=int, default=0,
                    help="limited data: N training examples per class (default: 0, all)")
@@ -327,8 +342,8 @@ def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
     g.add_argument("--no-augment", action="store_true", help="no random crop and no flip")
     g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="flip training images horizontally (or not) when augmenting (default: the task's own setting: "
-                        "npz hflip, on for folder: and hf:, on only for fashion-mnist, colour-fashion and "
-                        "colour-textures among the bundled tasks)")
+                        "an npz's hflip, a folder's ctinit-task.json {\"hflip\": true}, off otherwise; on for hf:; "
+                        "on only for fashion-mnist, colour-fashion and colour-textures among the bundled tasks)")
     g.add_argument("--mixed-precision", default=DEFAULT_PRECISION, choices=["no", "bf16", "fp16", "auto"],
                    help="autocast for the training steps; auto: bf16 where the CPU has bf16 hardware (AMX or "
                         "AVX512-BF16) and the first steps measure it faster, else fp32; no: exact fp32 "
@@ -353,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--data", required=True, help="task spec: npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME")
     ft.add_argument("--seed", type=int, default=0, help="seeds the head, the batches and the augmentation "
                                                          "(default: %(default)s)")
-    _add_recipe_args(ft, steps=1000)
+    _add_recipe_args(ft, steps="auto")
     ft.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ft.add_argument("--out", default=None, metavar="DIR",
                     help="save the fine-tuned classifier as a transformers model folder (config, weights, "
@@ -398,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     ev.set_defaults(func=cmd_evaluate)
 
-    from .pick import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_VAL_FRACTION
+    from .pick import DEFAULT_BATCH_SIZE, DEFAULT_SEEDS, DEFAULT_STEPS, DEFAULT_TOP, DEFAULT_VAL_FRACTION
 
     pk = sub.add_parser("pick", help="which initialization to fine-tune for your data: rank every compatible zoo "
                                      "entry and scratch on a validation split carved from the training split")
@@ -406,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--inits", nargs="+", default=None, metavar="INIT",
                     help="initializations to compare (default: every zoo entry that can take the task's images); "
                          "scratch of each architecture is added")
+    pk.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="K",
+                    help="first every candidate is scored from its frozen features (seconds, no training); then the "
+                         f"K best are fine-tuned briefly beside scratch (default {DEFAULT_TOP}; 0: all)")
     pk.add_argument("--seeds", default=str(DEFAULT_SEEDS),
                     help=f"a number of seeds or a comma-separated list (default {DEFAULT_SEEDS})")
     _add_recipe_args(pk, steps=DEFAULT_STEPS)

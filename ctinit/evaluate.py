@@ -36,7 +36,7 @@ import torch
 
 from .version import __version__
 from .errors import ConfigError
-from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune
+from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune, run_identity, uses_hflip
 from .jsonl import read_jsonl
 from .hubio.names import WEIGHTS_NAME
 from .loading import InitSource, init_config, init_info, load_init, resolve_init
@@ -132,8 +132,15 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
         if dupes:
             raise ConfigError(f"{what} {dupes[0]} is given twice")
     cfg = config or FinetuneConfig()
-    if cfg.eval_every == 0:
+    if cfg.early_stop and score == "validation":
+        raise ConfigError("pick fine-tunes each candidate for a fixed number of steps (--steps N or --epochs E); "
+                          "early stopping (--early-stop, --steps auto) is for ctinit finetune and evaluate")
+    if cfg.early_stop and not validation_fraction:
+        raise ConfigError("early stopping (--early-stop, --steps auto) needs a validation split: --val-fraction "
+                          "above 0")
+    if cfg.eval_every == 0 and cfg.epochs is None and not cfg.early_stop:
         cfg = dataclasses.replace(cfg, eval_every=max(1, cfg.steps // 10))
+    # (with epochs or early stopping, finetune sizes the interval to the task: once per epoch, >= 10 per run)
     cfg = dataclasses.replace(cfg, progress=False)
     for spec in data:
         parse_spec(spec)  # unknown kinds fail before anything is downloaded
@@ -154,17 +161,21 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     # Each init's config tells its input size. Every task is read once up front (a bad spec or an impossible
     # limited-data subset fails before any training); during the grid only the current task stays in memory.
     sizes = [image_size_of(SimpleNamespace(config=init_config(s))) for s in sources]
+    channels = int(getattr(init_config(sources[0]), "num_channels", 3) or 3)  # for the lines on what is done to images
     preloaded: dict[tuple, object] = {}
-    tasks_meta = []
+    tasks_meta, notes = [], []  # notes: what is done to the images, said once per task when every task has loaded
     for spec in data:
         task = preloaded[(spec, sizes[0], seeds[0])] = load_task(spec, image_size=sizes[0], seed=seeds[0])
         limited, validation = prepare_task(task, seeds[0], validation_fraction, score, max_train_per_class,
                                            max_train_samples)
+        notes += task.preprocessing(channels, uses_hflip(cfg, task), cfg.augment)
         tasks_meta.append({"spec": spec, "name": task.name, "num_classes": task.num_classes,
                            "train_size": len(limited.y_train), "test_size": len(limited.y_test),
                            "validation_size": len(limited.y_test) if score == "validation" else
                            len(validation.y_train) if validation is not None else 0})
     preloaded = {k: v for k, v in preloaded.items() if k[0] == data[0]}  # the others are read again when due
+    for line in notes if (log or progress) else []:
+        (log or _stderr)(line)
     names = [t["name"] for t in tasks_meta]
     for t in tasks_meta:  # two npz files with one stem: tell them apart by spec
         t["display"] = t["name"] if names.count(t["name"]) == 1 else t["spec"]
@@ -176,14 +187,17 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     # hflip None (the task's setting) is left out of the key: runs recorded before the option existed still count
     # the recipe (the seed is set per run; channels_last and progress are how runs execute: runs made either way count)
     finetune_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed" and k not in EXECUTION_FIELDS}
-    finetune_key = {k: v for k, v in finetune_cfg.items() if not (k == "hflip" and v is None)}
+    finetune_key = run_identity({k: v for k, v in finetune_cfg.items() if not (k == "hflip" and v is None)})
     if validation_fraction or score != "test":  # 0 trains on the whole split, as runs recorded before the option did
         finetune_key["validation"] = [validation_fraction, score]
     if validation_fraction or max_train_per_class or max_train_samples:  # runs on subsets drawn another way differ
         finetune_key["subsets"] = SUBSET_DRAW
 
     total = len(inits) * len(data) * len(seeds)
-    bar = tqdm(total=total * cfg.steps, desc="evaluate", unit="step", disable=not progress, file=sys.stderr,
+    # a run's length is known up front only in steps without early stopping; otherwise the bar counts runs
+    per_run = cfg.steps if cfg.epochs is None and not cfg.early_stop else None
+    bar = tqdm(total=total * (per_run or 1), desc="evaluate", unit="step" if per_run else "run",
+               disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
     runs = []
     start = time.perf_counter()
@@ -202,16 +216,21 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     if key in done and _channels_last_matches(cfg.channels_last, done[key]):
                         # finished by an earlier, interrupted evaluation with the same options
                         runs.append({k: v for k, v in done[key].items() if k != "key"})
-                        bar.update(cfg.steps)
+                        bar.update(per_run or 1)
                         continue
                     backbone = load_init(source, seed=seed)
                     result = finetune(backbone, task, dataclasses.replace(cfg, seed=seed), device=device,
-                                      on_step=lambda _s: bar.update(1), validation=validation)
+                                      on_step=(lambda _s: bar.update(1)) if per_run else None,
+                                      validation=validation)
+                    if not per_run:
+                        bar.update(1)
                     runs.append({"init": entry["label"], "task": spec, "seed": seed,
                                  "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
                                  "train_loss": result.train_loss, "train_size": len(task.y_train),
                                  "curve": [[int(s), float(a)] for s, a in result.curve], "seconds": result.seconds,
-                                 "channels_last": result.channels_last})
+                                 "channels_last": result.channels_last, "steps": result.steps,
+                                 "planned_steps": result.planned_steps, "best_step": result.best_step,
+                                 "stop_reason": result.stop_reason})
                     if runs_file is not None:
                         _append_line(runs_file, {"key": key, **runs[-1]})
                     if log:
@@ -238,6 +257,10 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     }
     results["summary"] = summarize(results)
     return results
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _run_key(entry: dict, spec: str, seed: int, finetune_cfg: dict, max_train_per_class, max_train_samples) -> str:

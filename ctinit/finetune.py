@@ -1,7 +1,10 @@
 """Fine-tune an initialization on one task and evaluate it (the paper's meta-test protocol by default).
 
 Defaults: Adam, lr 1e-3, batch 128, step decay by 0.3 at 40%, 70% and 90% of the steps, random crop (and
-flip where the task allows it, unless ``FinetuneConfig.hflip`` says otherwise), a fresh task head.
+flip where the task allows it, unless ``FinetuneConfig.hflip`` says otherwise), a fresh task head. Options
+(``ctinit.finetune_schedule``): the length in epochs instead of steps, warm-up and a cosine schedule, label
+smoothing, and early stopping on a validation split that keeps the best weights; every result records the recipe,
+the steps planned and run, the step kept and why the run stopped.
 
 Plain torch: ``torch.autocast`` for mixed precision and a ``GradScaler`` for fp16. ``channels_last: auto`` (the
 default) measures on the CPU whether channels-last inputs make the steps faster, as meta-training does
@@ -13,7 +16,7 @@ here joins a collective.
 """
 from __future__ import annotations
 
-import math
+import collections
 import sys
 import time
 import warnings
@@ -30,6 +33,7 @@ from .execution import DEFAULT_PRECISION
 from .execution.channels_last import MIN_PLANNED_STEPS, AutoChannelsLast
 from .execution.compiled import graph_key
 from .execution.precision import StepPrecision
+from .finetune_schedule import EarlyStopping, build_scheduler, eval_interval, planned_steps
 from .meta.optim import OptimizerSpec
 from .models.heads import TaskHead, feature_dim, image_size_of
 from .schema import Bool, Float, NonNegInt, PositiveFloat, PositiveInt, Precision, Seed, schema
@@ -46,6 +50,13 @@ class FinetuneConfig:
     optimizer: OptimizerSpec = field(default_factory=lambda: OptimizerSpec(name="adam", lr=1e-3))
     milestones: tuple[Annotated[Float, Field(gt=0, le=1)], ...] = (0.4, 0.7, 0.9)  # fractions of the steps
     gamma: PositiveFloat = 0.3  # lr factor at each milestone
+    # The options below left at these defaults reproduce runs made before they existed (and the study's records);
+    # ctinit finetune's command line sets epochs and early_stop by default (--steps auto).
+    epochs: Optional[PositiveFloat] = None  # the length in passes over the training split (then `steps` is unused)
+    schedule: Literal["step", "cosine"] = "step"  # step: milestones x gamma; cosine: down to 0 at the last step
+    warmup: Annotated[Float, Field(ge=0, lt=1)] = 0.0  # fraction of the steps the lr rises linearly (both schedules)
+    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    early_stop: NonNegInt = 0  # patience in evaluations on the validation split; 0: off. Keeps the best weights.
     augment: Bool = True
     hflip: Optional[Bool] = None  # horizontal flip when augmenting; None: the task's own setting (TaskData.hflip)
     eval_every: NonNegInt = 0  # 0: evaluate at the end only
@@ -59,18 +70,30 @@ class FinetuneConfig:
 #: FinetuneConfig fields that say how a run executes, not what it computes (up to rounding): left out of recorded
 #: recipes and of the keys that tell finished runs apart.
 EXECUTION_FIELDS = ("progress", "channels_last")
+#: FinetuneConfig fields added after results were recorded, with the values that reproduce those results: left out
+#: of the keys that tell finished runs apart while at these values, so that runs recorded before still count.
+LATER_FIELDS = {"epochs": None, "schedule": "step", "warmup": 0.0, "label_smoothing": 0.0, "early_stop": 0}
+
+
+def run_identity(recipe: dict) -> dict:
+    """A recipe as the keys of finished runs see it: LATER_FIELDS at their old values left out."""
+    return {k: v for k, v in recipe.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 @dataclass
 class FinetuneResult:
     test_accuracy: float
     test_loss: float
-    train_loss: float  # mean over the last 10% of steps
+    train_loss: float  # mean over the last 10% of the planned steps
     steps: int
     seconds: float
     curve: list = field(default_factory=list)  # [(step, accuracy)] on the validation split if given, else test
     channels_last: bool = False  # the memory format the steps after the first few ran in
     precision: str = "no"  # the precision the steps after the first few ran in (mixed_precision auto: measured)
+    planned_steps: int = 0  # the length chosen (from `steps`, or from `epochs` and the training split's size)
+    best_step: Optional[int] = None  # early stopping: the step whose weights were kept
+    stop_reason: str = "steps"  # "steps": ran them all; "early_stop": validation accuracy stopped improving
+    recipe: dict = field(default_factory=dict)  # the full recipe (execution choices left out; hflip as used)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,36 +229,49 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
         if classifier is not None:
             classifier.head = head
     head.class_names = list(task.classes)  # save_pretrained's id2label: the task's class names, not 0, 1, ...
+    if cfg.early_stop and validation is None:
+        raise ConfigError("early stopping needs a validation split (validation=..., or --val-fraction above 0): it "
+                          "must not choose the weights on the test split")
     task = task.to(device)
     curve_name, curve_x, curve_y = ("test_accuracy", task.x_test, task.y_test) if validation is None else \
         ("validation_accuracy", validation.x_train.to(device), validation.y_train.to(device))
+    steps = planned_steps(cfg.steps, cfg.epochs, len(task.y_train), cfg.batch_size)
+    every = eval_interval(cfg.eval_every, cfg.early_stop, steps, len(task.y_train), cfg.batch_size)
+    hflip = uses_hflip(cfg, task)
     sampler = BatchSampler(task.x_train, task.y_train, cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
-                           hflip=uses_hflip(cfg, task), channels=channels)
+                           hflip=hflip, channels=channels)
     model = nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
     optimizer = OptimizerSpec.from_dict(cfg.optimizer).build(model.parameters())
-    milestones = sorted({max(1, int(math.floor(m * cfg.steps))) for m in cfg.milestones})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
+    scheduler = build_scheduler(optimizer, steps, cfg.schedule, cfg.warmup, cfg.milestones, cfg.gamma)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision == "fp16")
-    memory_format = InputMemoryFormat(cfg.channels_last, device, cfg.steps, backbone, lambda: precision.autocast)
+    memory_format = InputMemoryFormat(cfg.channels_last, device, steps, backbone, lambda: precision.autocast)
     # auto: measured first (memory format untouched meanwhile), then the memory format in the chosen precision
-    precision = StepPrecision(cfg.mixed_precision, device, cfg.steps,
+    precision = StepPrecision(cfg.mixed_precision, device, steps,
                               lambda: graph_key(backbone, memory_format.shape, False), FINETUNE_TRIAL_PAIRS)
+    tracker = EarlyStopping(cfg.early_stop)
+    for line in (task.preprocessing(channels, hflip, cfg.augment) if log and hasattr(task, "preprocessing") else []):
+        log(line)
+    if log and (cfg.epochs is not None or cfg.early_stop):
+        log(f"fine-tuning {task.name}: {_length_line(cfg, steps, every, len(task.y_train))}")
     model.train()
 
-    curve, recent = [], []
-    tail = max(1, cfg.steps // 10)
+    curve = []
+    recent = collections.deque(maxlen=max(1, steps // 10))  # the last 10% of the planned steps (or fewer, if stopped)
     start = time.perf_counter()
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"finetune {task.name}", disable=not cfg.progress, file=sys.stderr,
+    bar = tqdm(range(1, steps + 1), desc=f"finetune {task.name}", disable=not cfg.progress, file=sys.stderr,
                leave=False, dynamic_ncols=True)
+    postfix, last = {}, 0
     for step in bar:
+        last = step
         x, y = sampler()
         step_start = time.perf_counter()  # the memory format conversion is part of what a memory format costs
         measuring_precision = precision.measuring
         memory_format.shape = tuple(x.shape)
         x = x if measuring_precision else memory_format.apply(x)
         with precision.context():
-            loss = F.cross_entropy(model["head"](model["backbone"](x)).float(), y)
+            loss = F.cross_entropy(model["head"](model["backbone"](x)).float(), y,
+                                   label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -247,28 +283,60 @@ def finetune(model: nn.Module, task, config: FinetuneConfig | None = None, devic
         (precision if measuring_precision else memory_format).done(time.perf_counter() - step_start)
         if on_step is not None:
             on_step(step)
-        if step > cfg.steps - tail:
-            recent.append(loss.detach())
+        recent.append(loss.detach())
         nonfinite = ~torch.isfinite(loss.detach()) if step == 1 else nonfinite | ~torch.isfinite(loss.detach())
-        if (step <= 10 or step % 50 == 0 or step == cfg.steps) and bool(nonfinite):  # a host sync: not every step
+        if (step <= 10 or step % 50 == 0 or step == steps) and bool(nonfinite):  # a host sync: not every step
             from .errors import NonFiniteError
 
             raise NonFiniteError(f"fine-tuning on {task.name}: the loss became non-finite by step {step}: lower the "
                                  "learning rate or check the initialization's weights (nothing was written)")
-        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            acc, _ = evaluate(backbone, head, curve_x, curve_y, channels=channels,
-                              channels_last=memory_format.channels_last)
+        if cfg.progress and (step % 10 == 0 or step == steps):  # the loss is a host sync: every 10 steps
+            postfix["loss"] = f"{loss.item():.3f}"
+            bar.set_postfix(postfix, refresh=False)
+        if every and (step % every == 0 or step == steps):
+            acc, val_loss = evaluate(backbone, head, curve_x, curve_y, channels=channels,
+                                     channels_last=memory_format.channels_last)
             curve.append((step, acc))
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}")
+            tracker.update(step, acc, val_loss, model if cfg.early_stop else None)
+            postfix.update(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}")
+            bar.set_postfix(postfix)
             if log:
-                log(f"step {step}/{cfg.steps} loss {loss.item():.4f} {curve_name} {acc:.4f}")
+                log(f"step {step}/{steps} loss {loss.item():.4f} {curve_name} {acc:.4f}")
+            if tracker.should_stop:
+                break
     seconds = time.perf_counter() - start
     bar.close()
+    stopped = tracker.should_stop and last < steps
+    if cfg.early_stop:
+        tracker.restore(model)  # the best weights, not the last
+        if log:
+            log(f"fine-tuning {task.name}: " + (f"stopped early at step {last}" if stopped else f"ran all {steps} steps")
+                + f"; kept step {tracker.best_step} ({curve_name} {tracker.best_accuracy:.4f})")
     acc, test_loss = evaluate(backbone, head, task.x_test, task.y_test, channels=channels,
                               channels_last=memory_format.channels_last)
-    if not curve or curve[-1][0] != cfg.steps:
-        curve.append((cfg.steps, acc if validation is None else evaluate(
+    if not curve or curve[-1][0] != last:
+        curve.append((last, acc if validation is None else evaluate(
             backbone, head, curve_x, curve_y, channels=channels, channels_last=memory_format.channels_last)[0]))
-    train_loss = torch.stack(recent).mean().item() if recent else float("nan")
-    return FinetuneResult(acc, test_loss, train_loss, cfg.steps, seconds, curve, memory_format.channels_last,
-                          precision.precision)
+    train_loss = torch.stack(list(recent)).mean().item() if recent else float("nan")
+    return FinetuneResult(acc, test_loss, train_loss, last, seconds, curve, memory_format.channels_last,
+                          precision=precision.precision,
+                          planned_steps=steps, best_step=tracker.best_step if cfg.early_stop else None,
+                          stop_reason="early_stop" if stopped else "steps", recipe=recipe_of(cfg, hflip))
+
+
+def recipe_of(config: FinetuneConfig, hflip: bool) -> dict:
+    """The recipe a run used, as results record it: every field but the seed and the execution choices, with the
+    flip actually used (not "the task's setting")."""
+    recipe = {k: v for k, v in asdict(config).items() if k not in ("seed", *EXECUTION_FIELDS)}
+    recipe["hflip"] = bool(hflip)
+    return recipe
+
+
+def _length_line(cfg: FinetuneConfig, steps: int, every: int, n_train: int) -> str:
+    """One line saying how the length was chosen (it depends on the data, so it is said)."""
+    length = (f"{cfg.epochs:g} epochs of {n_train} examples at batch {cfg.batch_size} = at most {steps} steps"
+              if cfg.epochs is not None else f"at most {steps} steps")
+    if cfg.early_stop:
+        length += (f", stopping when validation accuracy has not improved for {cfg.early_stop} evaluations "
+                   f"(every {every} steps) and keeping the best weights")
+    return length

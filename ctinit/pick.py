@@ -1,11 +1,18 @@
-"""``ctinit pick``: which initialization to fine-tune for your data, measured on your data.
+"""``ctinit pick``: which initialization to fine-tune for your data, measured on your data, fast enough to run first.
 
-Every compatible initialization (default: every zoo entry) and scratch of each architecture among them are
-fine-tuned briefly on the task's training split less a validation split (seeded, per class; the test split is never
-read), for several seeds, through :func:`ctinit.evaluate.run_evaluation` (the same fine-tuning as ``ctinit
-evaluate``). Each initialization is compared with scratch of its own architecture by the paired difference of
-validation accuracy over seeds with a 95% t-interval; the recommendation is the most accurate initialization whose
-interval lies above 0, else ``scratch``.
+Two stages, both on a validation split carved from the task's training split (seeded, per class; the test split is
+never read):
+
+1. **Rank every candidate from one cheap signal** (:mod:`ctinit.pick_rank`): every compatible initialization
+   (default: every zoo entry) is scored by the nearest-class-mean accuracy of its frozen features, one forward pass
+   over the task each, no training.
+2. **Fine-tune the best few briefly** (``top``, default :data:`DEFAULT_TOP`; 0: all): they and scratch of each of
+   their architectures are fine-tuned for a few steps and seeds through :func:`ctinit.evaluate.run_evaluation` (the
+   same fine-tuning as ``ctinit evaluate``). Each is compared with scratch of its own architecture by the paired
+   difference of validation accuracy over seeds with a 95% t-interval; the recommendation is the most accurate
+   initialization whose interval lies above 0, else the best scratch baseline.
+
+It ends with the exact ``ctinit finetune`` command to run next.
 """
 from __future__ import annotations
 
@@ -20,6 +27,9 @@ DEFAULT_STEPS = 60
 DEFAULT_SEEDS = 3
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_VAL_FRACTION = 0.25
+#: Candidates fine-tuned in the second stage (the first stage's best); benchmarks/recorded/pick/signal-agreement.json
+#: measures how often fine-tuning's best is among the signal's top 2.
+DEFAULT_TOP = 2
 NO_WINNER = "no initialization beats scratch here"
 #: Config keys that name or describe a file rather than shape the architecture.
 _NOT_ARCHITECTURE = {"ctinit", "architectures", "_name_or_path", "transformers_version", "torch_dtype", "dtype"}
@@ -70,23 +80,64 @@ def candidates(inits: list[str] | None, task_channels: int, log=None) -> tuple[l
 def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, config=None,
          validation_fraction: float = DEFAULT_VAL_FRACTION, max_train_per_class: int | None = None,
          max_train_samples: int | None = None, device: str | None = None, progress: bool = True, log=None,
-         command: str | None = None) -> dict:
+         command: str | None = None, top: int = DEFAULT_TOP) -> dict:
     """Rank the initializations on task ``data`` (see module doc); returns ``{"ranking": [...],
-    "recommendation": INIT or "scratch", ...}`` with the evaluation's full results under ``"results"``."""
-    from .evaluate import run_evaluation
+    "recommendation": INIT or "scratch", "next_command": "ctinit finetune ...", ...}`` with the evaluation's full
+    results under ``"results"``. ``top``: how many of the first stage's best are fine-tuned (0: all)."""
+    import time
+
+    from .evaluate import parse_seeds, run_evaluation
     from .finetune import make_config
+    from .pick_rank import feature_scores, shortlist
     from .tasks import load_task
     from .tasks.subsets import check_validation
 
     check_validation(validation_fraction, "validation")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 0:
+        raise ConfigError(f"--top {top!r}: the number of candidates to fine-tune, 1 or more (0: all of them)")
     cfg = config or make_config(None, steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH_SIZE)
+    if cfg.early_stop:
+        raise ConfigError("pick fine-tunes each candidate for a fixed number of steps (--steps N or --epochs E); "
+                          "early stopping (--early-stop, --steps auto) is for ctinit finetune and evaluate")
     task = load_task(data)  # its channels decide which inits can take it (bad specs fail here, before training)
     chosen, scratch_of = candidates(inits, task.image_shape[0], log)
-    baselines = list(dict.fromkeys(scratch_of.values()))
-    results = run_evaluation(chosen + baselines, [data], seeds, cfg, max_train_per_class=max_train_per_class,
+    start = time.perf_counter()
+    scores = feature_scores(chosen, data, validation_fraction=validation_fraction, seed=parse_seeds(seeds)[0],
+                            max_train_per_class=max_train_per_class, max_train_samples=max_train_samples, log=log)
+    first_stage = time.perf_counter() - start
+    finalists = shortlist(scores, top)
+    baselines = list(dict.fromkeys(scratch_of[i] for i in finalists))
+    results = run_evaluation(finalists + baselines, [data], seeds, cfg, max_train_per_class=max_train_per_class,
                              max_train_samples=max_train_samples, device=device, progress=progress, log=log,
                              command=command, validation_fraction=validation_fraction, score="validation")
-    return {**rank(results, scratch_of), "results": results}
+    picked = rank(results, scratch_of)
+    for row in picked["ranking"]:
+        row["feature_score"] = scores[row["init"]]["ncm"] if row["init"] in scores else None
+    picked["ranking"] += [_unshortlisted_row(init, scores[init]["ncm"]) for init in shortlist(scores, 0)
+                          if init not in finalists]
+    picked.update(first_stage_seconds=first_stage, seconds=first_stage + results["seconds"], top=top,
+                  next_command=next_command(picked, data))
+    return {**picked, "results": results}
+
+
+def _unshortlisted_row(init: str, score: float) -> dict:
+    """A candidate the first stage ranked below the shortlist: its signal only, not fine-tuned."""
+    return {"init": init, "scratch": False, "feature_score": score, "validation_accuracy": None, "std": None,
+            "seeds": 0, "values": {}, "baseline": None, "difference": None, "verdict": "not fine-tuned"}
+
+
+def next_command(picked: dict, data: str) -> str:
+    """The ``ctinit finetune`` command for the recommendation (scratch: the best scratch baseline fine-tuned), sized
+    to the data by ``--steps auto`` (its default)."""
+    import re
+    import shlex
+
+    init = picked["recommendation"]
+    if init == "scratch":
+        tuned = [r for r in picked["ranking"] if r["scratch"] and r["validation_accuracy"] is not None]
+        init = max(tuned, key=lambda r: r["validation_accuracy"])["init"] if tuned else "scratch:resnet20"
+    out = re.sub(r"[^A-Za-z0-9._-]+", "-", picked["task"]).strip("-") or "task"
+    return f"ctinit finetune --init {shlex.quote(init)} --data {shlex.quote(data)} --out {shlex.quote(out + '-model')}"
 
 
 def rank(results: dict, scratch_of: dict[str, str]) -> dict:
@@ -118,13 +169,17 @@ def rank(results: dict, scratch_of: dict[str, str]) -> dict:
 
 
 def ranking_table(picked: dict) -> str:
-    """The ranking as aligned text, then the recommendation (or :data:`NO_WINNER`)."""
-    header = ["rank", "init", "validation accuracy", "vs scratch (paired, 95% interval)", "verdict"]
+    """The ranking as aligned text, then the recommendation (or :data:`NO_WINNER`) and the command to run next."""
+    header = ["rank", "init", "feature score", "validation accuracy", "vs scratch (paired, 95% interval)", "verdict"]
     table = []
     for i, r in enumerate(picked["ranking"], 1):
-        acc = f"{r['validation_accuracy']:.3f} ± {r['std']:.3f}" if r["seeds"] > 1 else f"{r['validation_accuracy']:.3f}"
-        versus = "-" if r["scratch"] else format_difference(r["difference"])
-        table.append([str(i), r["init"], acc, versus, "-" if r["scratch"] else r["verdict"]])
+        if r["validation_accuracy"] is None:
+            acc = "-"
+        else:
+            acc = f"{r['validation_accuracy']:.3f} ± {r['std']:.3f}" if r["seeds"] > 1 else f"{r['validation_accuracy']:.3f}"
+        versus = "-" if r["scratch"] or r["difference"] is None else format_difference(r["difference"])
+        score = "-" if r.get("feature_score") is None else f"{r['feature_score']:.3f}"
+        table.append([str(i), r["init"], score, acc, versus, "-" if r["scratch"] else r["verdict"]])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + table]
     seeds = len(picked["seeds"])
@@ -132,12 +187,17 @@ def ranking_table(picked: dict) -> str:
     lines.append(f"{picked['task']}: {picked['train_size']} train / {picked['validation_size']} validation examples "
                  f"(carved from the training split; the test split is not used), {picked['steps']} steps, "
                  f"{seeds} seed{'s' if seeds != 1 else ''}, {picked['seconds']:.0f} s")
+    if picked.get("top") is not None:
+        lines.append(f"feature score: nearest-class-mean accuracy of the frozen features ({picked['first_stage_seconds']:.0f} s "
+                     f"for all); the {picked['top'] or 'all'} best fine-tuned with scratch of their architectures")
     if picked["recommendation"] == "scratch":
         lines.append(f"recommendation: scratch ({NO_WINNER})")
     else:
-        lines.append(f"recommendation: {picked['recommendation']} (ctinit finetune --init {picked['recommendation']} ...)")
+        lines.append(f"recommendation: {picked['recommendation']}")
+    if picked.get("next_command"):
+        lines.append(f"next: {picked['next_command']}")
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SEEDS", "DEFAULT_STEPS", "DEFAULT_VAL_FRACTION", "NO_WINNER",
-           "architecture_key", "candidates", "pick", "rank", "ranking_table"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_SEEDS", "DEFAULT_STEPS", "DEFAULT_TOP", "DEFAULT_VAL_FRACTION", "NO_WINNER",
+           "architecture_key", "candidates", "next_command", "pick", "rank", "ranking_table"]

@@ -158,10 +158,9 @@ def recipe_line(results: dict) -> str:
     if results.get("max_train_samples"):
         limited.append(f"at most {results['max_train_samples']} train examples")
     seeds = results["seeds"]
-    text = (f"Test accuracy after {ft['steps']} fine-tuning steps, mean ± std over {len(seeds)} seed"
+    text = (f"Test accuracy after {_length(ft)}, mean ± std over {len(seeds)} seed"
             f"{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))}); {opt.get('name')} "
-            f"({', '.join(extras)}), batch {ft['batch_size']}, lr x{ft['gamma']} at "
-            f"{', '.join(f'{int(m * 100)}%' for m in ft['milestones'])} of the steps, "
+            f"({', '.join(extras)}), batch {ft['batch_size']}, {_schedule(ft)}, "
             f"{_augmentation(ft)}, mixed precision {ft['mixed_precision']}")
     if limited:
         text += "; limited data: " + ", ".join(limited)
@@ -173,6 +172,24 @@ def recipe_line(results: dict) -> str:
         text += (f"; the curves are measured on a validation split of {fraction:.0%} of each class's training "
                  "examples (seeded), held out of training")
     return text + ". Bold: beats every other column by a paired 95% interval over seeds that excludes 0."
+
+
+def _length(ft: dict) -> str:
+    """How long each run fine-tuned (results recorded before epochs and early stopping existed have neither)."""
+    text = f"{ft['epochs']:g} epochs" if ft.get("epochs") is not None else f"{ft['steps']} fine-tuning steps"
+    if ft.get("early_stop"):
+        text = (f"at most {text}, stopped when validation accuracy had not improved for {ft['early_stop']} "
+                "evaluations (best weights kept)")
+    return text
+
+
+def _schedule(ft: dict) -> str:
+    warmup = f"{ft['warmup']:.0%} warm-up, " if ft.get("warmup") else ""
+    if ft.get("schedule") == "cosine":
+        text = warmup + "cosine decay to 0"
+    else:
+        text = warmup + f"lr x{ft['gamma']} at {', '.join(f'{int(m * 100)}%' for m in ft['milestones'])} of the steps"
+    return text + (f", label smoothing {ft['label_smoothing']:g}" if ft.get("label_smoothing") else "")
 
 
 def _augmentation(finetune_cfg: dict) -> str:

@@ -372,10 +372,11 @@ def test_finetune_hflip_overrides_the_task(tmp_path, monkeypatch, task_hflip):
 
 
 def test_cli_hflip_is_recorded_in_the_model_config_and_card(tmp_path, capsys):
-    npz = make_npz(tmp_path / "bars.npz")  # no hflip array: the task allows flips
+    npz = make_npz(tmp_path / "bars.npz")  # no hflip array: not marked flip-safe, so no flip unless --hflip
     base = ["finetune", "--init", "scratch:convnet4-32", "--data", f"npz:{npz}", "--steps", "2", "--batch-size", "8",
             "--no-progress"]
-    for extra, recorded, words in (([], True, "random crop and horizontal flip"), (["--no-hflip"], False, "no flip"),
+    for extra, recorded, words in (([], False, "no flip"), (["--hflip"], True, "random crop and horizontal flip"),
+                                   (["--no-hflip"], False, "no flip"),
                                    (["--no-augment", "--hflip"], True, "no augmentation")):
         out = tmp_path / f"model-{len(extra)}-{recorded}"
         assert cli_main(base + extra + ["--out", str(out)]) == 0
@@ -409,7 +410,10 @@ def test_runs_recorded_before_the_hflip_option_still_count_on_a_rerun(tmp_path, 
                      "2", "--batch-size", "8", "--val-fraction", "0", "--out", str(out), "--no-progress"]) == 0
     record = json.loads((out / "runs.jsonl").read_text().splitlines()[0])
     results = json.loads((out / "results.json").read_text())
-    before = {k: v for k, v in results["finetune"].items() if k != "hflip"}  # the recipe as ctinit recorded it then
+    from ctinit.finetune import LATER_FIELDS
+
+    # the recipe as ctinit recorded it then (before hflip and the length/schedule options existed)
+    before = {k: v for k, v in results["finetune"].items() if k != "hflip" and k not in LATER_FIELDS}
     assert record["key"] == _run_key(results["inits"][0], record["task"], record["seed"], before, None, None)
     capsys.readouterr()
 

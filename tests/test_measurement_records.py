@@ -1,4 +1,4 @@
-"""The per-machine measurement record (compile: auto and channels_last: auto, ctinit/meta/compiled.py): a damaged
+"""The per-machine measurement record (compile: auto and channels_last: auto, ctinit/execution/compiled.py): a damaged
 or odd one is never fatal, never hangs, is rewritten without its bad entries with its path in the warning, and
 leaves no temporary file."""
 import json
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from ctinit.meta import autolayout, compiled
+from ctinit.execution import channels_last, compiled
 
 GOOD = {"speedup": 1.2, "compile_seconds": 3.0}
 
@@ -33,7 +33,7 @@ def _no_temporary_files(path):
 ])
 def test_a_wrong_typed_entry_is_dropped_and_the_file_rewritten(content, record, caplog):
     record.write_text(json.dumps({**content, "good": GOOD}))
-    with caplog.at_level(logging.WARNING, logger="ctinit.meta.compiled"):
+    with caplog.at_level(logging.WARNING, logger="ctinit.execution.compiled"):
         assert compiled.read_record("k") is None
     assert str(record) in caplog.text and "wrong type" in caplog.text
     assert json.loads(record.read_text()) == {"good": GOOD}
@@ -43,7 +43,7 @@ def test_a_wrong_typed_entry_is_dropped_and_the_file_rewritten(content, record, 
 @pytest.mark.parametrize("text", ["[1, 2]", "{not json", '{"k": {"speedup": NaN}}', "\udcff"])
 def test_a_garbage_record_is_repaired(text, record, caplog):
     record.write_bytes(text.encode("utf-8", "surrogateescape"))
-    with caplog.at_level(logging.WARNING, logger="ctinit.meta.compiled"):
+    with caplog.at_level(logging.WARNING, logger="ctinit.execution.compiled"):
         assert compiled.read_record("k") is None
     assert str(record) in caplog.text
     assert isinstance(json.loads(record.read_text()), dict) and _no_temporary_files(record)
@@ -57,14 +57,14 @@ def test_a_fifo_in_place_of_the_record_or_its_lock_never_hangs(record, caplog):
     record.unlink()
     record.with_suffix(".lock").unlink()
     os.mkfifo(record.with_suffix(".lock"))
-    with caplog.at_level(logging.WARNING, logger="ctinit.meta.compiled"):
+    with caplog.at_level(logging.WARNING, logger="ctinit.execution.compiled"):
         compiled.write_record("k", GOOD)  # the lock cannot be opened: a warning naming the record, no hang
     assert str(record) in caplog.text and _no_temporary_files(record)
 
 
 def test_a_record_that_cannot_be_written_is_a_warning(record, caplog):
     record.mkdir()  # a folder in its place
-    with caplog.at_level(logging.WARNING, logger="ctinit.meta.compiled"):
+    with caplog.at_level(logging.WARNING, logger="ctinit.execution.compiled"):
         compiled.write_record("k", GOOD)
         assert compiled.read_record("k") is None
     assert str(record) in caplog.text and _no_temporary_files(record)
@@ -72,7 +72,7 @@ def test_a_record_that_cannot_be_written_is_a_warning(record, caplog):
 
 def test_auto_layout_and_auto_compile_decide_with_a_damaged_record(record):
     record.write_text(json.dumps({"layout:L": {"speedup": "2x"}, "C": ["broken"]}))
-    layout = autolayout.AutoLayout(lambda: "L")
+    layout = channels_last.AutoChannelsLast(lambda: "L")
     for _ in range(2 * (layout.trial_pairs + 1)):
         layout.use_channels_last()
         layout.done(0.01)

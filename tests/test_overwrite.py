@@ -2,7 +2,7 @@
 an interrupted swap is finished or rolled back by the next command, never deleted."""
 from ctinit.atomic import FolderLock, old_of, recover_swap
 from ctinit.cli import main as cli_main
-from ctinit.config import yaml_load
+from ctinit.schema import yaml_load
 from ctinit_hub.__main__ import main as hub_main
 
 from helpers import make_npz

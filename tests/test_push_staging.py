@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from ctinit.errors import ConfigError, CtinitError
 from ctinit.hubio.names import is_pickle_file
-from ctinit.publish import push_folder
+from ctinit.hubio.upload import push_folder
 
 from test_push_fuzz import TOKEN, hub  # noqa: F401 - the mocked Hub
 

@@ -122,7 +122,7 @@ def test_npz_four_arrays(tmp_path):
     assert td.x_test.shape == (6, 1, 28, 28) and td.x_test.dtype == torch.uint8
     assert td.y_train.dtype == torch.int64 and td.y_train.tolist() == _labels(12).tolist()
     assert td.y_test.tolist() == _labels(6).tolist()
-    assert td.num_classes == 3 and td.classes == ["0", "1", "2"] and td.hflip is True
+    assert td.num_classes == 3 and td.classes == ["0", "1", "2"] and td.hflip is False  # untagged: not flip-safe (issue 35)
     assert torch.equal(td.x_train[:, 0], torch.from_numpy(_images(12, 28, 28)))  # untouched pixels
     assert td.x_train.is_contiguous() and td.x_train.device.type == "cpu"
     assert "mytask" in repr(td)

@@ -33,7 +33,10 @@ def training_config(config: dict) -> dict:
 #: ledger keys were made without them; ``changed_settings`` keeps that valid only while they are unchanged.
 RECORDED_SETTINGS = {"finetune": {"milestones": [0.4, 0.7, 0.9], "gamma": 0.3, "augment": True, "hflip": None,
                                   "mixed_precision": "no", "optimizer_defaults": {"momentum": 0.0, "weight_decay": 0.0,
-                                                                                  "betas": [0.9, 0.999], "nesterov": False}},
+                                                                                  "betas": [0.9, 0.999], "nesterov": False},
+                                  # options added later, at the values that reproduce the records (FinetuneConfig)
+                                  "epochs": None, "schedule": "step", "warmup": 0.0, "label_smoothing": 0.0,
+                                  "early_stop": 0},
                      "validation_fraction": 0.1, "fomaml_heldout_fraction": 0.1}
 
 
@@ -47,7 +50,9 @@ def current_settings() -> dict:
 
     defaults = json.loads(json.dumps(dataclasses.asdict(FinetuneConfig())))
     optimizer = {k: defaults["optimizer"][k] for k in ("momentum", "weight_decay", "betas", "nesterov")}
-    return {"finetune": {**{k: defaults[k] for k in ("milestones", "gamma", "augment", "hflip", "mixed_precision")},
+    kept = ("milestones", "gamma", "augment", "hflip", "mixed_precision", "epochs", "schedule", "warmup",
+            "label_smoothing", "early_stop")
+    return {"finetune": {**{k: defaults[k] for k in kept},
                          "optimizer_defaults": optimizer},
             "validation_fraction": inspect.signature(run_evaluation).parameters["validation_fraction"].default,
             "fomaml_heldout_fraction": FOMAML_HELDOUT_FRACTION}

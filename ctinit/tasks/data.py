@@ -23,7 +23,8 @@ class TaskData:
     y_test: torch.Tensor = field(repr=False)
     num_classes: int
     classes: list[str]
-    hflip: bool = True
+    hflip: bool = True  # flip-safe (readers set it from the source; see tasks/raw.py RawTask.hflip)
+    notes: list[str] = field(default_factory=list, repr=False)  # what reading did to the images, one line each
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -46,7 +47,19 @@ class TaskData:
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
             classes=list(self.classes),
+            notes=list(self.notes),
         )
+
+    def preprocessing(self, channels: int, hflip: bool, augment: bool = True) -> list[str]:
+        """What is done to this task's images before a model with ``channels`` input channels sees them, one line
+        each: reading's notes (resize, colour conversion), the channel repeat, and the random flip when on."""
+        lines = [f"{self.name}: {note}" for note in self.notes]
+        if self.image_shape[0] == 1 and channels == 3:
+            lines.append(f"{self.name}: grayscale images repeated to 3 channels (the model takes RGB)")
+        if augment and hflip:
+            lines.append(f"{self.name}: training images are flipped horizontally at random (the task is marked "
+                         "flip-safe, or --hflip was given; --no-hflip turns it off)")
+        return lines
 
     def subset_train(self, per_class: int, seed: int) -> "TaskData":
         """A class-balanced, seeded subset of the train split with ``per_class`` examples per class.

@@ -1,7 +1,12 @@
 """The ``folder:DIR`` reader: one sub-folder of images per class, optionally under ``DIR/train`` and ``DIR/test``
-(images read by :mod:`ctinit.images`, the reader ``ctinit predict`` uses too)."""
+(images read by :mod:`ctinit.images`, the reader ``ctinit predict`` uses too).
+
+Training images are not flipped unless the folder says they are flip-safe (a mirrored image keeps its class, as for
+most photos but not for glyphs, digits or text): a file ``DIR/ctinit-task.json`` holding ``{"hflip": true}``.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +44,25 @@ def _is_split_folder(directory: Path) -> bool:
     return train.is_dir() and test.is_dir() and bool(_class_dirs(train)) and bool(_class_dirs(test))
 
 
+#: The folder's own settings file (only ``hflip`` so far); a file, so class sub-folders never clash with it.
+SETTINGS_NAME = "ctinit-task.json"
+
+
+def flip_safe(directory: Path) -> bool:
+    """``hflip`` of DIR/ctinit-task.json (False without the file); a malformed file is one clear error."""
+    path = directory / SETTINGS_NAME
+    if not path.is_file():
+        return False
+    fix = 'it must hold a JSON object such as {"hflip": true}'
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise task_error(f"{path}: not readable as JSON ({' '.join(str(e).split())}); {fix}") from None
+    if not isinstance(settings, dict) or set(settings) - {"hflip"} or not isinstance(settings.get("hflip", False), bool):
+        raise task_error(f"{path}: {fix} (the only key is hflip, true or false)")
+    return settings.get("hflip", False)
+
+
 def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
     where = str(directory)
     if not directory.exists():
@@ -65,11 +89,14 @@ def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
                 ys.append(index[cname])
         groups.append(arrays)
         labels.append(np.asarray(ys, dtype=np.int64))
-    xs = stack_images(groups, image_size)
+    notes: list[str] = []
+    xs = stack_images(groups, image_size, notes)
+    hflip = flip_safe(directory)
     if len(xs) == 2:
-        return RawTask(where, xs[0], labels[0], xs[1], labels[1], classes=classes,
+        return RawTask(where, xs[0], labels[0], xs[1], labels[1], classes=classes, hflip=hflip, notes=notes,
                     names=("train images", "train labels"), test_names=("test images", "test labels"))
-    return RawTask(where, xs[0], labels[0], None, None, classes=classes, names=("images", "labels"))
+    return RawTask(where, xs[0], labels[0], None, None, classes=classes, names=("images", "labels"), hflip=hflip,
+                   notes=notes)
 
 
 __all__ = ["read_folder"]

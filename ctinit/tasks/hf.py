@@ -148,11 +148,13 @@ def read_hf(name: str, config: str | None, spec: str, image_size: int) -> RawTas
     parts = [train] + ([test] if test is not None else [])
     images = [_hf_images(p, image_col, where) for p in parts]
     labels = [_hf_labels(p, label_col, where, mapping) for p in parts]
-    xs = stack_images(images, image_size)
+    notes: list[str] = []
+    xs = stack_images(images, image_size, notes)
+    # hf: datasets are taken as natural photos, flip-safe (as before; --no-hflip turns it off)
     if test is not None:
-        return RawTask(where, xs[0], labels[0], xs[1], labels[1], classes=classes,
+        return RawTask(where, xs[0], labels[0], xs[1], labels[1], classes=classes, hflip=True, notes=notes,
                     names=("train images", "train labels"), test_names=("test images", "test labels"))
-    return RawTask(where, xs[0], labels[0], None, None, classes=classes,
+    return RawTask(where, xs[0], labels[0], None, None, classes=classes, hflip=True, notes=notes,
                 names=("train images", "train labels"))
 
 

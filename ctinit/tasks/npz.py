@@ -1,6 +1,6 @@
 """The ``npz:PATH`` reader (and ``builtin:NAME``, whose tasks are bundled npz files): a NumPy archive loaded with
 ``allow_pickle=False`` holding ``x_train, y_train, x_test, y_test`` or just ``x, y``; optional ``classes`` (unicode
-array) and ``hflip`` (0-d bool)."""
+array) and ``hflip`` (0-d bool: whether the images are flip-safe; without it training images are not flipped)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,7 +3,7 @@ conversion to :class:`~ctinit.tasks.data.TaskData` (:func:`finish`): image and l
 sources without a test split, the resize to ``image_size``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,7 +33,10 @@ class RawTask:
     x_test: np.ndarray | None       # None -> seeded hold-out from train
     y_test: np.ndarray | None
     classes: list[str] | None = None
-    hflip: bool = True
+    # Whether the images are flip-safe (random horizontal flips keep their class): off unless the source says so
+    # (an npz's hflip, a folder's ctinit-task.json; hf: datasets are natural images). Glyphs and text are not.
+    hflip: bool = False
+    notes: list[str] = field(default_factory=list)  # what reading did to the images, one line each
     names: tuple[str, str] = ("x_train", "y_train")   # array names for messages
     test_names: tuple[str, str] = ("x_test", "y_test")
 
@@ -117,6 +120,12 @@ def finish(raw: RawTask, *, name: str, spec: str, image_size: int, seed: int, ho
             device: str | torch.device) -> TaskData:
     where = raw.where
     xk, yk = raw.names
+    notes = list(raw.notes)
+    if raw.x_train.ndim == 4 and raw.x_train.shape[-1] == 4:
+        notes.append("RGBA images: the alpha channel is dropped (RGB kept)")
+    if raw.x_train.ndim >= 3 and tuple(raw.x_train.shape[1:3]) != (image_size, image_size):
+        h, w = raw.x_train.shape[1:3]
+        notes.append(f"images resized from {h}x{w} to {image_size}x{image_size} (the model's input size)")
     x_train = _check_images(raw.x_train, xk, where)
     y_train = _check_labels(raw.y_train, yk, where)
     if raw.x_test is not None:
@@ -198,6 +207,7 @@ def finish(raw: RawTask, *, name: str, spec: str, image_size: int, seed: int, ho
         num_classes=num_classes,
         classes=list(classes),
         hflip=bool(raw.hflip),
+        notes=notes,
     )
 
 
@@ -227,14 +237,22 @@ def _check_class_coverage(y_train: np.ndarray, y_test: np.ndarray | None, classe
             where, "es" if len(gaps) > 1 else "", named(gaps), "ve" if len(gaps) > 1 else "s")
 
 
-def stack_images(groups: list[list[np.ndarray]], image_size: int) -> list[np.ndarray]:
+def stack_images(groups: list[list[np.ndarray]], image_size: int, notes: list[str] | None = None) -> list[np.ndarray]:
     """Stack each list of [H,W] / [H,W,3] images into one uint8 array, sharing one channel count.
 
     Grayscale is kept (C=1) only when every image of every group is grayscale. Images of mixed
-    sizes are resized to ``image_size`` one by one so they can be stacked.
+    sizes are resized to ``image_size`` one by one so they can be stacked. What was done is appended to ``notes``.
     """
     color = any(a.ndim == 3 for g in groups for a in g)
     shapes = {a.shape[:2] for g in groups for a in g}
+    if notes is not None:
+        gray = sum(a.ndim == 2 for g in groups for a in g)
+        if color and gray:
+            notes.append(f"{gray} grayscale images converted to RGB (the others are colour)")
+        if len(shapes) > 1:
+            (h0, w0), (h1, w1) = min(shapes), max(shapes)
+            notes.append(f"images of {len(shapes)} sizes ({h0}x{w0} to {h1}x{w1}) resized to "
+                         f"{image_size}x{image_size} (the model's input size)")
     out = []
     for g in groups:
         arrays = g

@@ -4,8 +4,9 @@ A spec is one of
 
 * ``npz:PATH`` -- a NumPy ``.npz`` archive (loaded with ``allow_pickle=False``) holding
   ``x_train, y_train, x_test, y_test`` or just ``x, y``; optional ``classes`` (unicode array)
-  and ``hflip`` (0-d bool);
-* ``folder:DIR`` -- one sub-folder per class (optionally under ``DIR/train`` and ``DIR/test``);
+  and ``hflip`` (0-d bool: flip-safe; training images are flipped only when it is true);
+* ``folder:DIR`` -- one sub-folder per class (optionally under ``DIR/train`` and ``DIR/test``); flip-safe only with a
+  ``DIR/ctinit-task.json`` holding ``{"hflip": true}``;
 * ``hf:NAME[:CONFIG]`` -- a Hugging Face ``datasets`` dataset, a hub id or a local directory;
 * ``builtin:NAME`` -- a task of the bundled offline suite.
 
