@@ -20,7 +20,7 @@ import shlex
 import sys
 
 from .entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser, run_command  # noqa: F401
-from .execution import DEFAULT_PRECISION
+from .cli_recipe import add_recipe_args
 
 
 def _log(message: str) -> None:
@@ -48,7 +48,7 @@ def _recipe(args, seed: int = 0):
     from .schema import NonNegInt, check_device, check_option
     from .errors import ConfigError
     from .finetune import make_config
-    from .cli_length import length_options
+    from .cli_recipe import length_options
 
     optimizer = {"name": args.optimizer, "lr": args.lr}
     if args.weight_decay:
@@ -316,45 +316,6 @@ def cmd_pick(args) -> int:
     return 0
 
 
-def _add_recipe_args(p: argparse.ArgumentParser, steps: int) -> None:
-    from .cli_length import add_length_args
-
-    g = p.add_argument_group("fine-tuning recipe (defaults: the paper's meta-test protocol)")
-    add_length_args(p, g, steps)
-    g.add_argument("--batch-size", type=int, default=128, help="(default: %(default)s)")
-    g.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"], help="(default: %(default)s)")
-    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="(default: %(default)s)")
-    g.add_argument("--milestones", type=float, nargs="+", default=None, metavar="FRACTION",
-                   help="lr decay points as fractions of the steps (default 0.4 0.7 0.9)")
-    g.add_argument("--gamma", type=float, default=None, help="lr factor at each milestone (default 0.3)")
-    g.add_argument("--eval-every", type=int, default=0, help="a curve point every N steps, on the validation split (finetune: 0 = no curve; "
-                                                             "evaluate: 0 = every steps/10)")
-    g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
-                   help="share of each class's training examples held out (seeded) as the validation split that "
-                        "curves and early stopping are measured on (finetune: with --eval-every or early stopping only; "
-                        "0: curves on the test split; "
-                        "default: %(default)s)")
-    g.add_argument("--max-train-per-class", type=int, default=0,
-                   help="limited data: N training examples per class (default: 0, all)")
-    g.add_argument("--max-train-samples", type=int, default=0,
-                   help="limited data: at most N training examples in all (default: 0, all)")
-    g.add_argument("--no-augment", action="store_true", help="no random crop and no flip")
-    g.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
-                   help="flip training images horizontally (or not) when augmenting (default: the task's own setting: "
-                        "an npz's hflip, a folder's ctinit-task.json {\"hflip\": true}, off otherwise; on for hf:; "
-                        "on only for fashion-mnist, colour-fashion and colour-textures among the bundled tasks)")
-    g.add_argument("--mixed-precision", default=DEFAULT_PRECISION, choices=["no", "bf16", "fp16", "auto"],
-                   help="autocast for the training steps; auto: bf16 where the CPU has bf16 hardware (AMX or "
-                        "AVX512-BF16) and the first steps measure it faster, else fp32; no: exact fp32 "
-                        "(default: %(default)s)")
-    g.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
-                   help="input memory format of the training steps: auto measures on the CPU over the first steps "
-                        "(runs of 100+ steps) and keeps the faster one; on/off fix it, e.g. for runs that must match "
-                        "bitwise across machines (default: %(default)s)")
-    g.add_argument("--device", default=None, help="cpu or cuda (default: the GPU if there is one)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="ctinit", description="Meta-learned initializations (CTS): fine-tune and evaluate.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -368,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--data", required=True, help="task spec: npz:PATH, folder:DIR, hf:NAME[:CONFIG] or builtin:NAME")
     ft.add_argument("--seed", type=int, default=0, help="seeds the head, the batches and the augmentation "
                                                          "(default: %(default)s)")
-    _add_recipe_args(ft, steps="auto")
+    add_recipe_args(ft, steps="auto")
     ft.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ft.add_argument("--out", default=None, metavar="DIR",
                     help="save the fine-tuned classifier as a transformers model folder (config, weights, "
@@ -407,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--revision", default=None, help="Hub revision for --init Hub ids without their own @REVISION")
     ev.add_argument("--overwrite", action="store_true",
                     help="replace results in --out that hold inits or tasks this evaluation does not run")
-    _add_recipe_args(ev, steps=1000)
+    add_recipe_args(ev, steps=1000)
     ev.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (default: the table)")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -426,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                          f"K best are fine-tuned briefly beside scratch (default {DEFAULT_TOP}; 0: all)")
     pk.add_argument("--seeds", default=str(DEFAULT_SEEDS),
                     help=f"a number of seeds or a comma-separated list (default {DEFAULT_SEEDS})")
-    _add_recipe_args(pk, steps=DEFAULT_STEPS)
+    add_recipe_args(pk, steps=DEFAULT_STEPS)
     pk.set_defaults(batch_size=DEFAULT_BATCH_SIZE, val_fraction=DEFAULT_VAL_FRACTION)
     pk.add_argument("--json", action="store_true",
                     help='print {"ranking": [...], "recommendation": INIT or "scratch", ...} on stdout')

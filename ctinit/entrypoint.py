@@ -57,6 +57,13 @@ def run_command(prog: str, command: Callable[[], int | None], debug: bool = Fals
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (`ctinit list | head`): stop quietly, as a command killed by SIGPIPE does
+        # (exit 128 + 13); stdout goes to /dev/null so that flushing it at exit does not fail again
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except SystemExit:
         raise
     except BaseException as e:  # noqa: BLE001 - one line unless --debug

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from ctinit.errors import ConfigError
+from ctinit.execution import channels_last as channels_last_module
 from ctinit.execution import compiled as compiled_module
 from ctinit.execution.channels_last import MIN_PLANNED_STEPS, TRIAL_PAIRS, AutoChannelsLast
 
@@ -139,7 +140,7 @@ def test_finetuning_measures_the_layout_on_long_cpu_runs_and_reuses_the_record(r
     assert len(keys) == 1  # its own key, apart from meta-training's
     # a recorded choice is taken after the same alternating steps (unless this run's own timings clearly contradict
     # it: tests/test_precision.py; switched off here, where real timings of a tiny model decide nothing)
-    monkeypatch.setattr(autolayout_module, "contradicts", lambda *args: False)
+    monkeypatch.setattr(channels_last_module, "contradicts", lambda *args: False)
     for speedup, expected in ((2.0, True), (1.0, False)):
         record.write_text(json.dumps({keys[0]: {"speedup": speedup}}))
         seen.clear()

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: What ctinit/hubio may import of ctinit: its own modules and the foundations.
-HUB_LAYER_MAY_IMPORT = {"ctinit.errors", "ctinit.tokens", "ctinit.version"}
+HUB_LAYER_MAY_IMPORT = {"ctinit.atomic", "ctinit.errors", "ctinit.tokens", "ctinit.version"}  # foundations it uses
 #: The folders that hold the project's modules, and the names they are installed as.
 PACKAGES = {"ctinit": "ctinit", "training": "ctinit_training", "hub": "ctinit_hub"}
 

@@ -13,7 +13,7 @@ from ctinit.errors import ConfigError, CtinitError
 from ctinit.hubio.names import is_pickle_file
 from ctinit.hubio.upload import push_folder
 
-from test_push_fuzz import TOKEN, hub  # noqa: F401 - the mocked Hub
+from test_push_fuzz import TOKEN, hub  # noqa: F401 - the local Hub (tests/local_hub.py), TOKEN its user's token
 
 
 def _pickled(path, protocol):
@@ -38,7 +38,7 @@ def test_a_pickle_is_refused_whatever_its_name(name, make, tmp_path, hub):
     make(folder / "sub" / name)
     with pytest.raises(CtinitError, match="holds pickle files") as refused:
         push_folder(folder, "me/x")
-    assert f"sub/{name}" in str(refused.value) and "uploaded" not in hub
+    assert f"sub/{name}" in str(refused.value) and not hub.requests  # refused before anything reached the Hub
 
 
 @pytest.mark.parametrize("length", [0x280, 0x380, 0x480, 0x580])  # first bytes 80 02..05: not a pickle
@@ -59,13 +59,13 @@ def test_a_staging_folder_that_cannot_be_written_is_one_line_with_its_path(tmp_p
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    copytree = shutil.copytree
     monkeypatch.setattr(shutil, "copytree", full)
     with pytest.raises(ConfigError) as refused:
         push_folder(folder, "me/x")
     line = str(refused.value)
     assert "cannot stage the push in " in line and "no space left" in line and "TMPDIR" in line and "\n" not in line
-    monkeypatch.undo()
-    monkeypatch.setattr("ctinit.hubio.upload.get_token", lambda: TOKEN)
+    monkeypatch.setattr(shutil, "copytree", copytree)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=f"cannot stage the push in {tmp_path / 'missing'}"):
         push_folder(folder, "me/x")
@@ -78,4 +78,4 @@ def test_a_token_that_is_not_printable_ascii_is_refused(token, tmp_path, hub, mo
     folder.mkdir()
     with pytest.raises(ConfigError, match="not printable ASCII") as refused:
         push_folder(folder, "me/x")
-    assert token not in str(refused.value) and "uploaded" not in hub
+    assert token not in str(refused.value) and not hub.requests  # refused before anything reached the Hub

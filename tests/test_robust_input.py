@@ -107,7 +107,7 @@ CTINIT_CASES = [
     (["finetune", "--steps", "0"], "--steps = 0"),
     (["finetune", "--max-train-per-class", "-3"], "--max-train-per-class = -3"),
     (["finetune", "--device", "tpu"], "--device = 'tpu'"),
-    (["finetune", "--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
+    (["finetune", "--steps", "abc"], "argument --steps: 'abc' is not a number of steps or 'auto'"),
     (["finetune", "--init", "{files}/huge"], "config hidden_size = 1000000000000: must be a positive integer"),
     (["finetune", "--init", "{files}/text"], "config hidden_size = 'abc': must be a positive integer"),
     (["finetune", "--data", "npz:{files}/huge_label.npz"], "labels must be 0..C-1 with C at most 100000"),

@@ -99,3 +99,16 @@ print(type(AutoConfig.for_model("ctinit-convnet")).__name__)
 """)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "CtinitConvNetConfig"
+
+
+def test_a_closed_pipe_on_stdout_is_a_quiet_exit_not_an_internal_error():
+    """``ctinit list | head -1``: the reader goes away early; no "internal error" line, exit 141 (SIGPIPE's)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from ctinit.cli import main; sys.exit(main(['list']))"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command (still importing) writes its first line
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 141 and b"internal error" not in err and not err.strip(), err

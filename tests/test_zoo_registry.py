@@ -18,7 +18,7 @@ def _registry(root):
 
 def test_the_registry_lists_every_file_of_an_entry(tiny_zoo):
     entry = ctinit.zoo.get(NAME)
-    assert sorted(entry["files"]) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(entry["files"]) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     assert entry["files"] == ctinit.zoo.shipped_files(NAME)
 
 

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     parser.add_argument("--cpu-processes", default=None, metavar="auto|N",
                         help="on the CPU: run as N processes (auto: the split measured fastest on the free cores) "
-                             "through torch's launcher, with the free cores shared out as threads (training/launch.py)")
+                             "through torch's launcher, with the free cores shared out as threads")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. steps=200 meta_optimizer.lr=0.1")
     return parser
 

@@ -63,6 +63,15 @@ def flip_safe(directory: Path) -> bool:
     return settings.get("hflip", False)
 
 
+def _resize_notes(sizes: set, image_size: int) -> list[str]:
+    if not sizes - {(image_size, image_size)}:
+        return []
+    (h0, w0), (h1, w1) = min(sizes), max(sizes)
+    target = f"{image_size}x{image_size} (the model's input size)"
+    return [f"images resized from {h0}x{w0} to {target}" if len(sizes) == 1 else
+            f"images of {len(sizes)} sizes ({h0}x{w0} to {h1}x{w1}) resized to {target}"]
+
+
 def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
     where = str(directory)
     if not directory.exists():
@@ -78,18 +87,19 @@ def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
         classes, files = _read_class_tree(directory, spec)
         split_files = [files]
     index = {c: i for i, c in enumerate(classes)}
-    groups, labels = [], []
+    groups, labels, sizes = [], [], set()
     for files in split_files:
         arrays, ys = [], []
         for cname in sorted(files):
             for p in files[cname]:
                 # resized as it is read: one image at full size at a time, never the whole folder
                 image = read_image_array(p, reduce_to=image_size)
+                sizes.add(image.shape[:2])
                 arrays.append(image if image.shape[:2] == (image_size, image_size) else _resize_hwc(image, image_size))
                 ys.append(index[cname])
         groups.append(arrays)
         labels.append(np.asarray(ys, dtype=np.int64))
-    notes: list[str] = []
+    notes = _resize_notes(sizes, image_size)  # said from the sizes as read (the images are already resized)
     xs = stack_images(groups, image_size, notes)
     hflip = flip_safe(directory)
     if len(xs) == 2:
