@@ -52,7 +52,8 @@ class TrajectoryEngine(MeasuredExecution, EngineState):
         meta_interval: steps between meta-updates (default: the rule's; None means K).
         shift: whether meta-updates shift the trajectories (default: the rule's).
         reset: ``soft`` or ``hard``; ``reset_heads`` re-initializes heads at hard resets.
-        inner_optimizer, meta_optimizer: ``OptimizerSpec``s (or dicts).
+        inner_optimizer: the tasks' optimizer, an ``OptimizerSpec`` (or a dict).
+        meta_optimizer: the optimizer applied to phi with direction g as its gradient, an ``OptimizerSpec`` (or a dict).
         meta_exclude: regexes of backbone parameter names kept per task instead of meta-learned.
         loss_fn: ``loss_fn(backbone, head, batch) -> scalar``.
         all_reduce: sums a tensor across processes in place (None on one process).
