@@ -19,7 +19,7 @@ import json
 import shlex
 import sys
 
-from .entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser, run_command  # noqa: F401
+from .entrypoint import EXIT_BAD_INPUT, ArgumentParser, run_command
 from .cli_recipe import add_recipe_args
 
 

@@ -1,10 +1,10 @@
 """``ctinit-hub``: export, push, pull and list ctinit initializations (see ``hub/__init__.py``)."""
 from __future__ import annotations
 
-import argparse  # noqa: F401
+import argparse
 import sys
 
-from ctinit.entrypoint import EXIT_BAD_INPUT, EXIT_INTERNAL, ArgumentParser  # noqa: F401
+from ctinit.entrypoint import ArgumentParser
 
 #: The command's name, as the user types it (errors and log lines start with it).
 PROG = "ctinit-hub"
