@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import IMAGE_SUFFIXES, is_image_file, read_image_array
-from .raw import RawTask, _resize_hwc, stack_images, task_error
+from .raw import RawTask, _resize_hwc, resize_notes, stack_images, task_error
 
 
 def _class_dirs(directory: Path) -> list[Path]:
@@ -63,15 +63,6 @@ def flip_safe(directory: Path) -> bool:
     return settings.get("hflip", False)
 
 
-def _resize_notes(sizes: set, image_size: int) -> list[str]:
-    if not sizes - {(image_size, image_size)}:
-        return []
-    (h0, w0), (h1, w1) = min(sizes), max(sizes)
-    target = f"{image_size}x{image_size} (the model's input size)"
-    return [f"images resized from {h0}x{w0} to {target}" if len(sizes) == 1 else
-            f"images of {len(sizes)} sizes ({h0}x{w0} to {h1}x{w1}) resized to {target}"]
-
-
 def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
     where = str(directory)
     if not directory.exists():
@@ -99,7 +90,7 @@ def read_folder(directory: Path, spec: str, image_size: int) -> RawTask:
                 ys.append(index[cname])
         groups.append(arrays)
         labels.append(np.asarray(ys, dtype=np.int64))
-    notes = _resize_notes(sizes, image_size)  # said from the sizes as read (the images are already resized)
+    notes = resize_notes(sizes, image_size)  # said from the sizes as read (the images are already resized)
     xs = stack_images(groups, image_size, notes)
     hflip = flip_safe(directory)
     if len(xs) == 2:

@@ -123,9 +123,8 @@ def finish(raw: RawTask, *, name: str, spec: str, image_size: int, seed: int, ho
     notes = list(raw.notes)
     if raw.x_train.ndim == 4 and raw.x_train.shape[-1] == 4:
         notes.append("RGBA images: the alpha channel is dropped (RGB kept)")
-    if raw.x_train.ndim >= 3 and tuple(raw.x_train.shape[1:3]) != (image_size, image_size):
-        h, w = raw.x_train.shape[1:3]
-        notes.append(f"images resized from {h}x{w} to {image_size}x{image_size} (the model's input size)")
+    if raw.x_train.ndim >= 3:
+        notes += resize_notes({tuple(raw.x_train.shape[1:3])}, image_size)
     x_train = _check_images(raw.x_train, xk, where)
     y_train = _check_labels(raw.y_train, yk, where)
     if raw.x_test is not None:
@@ -237,6 +236,17 @@ def _check_class_coverage(y_train: np.ndarray, y_test: np.ndarray | None, classe
             where, "es" if len(gaps) > 1 else "", named(gaps), "ve" if len(gaps) > 1 else "s")
 
 
+def resize_notes(sizes: set, image_size: int) -> list[str]:
+    """The line saying that images of these (height, width) sizes are resized to the model's input size (none when
+    they all have it already): one wording for every reader."""
+    if not set(sizes) - {(image_size, image_size)}:
+        return []
+    (h0, w0), (h1, w1) = min(sizes), max(sizes)
+    target = f"{image_size}x{image_size} (the model's input size)"
+    return [f"images resized from {h0}x{w0} to {target}" if len(sizes) == 1 else
+            f"images of {len(sizes)} sizes ({h0}x{w0} to {h1}x{w1}) resized to {target}"]
+
+
 def stack_images(groups: list[list[np.ndarray]], image_size: int, notes: list[str] | None = None) -> list[np.ndarray]:
     """Stack each list of [H,W] / [H,W,3] images into one uint8 array, sharing one channel count.
 
@@ -250,9 +260,7 @@ def stack_images(groups: list[list[np.ndarray]], image_size: int, notes: list[st
         if color and gray:
             notes.append(f"{gray} grayscale images converted to RGB (the others are colour)")
         if len(shapes) > 1:
-            (h0, w0), (h1, w1) = min(shapes), max(shapes)
-            notes.append(f"images of {len(shapes)} sizes ({h0}x{w0} to {h1}x{w1}) resized to "
-                         f"{image_size}x{image_size} (the model's input size)")
+            notes += resize_notes(shapes, image_size)
     out = []
     for g in groups:
         arrays = g
@@ -267,4 +275,4 @@ def stack_images(groups: list[list[np.ndarray]], image_size: int, notes: list[st
     return out
 
 
-__all__ = ["MAX_CLASSES", "RawTask", "finish", "stack_images", "task_error", "to_tensor"]
+__all__ = ["MAX_CLASSES", "RawTask", "finish", "resize_notes", "stack_images", "task_error", "to_tensor"]
