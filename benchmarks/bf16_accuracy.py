@@ -5,10 +5,10 @@ if this shows it equivalent to fp32.)
         --records benchmarks/recorded/cpu-modes/bf16-accuracy-6 --write benchmarks/recorded/cpu-modes/bf16-accuracy-6.json &
 
 For each meta-seed, CTS meta-trains the study's shared setup (convnet4-32 at 28 px, batch 32, inner SGD-momentum,
-meta SGD 0.1, K 20, 1000 steps) on the glyph suite's 8 meta-train tasks twice, in fp32 and with
+meta SGD 0.1, K 20, 1000 steps) on a suite's meta-train tasks (``--suite``, glyph's 8 by default) twice, in fp32 and with
 ``mixed_precision: bf16`` (autocast for the inner forward/backward; phi and the meta-updates stay fp32), from the
-same seed. Both inits are fine-tuned (fp32, the study's recipe: 200 steps, batch 64, Adam 1e-3) on the 4 meta-test
-scripts with the same fine-tuning seeds. The claim "bf16 is the same as fp32" is an equivalence test (two one-sided
+same seed. Both inits are fine-tuned (fp32, the study's recipe: 200 steps, batch 64, Adam 1e-3) on the suite's meta-test
+tasks with the same fine-tuning seeds. The claim "bf16 is the same as fp32" is an equivalence test (two one-sided
 tests, +-1 point by default) on the per-meta-seed paired differences, beside the plain paired difference and its 95%
 interval. Meta-training wall time of each precision is reported too (same process, one after the other: a ratio, not
 a benchmark of its own).
@@ -16,6 +16,9 @@ a benchmark of its own).
 Resuming: each finished meta-seed is written to RECORDS/meta-seed-N.json (default OUT/meta_seeds; a small JSON that
 can be committed) and read back instead of recomputed while its config is the same; unfinished meta-training runs and
 fine-tuning results are reused from OUT (the study's workspace). Rerunning the same command finishes the recording.
+
+Both cores: ``--shard 0/2`` and ``--shard 1/2`` (each with OMP_NUM_THREADS=1, same OUT and RECORDS) record disjoint
+meta-seeds side by side and stop; the same command without ``--shard`` then reads every record and reports.
 """
 from __future__ import annotations
 
@@ -34,9 +37,14 @@ from benchmarks.study.stats import equivalence_claim, paired_claim, summary  # n
 PRECISIONS = ("no", "bf16")
 
 
+def base_of(suite: dict) -> dict:
+    """The study's shared setup at the suite's image size (colour's images are 32 px)."""
+    return {**BASE, "image_size": suite.get("image_size", BASE["image_size"])}
+
+
 def meta_seed_config(args, suite: dict, recipe: dict) -> dict:
     """What one meta-seed's record depends on (a record made with anything else is recomputed)."""
-    return {"base": BASE, "algorithm": "cts", "meta_lr": 0.1, "steps": args.steps, "reset_period": args.reset_period,
+    return {"base": base_of(suite), "algorithm": "cts", "meta_lr": 0.1, "steps": args.steps, "reset_period": args.reset_period,
             "meta_train": suite["meta_train"], "meta_test": suite["meta_test"], "finetune_recipe": recipe,
             "finetune_seeds_per_meta_seed": args.finetune_seeds}
 
@@ -46,7 +54,7 @@ def run_meta_seed(m: int, args, suite: dict, recipe: dict) -> dict:
     "accuracy": {precision: [[task, seed, accuracy], ...]}}``."""
     seconds, accuracy = {}, {}
     for precision in PRECISIONS:
-        ws = Workspace(Path(args.out), {**BASE, "mixed_precision": precision})
+        ws = Workspace(Path(args.out), {**base_of(suite), "mixed_precision": precision})
         run = ws.meta_train(f"cts-{precision}-s{m}", "cts", 0.1, suite["meta_train"], args.steps,
                             args.reset_period, seed=m)
         seconds[precision] = run["seconds"]
@@ -67,8 +75,22 @@ def recorded(path: Path, config: dict) -> dict | None:
     return record if record.get("config") == json.loads(json.dumps(config)) else None
 
 
+def parse_shard(parser, text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` as ``(I, N)`` with 0 <= I < N."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        parser.error(f"--shard {text!r}: expected I/N with 0 <= I < N, for example 0/2")
+    return i, n
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), default="glyph")
     p.add_argument("--meta-seeds", type=int, default=6)
     p.add_argument("--finetune-seeds", type=int, default=2, help="per meta-seed")
     p.add_argument("--steps", type=int, default=1000, help="meta-training steps")
@@ -79,9 +101,12 @@ def main(argv=None) -> int:
     p.add_argument("--records", default=None, help="folder of the per-meta-seed records (default OUT/meta_seeds)")
     p.add_argument("--write", default=None, help="also write the result JSON to this file")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="record only meta-seeds m with m %% N == I, then stop (no report)")
     args = p.parse_args(argv)
+    shard = parse_shard(p, args.shard)
 
-    suite = SUITES["glyph"]
+    suite = SUITES[args.suite]
     recipe = recipe_of({"finetune_batch_size": 64}, args.finetune_steps)
     config = meta_seed_config(args, suite, recipe)
     records_dir = Path(args.records) if args.records else Path(args.out) / "meta_seeds"
@@ -91,6 +116,8 @@ def main(argv=None) -> int:
     for m in range(args.meta_seeds):
         path = records_dir / f"meta-seed-{m}.json"
         record = recorded(path, config)
+        if shard and m % shard[1] != shard[0]:
+            continue
         if record is None:
             record = {"meta_seed": m, "config": config, **run_meta_seed(m, args, suite, recipe)}
             path.write_text(json.dumps(record, indent=1) + "\n")
@@ -99,8 +126,13 @@ def main(argv=None) -> int:
         for precision in PRECISIONS:
             seconds[precision].append(record["seconds"][precision])
             acc[precision].update({(m, t, s): v for t, s, v in record["accuracy"][precision]})
+        if shard:
+            continue
         say(f"meta-seed {m}: fp32 {summary({k: v for k, v in acc['no'].items() if k[0] == m})['mean']:.4f}, "
             f"bf16 {summary({k: v for k, v in acc['bf16'].items() if k[0] == m})['mean']:.4f}")
+    if shard:
+        say(f"shard {args.shard}: its meta-seeds are recorded in {records_dir}; run without --shard to report")
+        return 0
     result = {
         "question": "bf16 meta-training (CPU autocast) vs fp32: held-out accuracy after fine-tuning",
         "config": {**config, "meta_seeds": args.meta_seeds, "margin": args.margin},
