@@ -241,7 +241,7 @@ def cmd_evaluate(args) -> int:
             args.init, args.data, args.seeds, config, revision=args.revision,
             max_train_per_class=args.max_train_per_class or None, max_train_samples=args.max_train_samples or None,
             device=args.device, progress=not args.no_progress, log=_log if args.no_progress else None,
-            command=args.command_line, out=args.out, validation_fraction=args.val_fraction,
+            command=args.command_line, out=args.out, validation_fraction=args.val_fraction, workers=args.workers,
         )
         if replaced:
             _log(f"ctinit evaluate: --overwrite: replacing the results in {args.out} (they held {replaced})")
@@ -308,12 +308,18 @@ def cmd_pick(args) -> int:
                   max_train_per_class=args.max_train_per_class or None,
                   max_train_samples=args.max_train_samples or None, device=args.device,
                   progress=not args.no_progress, log=_log if args.no_progress else None, command=args.command_line,
-                  top=args.top)
+                  top=args.top, workers=args.workers)
     if args.json:
         print(json.dumps({k: v for k, v in picked.items() if k != "results"}))
     else:
         print(ranking_table(picked))
     return 0
+
+
+def _add_workers(parser) -> None:
+    parser.add_argument("--workers", default="auto", metavar="auto|N",
+                        help="fine-tuning runs side by side in N processes; auto: one per free CPU core where the runs "
+                             "are long enough to pay for starting them, 1: one after another (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true",
                     help="replace results in --out that hold inits or tasks this evaluation does not run")
     add_recipe_args(ev, steps=1000)
+    _add_workers(ev)
     ev.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (default: the table)")
     ev.add_argument("--no-progress", action="store_true")
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -389,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"a number of seeds or a comma-separated list (default {DEFAULT_SEEDS})")
     add_recipe_args(pk, steps=DEFAULT_STEPS)
     pk.set_defaults(batch_size=DEFAULT_BATCH_SIZE, val_fraction=DEFAULT_VAL_FRACTION)
+    _add_workers(pk)
     pk.add_argument("--json", action="store_true",
                     help='print {"ranking": [...], "recommendation": INIT or "scratch", ...} on stdout')
     pk.add_argument("--no-progress", action="store_true")

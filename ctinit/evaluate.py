@@ -36,10 +36,11 @@ import torch
 
 from .version import __version__
 from .errors import ConfigError
-from .finetune import EXECUTION_FIELDS, FinetuneConfig, finetune, run_identity, uses_hflip
+from .finetune import EXECUTION_FIELDS, FinetuneConfig, run_identity, uses_hflip
+from .finetune_runs import RunJob, plan_workers, run_jobs
 from .jsonl import read_jsonl
 from .hubio.names import WEIGHTS_NAME
-from .loading import InitSource, init_config, init_info, load_init, resolve_init
+from .loading import InitSource, init_config, init_info, resolve_init
 from .models import image_size_of
 from .report import RUNS_NAME, make_results_dir, own_results_dir, summarize
 from .tasks.subsets import SUBSET_DRAW, check_validation, prepare_task
@@ -95,7 +96,8 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
                    config: FinetuneConfig | None = None, *, revision: str | None = None,
                    max_train_per_class: int | None = None, max_train_samples: int | None = None,
                    device: str | None = None, progress: bool = True, log=None, command: str | None = None,
-                   out: str | Path | None = None, validation_fraction: float = 0.1, score: str = "test") -> dict:
+                   out: str | Path | None = None, validation_fraction: float = 0.1, score: str = "test",
+                   workers: "str | int" = "auto") -> dict:
     """Fine-tune every init on every task for every seed (see module doc). Returns the results as plain data.
 
     All inits are resolved (Hub ids downloaded) and every task spec is read before the first fine-tuning step,
@@ -106,15 +108,19 @@ def run_evaluation(inits: list[str], data: list[str], seeds: "str | int | list[i
     the same options skips the runs found there (a run is identified by the init's label and weights, the task, the
     seed and the whole recipe): an interrupted evaluation loses at most the run in progress. ``out`` is this
     evaluation's while it runs (:func:`~ctinit.report.own_results_dir`): a second one on it is refused.
+
+    ``workers``: ``auto`` runs the runs side by side in one process per free CPU core where that pays, a number
+    asks for that many processes, 1 keeps them in this process (:mod:`ctinit.finetune_runs`).
     """
     with own_results_dir(out) if out is not None else contextlib.nullcontext():
         return _evaluate(inits, data, seeds, config, revision=revision, max_train_per_class=max_train_per_class,
                          max_train_samples=max_train_samples, device=device, progress=progress, log=log,
-                         command=command, out=out, validation_fraction=validation_fraction, score=score)
+                         command=command, out=out, validation_fraction=validation_fraction, score=score,
+                         workers=workers)
 
 
 def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_train_samples, device, progress, log,
-              command, out, validation_fraction, score) -> dict:
+              command, out, validation_fraction, score, workers) -> dict:
     from tqdm.auto import tqdm
 
     from .tasks import load_task, parse_spec
@@ -165,9 +171,9 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     preloaded: dict[tuple, object] = {}
     tasks_meta, notes = [], []  # notes: what is done to the images, said once per task when every task has loaded
     for spec in data:
-        task = preloaded[(spec, sizes[0], seeds[0])] = load_task(spec, image_size=sizes[0], seed=seeds[0])
-        limited, validation = prepare_task(task, seeds[0], validation_fraction, score, max_train_per_class,
-                                           max_train_samples)
+        task = load_task(spec, image_size=sizes[0], seed=seeds[0])
+        limited, validation = preloaded[(spec, sizes[0], seeds[0])] = prepare_task(
+            task, seeds[0], validation_fraction, score, max_train_per_class, max_train_samples)
         notes += task.preprocessing(channels, uses_hflip(cfg, task), cfg.augment)
         tasks_meta.append({"spec": spec, "name": task.name, "num_classes": task.num_classes,
                            "train_size": len(limited.y_train), "test_size": len(limited.y_test),
@@ -199,44 +205,40 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
     bar = tqdm(total=total * (per_run or 1), desc="evaluate", unit="step" if per_run else "run",
                disable=not progress, file=sys.stderr,
                dynamic_ncols=True)
-    runs = []
+    jobs, runs, keys = [], {}, {}  # runs and keys by the run's place in the grid (results keep the grid's order)
+    split = (validation_fraction, score, max_train_per_class, max_train_samples)
+    for spec in data:
+        for seed in seeds:
+            for entry, source, size in zip(entries, sources, sizes):
+                index = len(keys)
+                keys[index] = _run_key(entry, spec, seed, finetune_key, max_train_per_class, max_train_samples)
+                if keys[index] in done and _channels_last_matches(cfg.channels_last, done[keys[index]]):
+                    # finished by an earlier, interrupted evaluation with the same options
+                    runs[index] = {k: v for k, v in done[keys[index]].items() if k != "key"}
+                    bar.update(per_run or 1)
+                else:
+                    jobs.append(RunJob(index, entry["label"], source, spec, size, seed,
+                                       dataclasses.replace(cfg, seed=seed), split))
+    n_workers, threads, why = plan_workers(workers, len(jobs), cfg, device)
+    if log and n_workers > 1:
+        log(f"evaluate: {len(jobs)} runs on {why}, {threads} thread{'s' if threads != 1 else ''} each")
+    display = {t["spec"]: t["display"] for t in tasks_meta}
     start = time.perf_counter()
     try:
-        for spec, meta in zip(data, tasks_meta):
-            for seed in seeds:
-                tasks = {}
-                for entry, source, size in zip(entries, sources, sizes):
-                    if size not in tasks:
-                        raw = preloaded.pop((spec, size, seed), None) or load_task(spec, image_size=size, seed=seed)
-                        tasks[size] = prepare_task(raw, seed, validation_fraction, score, max_train_per_class,
-                                                   max_train_samples)
-                    task, validation = tasks[size]
-                    bar.set_postfix_str(f"{meta['display']} | seed {seed} | {entry['label']}")
-                    key = _run_key(entry, spec, seed, finetune_key, max_train_per_class, max_train_samples)
-                    if key in done and _channels_last_matches(cfg.channels_last, done[key]):
-                        # finished by an earlier, interrupted evaluation with the same options
-                        runs.append({k: v for k, v in done[key].items() if k != "key"})
-                        bar.update(per_run or 1)
-                        continue
-                    backbone = load_init(source, seed=seed)
-                    result = finetune(backbone, task, dataclasses.replace(cfg, seed=seed), device=device,
-                                      on_step=(lambda _s: bar.update(1)) if per_run else None,
-                                      validation=validation)
-                    if not per_run:
-                        bar.update(1)
-                    runs.append({"init": entry["label"], "task": spec, "seed": seed,
-                                 "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
-                                 "train_loss": result.train_loss, "train_size": len(task.y_train),
-                                 "curve": [[int(s), float(a)] for s, a in result.curve], "seconds": result.seconds,
-                                 "channels_last": result.channels_last, "steps": result.steps,
-                                 "planned_steps": result.planned_steps, "best_step": result.best_step,
-                                 "stop_reason": result.stop_reason})
-                    if runs_file is not None:
-                        _append_line(runs_file, {"key": key, **runs[-1]})
-                    if log:
-                        scored = "validation" if score == "validation" else "test"  # pick scores on validation
-                        log(f"{meta['display']} | {entry['label']} | seed {seed}: {scored} accuracy "
-                            f"{result.test_accuracy:.4f}")
+        for job, record in run_jobs(jobs, n_workers, threads, device, preloaded=preloaded,
+                                    on_step=(lambda _s: bar.update(1)) if per_run and n_workers == 1 else None):
+            runs[job.index] = record
+            if per_run and n_workers > 1:
+                bar.update(per_run)
+            elif not per_run:
+                bar.update(1)
+            bar.set_postfix_str(f"{display[job.spec]} | seed {job.seed} | {job.label}")
+            if runs_file is not None:
+                _append_line(runs_file, {"key": keys[job.index], **record})
+            if log:
+                scored = "validation" if score == "validation" else "test"  # pick scores on validation
+                log(f"{display[job.spec]} | {job.label} | seed {job.seed}: {scored} accuracy "
+                    f"{record['test_accuracy']:.4f}")
     finally:
         bar.close()
     results = {
@@ -253,7 +255,7 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
         "score": score,
         "inits": entries,
         "tasks": tasks_meta,
-        "runs": runs,
+        "runs": [runs[i] for i in sorted(runs)],
     }
     results["summary"] = summarize(results)
     return results

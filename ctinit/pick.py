@@ -80,10 +80,12 @@ def candidates(inits: list[str] | None, task_channels: int, log=None) -> tuple[l
 def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, config=None,
          validation_fraction: float = DEFAULT_VAL_FRACTION, max_train_per_class: int | None = None,
          max_train_samples: int | None = None, device: str | None = None, progress: bool = True, log=None,
-         command: str | None = None, top: int = DEFAULT_TOP) -> dict:
+         command: str | None = None, top: int = DEFAULT_TOP, workers: "str | int" = "auto") -> dict:
     """Rank the initializations on task ``data`` (see module doc); returns ``{"ranking": [...],
     "recommendation": INIT or "scratch", "next_command": "ctinit finetune ...", ...}`` with the evaluation's full
-    results under ``"results"``. ``top``: how many of the first stage's best are fine-tuned (0: all)."""
+    results under ``"results"``. ``top``: how many of the first stage's best are fine-tuned (0: all); ``workers``:
+    as :func:`ctinit.evaluate.run_evaluation`'s."""
+    import dataclasses
     import time
 
     from .evaluate import parse_seeds, run_evaluation
@@ -99,6 +101,8 @@ def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, conf
     if cfg.early_stop:
         raise ConfigError("pick fine-tunes each candidate for a fixed number of steps (--steps N or --epochs E); "
                           "early stopping (--early-stop, --steps auto) is for ctinit finetune and evaluate")
+    if cfg.eval_every == 0 and cfg.epochs is None:  # scored after the last step only: no curve points on the way
+        cfg = dataclasses.replace(cfg, eval_every=cfg.steps)
     task = load_task(data)  # its channels decide which inits can take it (bad specs fail here, before training)
     chosen, scratch_of = candidates(inits, task.image_shape[0], log)
     start = time.perf_counter()
@@ -109,7 +113,8 @@ def pick(data: str, inits: list[str] | None = None, *, seeds=DEFAULT_SEEDS, conf
     baselines = list(dict.fromkeys(scratch_of[i] for i in finalists))
     results = run_evaluation(finalists + baselines, [data], seeds, cfg, max_train_per_class=max_train_per_class,
                              max_train_samples=max_train_samples, device=device, progress=progress, log=log,
-                             command=command, validation_fraction=validation_fraction, score="validation")
+                             command=command, validation_fraction=validation_fraction, score="validation",
+                             workers=workers)
     picked = rank(results, scratch_of)
     for row in picked["ranking"]:
         row["feature_score"] = scores[row["init"]]["ncm"] if row["init"] in scores else None

@@ -7,9 +7,9 @@ wait on each other at every operator collapse when either is descheduled, while 
 meta-step. ``--cpu-processes`` launches the run through torch's launcher (``torch.distributed.run``, gloo) from
 inside ``ctinit-train``: the same run folder, checkpoints, exact resume and results as ``torchrun --nproc_per_node P``.
 
-The split: ``N`` processes with the free cores shared out as threads; ``auto`` counts the cores actually free (this
-process's CPU affinity less the load average, so a busy machine gets fewer processes and threads rather than
-oversubscribed ones) and takes, among the splits that fit them, the one this machine measured fastest for this
+The split: ``N`` processes with the free cores shared out as threads; ``auto`` counts the cores actually free
+(``ctinit.execution.cores``: this process's CPU affinity less the cores busy now, so a busy machine gets fewer
+processes and threads rather than oversubscribed ones) and takes, among the splits that fit them, the one this machine measured fastest for this
 setup (every run launched this way records its task-steps/s per split next to compile's record), else one 1-thread
 process per free core (at most one per task). ``--resume`` keeps the checkpoint's number of processes (a run resumes
 exactly only on as many processes as it started with).
@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ctinit.execution.cores import free_cores
+
 #: Set in the launched processes: the split they run as (``PxT``), so the main one records its speed.
 SPLIT_ENV = "CTINIT_CPU_SPLIT"
 
@@ -30,19 +32,6 @@ SPLIT_ENV = "CTINIT_CPU_SPLIT"
 def launched() -> bool:
     """Whether this process was started by a launcher (torchrun, accelerate, or ``--cpu-processes``)."""
     return "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ
-
-
-def free_cores() -> int:
-    """Cores this process may run on, less those the load average says are busy (at least 1)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        busy = int(os.getloadavg()[0] + 0.5)
-    except OSError:
-        busy = 0
-    return max(1, min(cores, cores - busy))
 
 
 def split_key(config: "TrainConfig") -> str:
