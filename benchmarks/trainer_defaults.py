@@ -8,9 +8,9 @@ For each backbone (convnet4-32 at 28 px: the quickstart recipe; ResNet-20 at 32 
 ``ctinit-train`` runs the quickstart recipe for --steps steps in these setups, interleaved (every round runs each
 once, the order rotating), --repeats rounds:
 
-- ``eager_fp32_1_process``: one process on all the cores, ``compile: off``, ``channels_last: false``,
+- ``eager_fp32_1_process``: one process on all the cores (``--cpu-processes 1``), ``compile: off``, ``channels_last: false``,
   ``mixed_precision: no`` (the engine before its measured CPU choices);
-- ``defaults``: what a user gets: ``--cpu-processes auto`` and every other key at its default (precision:
+- ``defaults``: what a user gets: every option and key at its default (``--cpu-processes auto``; precision:
   ``ctinit.execution.DEFAULT_PRECISION``);
 - ``defaults_precision_auto``: the same with ``mixed_precision: auto`` (the defaults if bf16 is shown equivalent).
 
@@ -35,9 +35,9 @@ RECIPE = ROOT / "training" / "recipes" / "quickstart.yaml"
 BACKBONES = {"convnet4-32": ["backbone=convnet4-32", "image_size=28"], "resnet20": ["backbone=resnet20", "image_size=32"]}
 EAGER = ["compile='off'", "channels_last=false", "mixed_precision=no", "device=cpu"]
 SETUPS = {
-    "eager_fp32_1_process": ([], EAGER),
-    "defaults": (["--cpu-processes", "auto"], ["device=cpu"]),
-    "defaults_precision_auto": (["--cpu-processes", "auto"], ["device=cpu", "mixed_precision=auto"]),
+    "eager_fp32_1_process": (["--cpu-processes", "1"], EAGER),
+    "defaults": ([], ["device=cpu"]),
+    "defaults_precision_auto": ([], ["device=cpu", "mixed_precision=auto"]),
 }
 
 

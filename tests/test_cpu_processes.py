@@ -15,10 +15,12 @@ from ctinit_training.config import load_config
 from test_compiled import record  # noqa: F401 - the fixture
 from test_training import ENV, TINY, same_phi, train_cmd
 
-CONFIG = load_config(TINY, [])  # 3 tasks
+CONFIG = load_config(TINY, ["steps=1000"])  # 3 tasks
 
 
 def test_auto_fits_the_free_cores_and_the_tasks(tmp_path, record):
+    short = launch.choose_split("auto", load_config(TINY, []), tmp_path, False, cores=2)
+    assert short[:2] == (1, 0) and "too short" in short[2]  # 20 steps: one process, torch's own threads
     assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)
     assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=1)[:2] == (1, 1)  # a busy machine: one thread
     assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=8)[:2] == (3, 2)  # at most one process per task

@@ -164,7 +164,7 @@ def test_the_trainer_records_the_precision_and_a_resumed_run_keeps_it(tmp_path, 
 
     _bf16_twice_as_fast(monkeypatch)
     out = tmp_path / "run"
-    args = ["--config", TINY, "--out", str(out), "--no-progress", "mixed_precision=auto", "steps=100",
+    args = ["--config", TINY, "--out", str(out), "--no-progress", "--cpu-processes", "1", "mixed_precision=auto", "steps=100",
             "checkpoint_every=50", "keep_checkpoints=5", "log_every=50"]
     assert main(args) == 0
     assert json.loads((out / "init" / "config.json").read_text())["ctinit"]["precision"] == "bf16"

@@ -34,7 +34,7 @@ def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(tmp_path,
 def test_a_second_run_while_the_first_trains_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "ctinit_training.meta_train", "--config", TINY, "--out", str(out),
-                              "--no-progress", *FAST, "steps=100000"], env=ENV, stdout=subprocess.DEVNULL,
+                              "--no-progress", "--cpu-processes", "1", *FAST, "steps=100000"], env=ENV, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120

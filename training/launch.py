@@ -25,6 +25,8 @@ from pathlib import Path
 
 from ctinit.execution.cores import free_cores
 
+#: ``auto`` keeps a run shorter than this in one process: starting the processes and their gloo group costs seconds.
+MIN_STEPS_FOR_PROCESSES = 100
 #: Set in the launched processes: the split they run as (``PxT``), so the main one records its speed.
 SPLIT_ENV = "CTINIT_CPU_SPLIT"
 
@@ -57,7 +59,7 @@ def checkpoint_world(out: str | Path) -> int | None:
 
 def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume: bool,
                  cores: int | None = None) -> tuple[int, int, str]:
-    """``(processes, threads, why)`` for ``--cpu-processes REQUESTED``."""
+    """``(processes, threads, why)`` for ``--cpu-processes REQUESTED``; threads 0: torch's own count."""
     from ctinit.errors import ConfigError
     from ctinit.execution.compiled import read_record
 
@@ -74,6 +76,8 @@ def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume:
         if processes < 1:
             raise ConfigError(f"--cpu-processes {requested}: give auto or a number of processes >= 1")
         return processes, max(1, cores // processes), "requested"
+    if config.steps < MIN_STEPS_FOR_PROCESSES:
+        return 1, 0, f"auto: one process ({config.steps} steps: too short to pay for starting several)"
     fits = {f"{p}x{t}": (p, t) for p in range(1, min(cores, tasks) + 1) for t in range(1, cores // p + 1)}
     measured = {k: v for k, v in (read_record(split_key(config)) or {}).items()
                 if k in fits and isinstance(v, (int, float))}

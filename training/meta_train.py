@@ -216,11 +216,12 @@ def execute(args, argv: list[str] | None = None) -> int:
                 check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
             if args.cpu_processes and not launch.launched() and (config.device == "cpu" or not torch.cuda.is_available()):
                 processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
-                print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)
                 if processes > 1:  # the launched processes run this command (without the flag) and push if asked
+                    print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)
                     return launch.launch(launch.without_flag(sys.argv[1:] if argv is None else argv), processes, threads)
-                torch.set_num_threads(threads)
-                split = f"1x{threads}"
+                if threads:
+                    torch.set_num_threads(threads)
+                    split = f"1x{threads}"
             summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
             if int(os.environ.get("RANK", "0")) == 0:
                 launch.record_split(config, summary["task_steps_per_s"], split)
