@@ -7,9 +7,9 @@ beside two busy-looping competitors, and a one-process one-thread run beside the
 Setups, in this order per round (--repeats rounds):
 
 - ``idle``: ``python -m ctinit_training.quickstart`` with its defaults (``--cpu-processes auto``: the split fitted to
-  the free cores, from the CPU affinity and the load average) on the machine as it is;
+  the cores free now, ``ctinit.execution.cores``) on the machine as it is;
 - ``loaded``: the same, with two competitors started first (``python -c 'while True: pass'``, one per core of a
-  2-core machine: --competitors), given --settle seconds for the load average to see them;
+  2-core machine: --competitors), given --settle seconds to start;
 - ``loaded_1_thread``: ``--cpu-processes 1`` with ``OMP_NUM_THREADS=1`` beside the same competitors (the reference
   the defaults should not fall far below).
 
@@ -78,8 +78,7 @@ def bench(args) -> dict:
                             "loadavg_at_start": load}
                 runs[name].append(with_competitors(args.competitors, args.settle, body))
                 say(f"contention round {r}: {name} {runs[name][-1]['seconds']:.0f} s ({runs[name][-1]['split']})")
-            # let the load average fall back before the next idle run
-            time.sleep(args.settle if r + 1 < args.repeats else 0)
+            time.sleep(args.settle if r + 1 < args.repeats else 0)  # the competitors gone before the next idle run
     med = {k: statistics.median(x["seconds"] for x in v) for k, v in runs.items()}
     return {"cores": len(os.sched_getaffinity(0)), "competitors": args.competitors, "repeats": args.repeats,
             "quickstart_args": extra, "median_seconds": med, "ratio_loaded_over_idle": med["loaded"] / med["idle"],
@@ -91,14 +90,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--competitors", type=int, default=2)
-    p.add_argument("--settle", type=float, default=60.0, help="seconds between starting competitors and the run")
+    p.add_argument("--settle", type=float, default=5.0, help="seconds between starting competitors and the run")
     p.add_argument("--finetune-steps", type=int, default=300, help="the quickstart's default")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a meta-training override")
     p.add_argument("--tiny", action="store_true", help="a check of the script: 20 meta-steps, 5 fine-tuning steps")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.tiny:
-        args.finetune_steps, args.settle = 5, 5.0
+        args.finetune_steps, args.settle = 5, 2.0
         args.set = [*args.set, "steps=20", "max_train_per_class=8", "batch_size=8"]
     result = bench(args)
     say(f"quickstart: idle {result['median_seconds']['idle']:.0f} s, beside {args.competitors} busy loops "
