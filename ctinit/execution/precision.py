@@ -17,8 +17,9 @@ started with. On several processes the ranks agree (the mean of their speedups),
 
 The default precision is DEFAULT_PRECISION, fp32 ("no"). The rule: it becomes ``auto`` only when the held-out
 accuracy of inits meta-trained in bf16 is shown equivalent to fp32's (two one-sided tests within +-1 point over
->= 6 paired meta-seeds, ``benchmarks/bf16_accuracy.py``; benchmarks/RESULTS.md). Exact fp32 is ``mixed_precision:
-no`` (``--mixed-precision no``) whatever the default.
+>= 6 paired meta-seeds, ``benchmarks/bf16_accuracy.py``). On glyph at 6 meta-seeds it was inconclusive (bf16 - fp32
++0.6 points [-0.9, +2.1]; docs/results/cpu-modes.md), so the default is fp32. Exact fp32 is ``mixed_precision: no``
+(``--mixed-precision no``) whatever the default.
 """
 from __future__ import annotations
 
