@@ -8,9 +8,10 @@
 # For each CTS entry NAME (default both): meta-trains RUNS_DIR/zoo/NAME-mtl at one thread (resuming a run that has
 # checkpoints; the wall seconds of every invocation are summed in RUNS_DIR/zoo/NAME-mtl/seconds), adds it to the zoo
 # as NAME-mtl linked to NAME (scripts/zoo.py add --counterpart-of), fine-tunes NAME, NAME-mtl and scratch on the new
-# tasks of NEW_TASKS_DIR (bash scripts/make_new_tasks.sh NEW_TASKS_DIR) at the short budget (200 steps, 3 seeds, 20
-# images per class) and records NAME vs NAME-mtl and NAME-mtl vs scratch in the registry and cards. About 4000 steps
-# of meta-training per entry: 70-100 minutes on one core of an otherwise idle 2-core machine, hours when shared.
+# tasks of NEW_TASKS_DIR (bash scripts/make_new_tasks.sh NEW_TASKS_DIR) at two budgets, 3 seeds, 20 images per
+# class: the short one (200 steps) and fine-tuned to convergence (--steps auto: early stopping on the validation
+# split, at most 100 epochs, the best step kept), and records NAME vs NAME-mtl and NAME-mtl vs scratch in the registry
+# and cards. Meta-training is 4000 steps per entry at one thread (one process: --cpu-processes 1).
 set -euo pipefail
 
 if [[ $# -lt 2 || "$1" == -* ]]; then
@@ -37,12 +38,13 @@ for name in "${names[@]}"; do
     if [[ ! -f $out/init/model.safetensors ]]; then
         resume=() ; [[ -d $out/checkpoints ]] && resume=(--resume)
         start=$(date +%s)
-        ctinit-train --config "zoo/$mtl" --out "$out" --no-progress "${resume[@]}"
+        ctinit-train --config "zoo/$mtl" --out "$out" --no-progress --cpu-processes 1 "${resume[@]}"
         echo $(( $(date +%s) - start )) >> "$out/seconds"
     fi
     seconds=$(( $(paste -sd+ "$out/seconds") ))
     python scripts/zoo.py add "$out" "$mtl" --replace --recipe "training/recipes/zoo/$mtl.yaml" \
-        --command "OMP_NUM_THREADS=1 ctinit-train --config zoo/$mtl --out runs/zoo/$mtl" --seconds "$seconds" \
+        --command "OMP_NUM_THREADS=1 ctinit-train --config zoo/$mtl --out runs/zoo/$mtl --cpu-processes 1" \
+        --seconds "$seconds" \
         --machine "$machine (shared with other jobs: wall time)" --counterpart-of "$name" --meta-lr-chosen "${why[$name]}"
     IFS='|' read -r -a labels <<< "${names_of[$name]}"
     groups=("${glyph_eval[*]}")
@@ -50,10 +52,12 @@ for name in "${names[@]}"; do
     for i in "${!groups[@]}"; do
         data=()
         for t in ${groups[$i]}; do data+=(--data "npz:$tasks/$t.npz"); done
-        e=$runs/zoo-eval/$name-vs-mtl-$i
-        ctinit evaluate --init "zoo:$name" --init "zoo:$mtl" --init "scratch:zoo:$name" "${data[@]}" --seeds 3 \
-            --steps 200 --batch-size 64 --max-train-per-class 20 --out "$e" --no-progress
-        python scripts/zoo.py results "$name" "$e" --against "$mtl" --name "${labels[$i]}"
-        python scripts/zoo.py results "$mtl" "$e" --scratch "scratch:zoo:$name" --name "${labels[$i]}"
+        for budget in 200 auto; do
+            e=$runs/zoo-eval/$name-vs-mtl-$i-$budget
+            ctinit evaluate --init "zoo:$name" --init "zoo:$mtl" --init "scratch:zoo:$name" "${data[@]}" --seeds 3 \
+                --steps $budget --batch-size 64 --max-train-per-class 20 --out "$e" --no-progress
+            python scripts/zoo.py results "$name" "$e" --against "$mtl" --name "${labels[$i]}"
+            python scripts/zoo.py results "$mtl" "$e" --scratch "scratch:zoo:$name" --name "${labels[$i]}"
+        done
     done
 done
