@@ -220,8 +220,8 @@ def _evaluate(inits, data, seeds, config, *, revision, max_train_per_class, max_
                     jobs.append(RunJob(index, entry["label"], source, spec, size, seed,
                                        dataclasses.replace(cfg, seed=seed), split))
     n_workers, threads, why = plan_workers(workers, len(jobs), cfg, device)
-    if log and n_workers > 1:
-        log(f"evaluate: {len(jobs)} runs on {why}, {threads} thread{'s' if threads != 1 else ''} each")
+    if n_workers > 1 and (log or progress):
+        (log or _stderr)(f"evaluate: {len(jobs)} runs on {why}, {threads} thread{'s' if threads != 1 else ''} each")
     display = {t["spec"]: t["display"] for t in tasks_meta}
     start = time.perf_counter()
     try:
