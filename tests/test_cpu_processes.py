@@ -29,6 +29,17 @@ def test_auto_fits_the_free_cores_and_the_tasks(tmp_path, record):
         launch.choose_split("two", CONFIG, tmp_path, False, cores=2)
 
 
+def test_auto_tries_the_rule_s_split_before_trusting_other_measurements(tmp_path, record):
+    launch.record_split(CONFIG, 40.0, "1x1")
+    launch.record_split(CONFIG, 90.0, "1x2")  # one process measured, two never: two it is, and then measured
+    processes, threads, why = launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)
+    assert (processes, threads) == (2, 1) and "one process per core" in why
+    launch.record_split(CONFIG, 120.0, "2x1")
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)
+    launch.record_split(CONFIG, 60.0, "2x1")  # measured slower than 1x2 now: 1x2
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (1, 2)
+
+
 def test_auto_takes_the_split_this_machine_measured_fastest(tmp_path, record):
     launch.record_split(CONFIG, 10.0, "2x1")
     assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)  # one measurement: the rule

@@ -10,8 +10,8 @@ inside ``ctinit-train``: the same run folder, checkpoints, exact resume and resu
 The split: ``N`` processes with the free cores shared out as threads; ``auto`` counts the cores actually free
 (``ctinit.execution.cores``: this process's CPU affinity less the cores busy now, so a busy machine gets fewer
 processes and threads rather than oversubscribed ones) and takes, among the splits that fit them, the one this machine measured fastest for this
-setup (every run launched this way records its task-steps/s per split next to compile's record), else one 1-thread
-process per free core (at most one per task). ``--resume`` keeps the checkpoint's number of processes (a run resumes
+setup (every run records its task-steps/s per split next to compile's record) once the rule's split is among those
+measured, else the rule: one 1-thread process per free core (at most one per task). ``--resume`` keeps the checkpoint's number of processes (a run resumes
 exactly only on as many processes as it started with).
 """
 from __future__ import annotations
@@ -81,12 +81,13 @@ def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume:
     fits = {f"{p}x{t}": (p, t) for p in range(1, min(cores, tasks) + 1) for t in range(1, cores // p + 1)}
     measured = {k: v for k, v in (read_record(split_key(config)) or {}).items()
                 if k in fits and isinstance(v, (int, float))}
-    if len(measured) >= 2:
-        best = max(measured, key=measured.get)
-        p, t = fits[best]
-        return p, t, f"auto: {cores} free cores; {best} measured fastest here ({measured[best]:.1f} task-steps/s)"
     p = min(cores, tasks)
-    return p, max(1, cores // p), f"auto: {cores} free cores, one process per core (at most one per task)"
+    rule = f"{p}x{max(1, cores // p)}"
+    if rule not in measured:  # the rule's split first: splits measured so far are compared only once it is among them
+        return p, max(1, cores // p), f"auto: {cores} free cores, one process per core (at most one per task)"
+    best = max(measured, key=measured.get)
+    p, t = fits[best]
+    return p, t, f"auto: {cores} free cores; {best} measured fastest here ({measured[best]:.1f} task-steps/s)"
 
 
 def record_split(config: "TrainConfig", task_steps_per_s: float | None, split: str | None) -> None:
