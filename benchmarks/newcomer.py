@@ -238,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.tiny:
         args.classes, args.per_class, args.repeats = 4, 6, 1
-    load_before = os.getloadavg()
+    from ctinit.execution.cores import busy_cores
+
+    load_before, busy_before = os.getloadavg(), busy_cores(1.0)  # other work on the machine, sampled before we start
     with tempfile.TemporaryDirectory(prefix="ctinit-newcomer-") as tmp:
         work = Path(tmp)
         if args.installed:
@@ -254,9 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     record = {"benchmark": "newcomer", "tiny": args.tiny, "ctinit": how, "torch": torch_version,
               "machine": machine(), "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in os.getloadavg()],
+              "busy_cores_before": round(busy_before, 2),
               "command": "python benchmarks/newcomer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               **result}
-    record["idle"] = max(record["load_average_before"][0], record["load_average_after"][0]) < 0.5
+    # idle: nothing else ran when it started (the load average lags a minute and counts this benchmark's own runs)
+    record["idle"] = busy_before < 0.25
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "recorded" / "newcomer" / (
         re.sub(r"[^a-z0-9]+", "-", record["machine"]["cpu"].lower()).strip("-")[:40] + time.strftime("-%Y%m%d-%H%M.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
