@@ -24,11 +24,11 @@ def test_free_cores_counts_the_busy_ones_now(monkeypatch):
 
 
 @pytest.mark.parametrize("free, pending, steps, expected", [
-    (2, 12, 60, (2, 1)),     # one 1-thread worker per free core
-    (8, 3, 60, (3, 2)),      # at most one worker per run; the free cores shared out as threads
-    (1, 12, 60, (1, None)),  # a busy machine: in this process
-    (2, 1, 60, (1, None)),   # one run: nothing to split
-    (2, 12, 10, (1, None)),  # short runs do not pay for starting workers
+    (2, 12, 1000, (2, 1)),     # one 1-thread worker per free core
+    (8, 3, 1000, (3, 2)),      # at most one worker per run; the free cores shared out as threads
+    (1, 12, 1000, (1, None)),  # a busy machine: in this process
+    (2, 1, 1000, (1, None)),   # one run: nothing to split
+    (2, 12, 60, (1, None)),    # short runs (pick's) do not pay for starting workers
 ])
 def test_auto_plan(monkeypatch, free, pending, steps, expected):
     monkeypatch.setattr(cores, "free_cores", lambda busy=None: free)
