@@ -69,7 +69,7 @@ def start(recipe: dict, work: Path, tag: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     with open(work / f"{tag}.stderr", "w") as stderr:
         return subprocess.Popen([sys.executable, "-m", "ctinit_training.meta_train", "--config", str(config),
-                                 "--out", str(work / tag), "--no-progress"], env=env, stdout=subprocess.DEVNULL,
+                                 "--out", str(work / tag), "--no-progress", "--cpu-processes", "1"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=stderr)
 
 

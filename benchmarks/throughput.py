@@ -490,8 +490,9 @@ def bench_scaling(args) -> dict:
         for r in range(args.scaling_repeats):
             for i, (name, (env, launcher, *extra)) in enumerate(setups.items()):
                 out = Path(tmp) / f"run-{r}-{i}"
+                one = [] if "torch.distributed.run" in launcher else ["--cpu-processes", "1"]  # no relaunch
                 cmd = [*launcher, "ctinit_training.meta_train", "--config", recipe, "--out", str(out), "--no-progress",
-                       *overrides, *(extra[0] if extra else [])]
+                       *one, *overrides, *(extra[0] if extra else [])]
                 proc = subprocess.run(cmd, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
                                       capture_output=True, text=True)
                 if proc.returncode != 0:

@@ -25,6 +25,7 @@ def test_auto_fits_the_free_cores_and_the_tasks(tmp_path, record):
     assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=1)[:2] == (1, 1)  # a busy machine: one thread
     assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=8)[:2] == (3, 2)  # at most one process per task
     assert launch.choose_split("2", CONFIG, tmp_path, False, cores=4)[:2] == (2, 2)
+    assert launch.choose_split("1", CONFIG, tmp_path, False, cores=4)[:2] == (1, 0)  # one process: torch's threads
     with pytest.raises(ConfigError, match="--cpu-processes two: give auto or a number"):
         launch.choose_split("two", CONFIG, tmp_path, False, cores=2)
 

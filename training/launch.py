@@ -75,6 +75,8 @@ def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume:
             raise ConfigError(f"--cpu-processes {requested}: give auto or a number of processes") from None
         if processes < 1:
             raise ConfigError(f"--cpu-processes {requested}: give auto or a number of processes >= 1")
+        if processes == 1:  # one process as before --cpu-processes: torch's threads (OMP_NUM_THREADS, else all)
+            return 1, 0, "requested"
         return processes, max(1, cores // processes), "requested"
     if config.steps < MIN_STEPS_FOR_PROCESSES:
         return 1, 0, f"auto: one process ({config.steps} steps: too short to pay for starting several)"
@@ -94,7 +96,7 @@ def record_split(config: "TrainConfig", task_steps_per_s: float | None, split: s
     """In the main process of a run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``."""
     from ctinit.execution.compiled import read_record, write_record
 
-    if not split or not task_steps_per_s:
+    if not split or not task_steps_per_s or config.steps < MIN_STEPS_FOR_PROCESSES:  # short runs: not auto's choice
         return
     entry = dict(read_record(split_key(config)) or {})
     entry[split] = round(float(task_steps_per_s), 2)

@@ -221,7 +221,7 @@ def execute(args, argv: list[str] | None = None) -> int:
                     return launch.launch(launch.without_flag(sys.argv[1:] if argv is None else argv), processes, threads)
                 if threads:
                     torch.set_num_threads(threads)
-                    split = f"1x{threads}"
+                split = f"1x{torch.get_num_threads()}"
             summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
             if int(os.environ.get("RANK", "0")) == 0:
                 launch.record_split(config, summary["task_steps_per_s"], split)

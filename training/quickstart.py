@@ -86,6 +86,7 @@ def meta_train(config, args) -> dict:
     if config.device != "cpu" and torch.cuda.is_available() or launch.launched():
         return run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
+    threads = threads or torch.get_num_threads()  # 0: torch's own count (one process, as before the option)
     print(f"quickstart: meta-training as {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr)
     torch.set_num_threads(processes * threads)
     if processes == 1:
