@@ -1,6 +1,7 @@
 """pick's first stage (ctinit/pick_rank.py: the frozen-feature signal and the shortlist) and the two-stage pick."""
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from ctinit.pick_rank import (adapt_batchnorm, feature_scores, nearest_class_mea
                               nearest_neighbour_accuracy, shortlist)
 from helpers import make_npz
 from zoo_fixtures import SIZE, make_run
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_nearest_class_mean_and_neighbour_on_known_features():
@@ -93,3 +96,23 @@ def test_pick_top_must_be_a_count(tmp_path, capsys):
     assert cli_main(["pick", "--data", spec, "--inits", str(make_run(tmp_path / "a") / "init"), "--top", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--top" in err[0]
+
+
+def test_pick_is_judged_against_the_best_average_entry_left_out_of_each_task():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pick_signal", ROOT / "benchmarks" / "pick_signal.py")
+    pick_signal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pick_signal)
+    # entry a is best on average; b wins task t3 by far, and the signal knows it there
+    tuned = {"t1": {"a": 0.9, "b": 0.5}, "t2": {"a": 0.8, "b": 0.6}, "t3": {"a": 0.3, "b": 0.9}}
+    signal = {"t1": {"a": 0.7, "b": 0.6}, "t2": {"a": 0.5, "b": 0.6}, "t3": {"a": 0.1, "b": 0.8}}
+    done = [{"task": t, "finetuned": tuned[t], "signal": signal[t]} for t in tuned]
+    judged = pick_signal.versus_best_average(done)
+    # best average without t1: b (1.5 vs 1.1); without t2: b (1.4 vs 1.2); without t3: a (1.7 vs 1.1)
+    assert judged["per_task"]["t1"] == {"first_stage": 0.9, "two_stages": 0.9, "best_average": 0.5}
+    assert judged["per_task"]["t2"] == {"first_stage": 0.6, "two_stages": 0.8, "best_average": 0.6}
+    assert judged["per_task"]["t3"] == {"first_stage": 0.9, "two_stages": 0.9, "best_average": 0.3}
+    assert judged["first_stage_minus_best_average"]["mean"] == pytest.approx((0.4 + 0.0 + 0.6) / 3, abs=1e-4)
+    assert judged["two_stages_minus_best_average"]["n"] == 3
+    assert pick_signal.versus_best_average(done[:2]) is None  # too few tasks to judge
