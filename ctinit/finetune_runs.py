@@ -21,6 +21,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator
 
 from .errors import ConfigError
+from .finetune import finetune
+from .loading import load_init
 
 #: Fine-tuning steps per run below which ``auto`` keeps the runs in this process: starting the workers costs seconds
 #: (each imports torch). Measured on 2 idle cores (Intel Xeon with AMX, docs/newcomer.md): pick's 12 runs of 60 steps
@@ -97,9 +99,6 @@ class TaskCache:
 
 def run_one(job: RunJob, tasks: TaskCache, device: str | None, on_step: Callable | None = None) -> dict:
     """Fine-tune JOB's init on its task; the run's record (what results.json keeps of it)."""
-    from .finetune import finetune
-    from .loading import load_init
-
     task, validation = tasks.get(job)
     backbone = load_init(job.source, seed=job.seed)
     result = finetune(backbone, task, job.config, device=device, on_step=on_step, validation=validation)

@@ -80,11 +80,12 @@ def test_kills_at_checkpoint_and_export_in_a_folder_of_an_older_run_resume_to_th
 
 def test_evaluate_writes_each_run_at_once_and_a_rerun_skips_finished_runs(tmp_path, monkeypatch):
     import ctinit.evaluate as evaluate
+    import ctinit.finetune_runs as finetune_runs
 
     data = f"npz:{make_npz(tmp_path / 'bars.npz')}"
     cfg = FinetuneConfig(steps=2, batch_size=8, progress=False)
     calls = []
-    real = evaluate.finetune
+    real = finetune_runs.finetune
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("device"))
@@ -92,12 +93,12 @@ def test_evaluate_writes_each_run_at_once_and_a_rerun_skips_finished_runs(tmp_pa
             raise KeyboardInterrupt  # interrupted during the second run
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "finetune", counting)
+    monkeypatch.setattr(finetune_runs, "finetune", counting)
     with pytest.raises(KeyboardInterrupt):
         evaluate.run_evaluation(["scratch:convnet4-32"], [data], seeds=2, config=cfg, progress=False, out=tmp_path / "e")
     assert len((tmp_path / "e" / "runs.jsonl").read_text().splitlines()) == 1
     calls.clear()
-    monkeypatch.setattr(evaluate, "finetune", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(finetune_runs, "finetune", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     results = evaluate.run_evaluation(["scratch:convnet4-32"], [data], seeds=2, config=cfg, progress=False,
                                       out=tmp_path / "e")
     assert len(calls) == 1 and [r["seed"] for r in results["runs"]] == [0, 1]  # seed 0 was reused
