@@ -44,10 +44,19 @@ def _table(results: list[dict], opponent: str) -> list[str]:
         tasks = ", ".join(f"`{public_spec(t)}`" for t in r.get("tasks", []))
         per_class = r.get("max_train_per_class") or "all"
         theirs = r.get("against_accuracy", r.get("scratch_accuracy"))
-        lines.append(f"| {r['name']} | {tasks} | {per_class} | {r.get('steps', '?')} | {r.get('seeds', '?')} | "
+        lines.append(f"| {r['name']} | {tasks} | {per_class} | {_steps_cell(r)} | {r.get('seeds', '?')} | "
                      f"{r['init_accuracy']:.3f} | {theirs:.3f} | {format_difference(r['difference'])} | "
                      f"{r['verdict']} |")
     return lines
+
+
+def _steps_cell(r: dict) -> str:
+    """A fixed budget's steps, or for one fine-tuned to convergence the steps its runs took and how many of the
+    opponent's runs stopped early (validation accuracy flat for the patience: shown converged)."""
+    if not str(r.get("budget", "")).startswith("converged"):
+        return str(r.get("steps", "?"))
+    lo, hi = r["steps_run"]["init"]
+    return f"to convergence: {lo}-{hi} (opponent stopped early in {r['stopped_early']['against']} runs)"
 
 
 def _not_better(r: dict, opponent: str) -> str:

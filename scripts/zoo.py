@@ -194,7 +194,24 @@ def paired_values(data: dict, entry: dict, scratch: str | None) -> tuple[dict, d
     facts = {"tasks": [t["spec"] for t in data["tasks"]], "seeds": len(data["seeds"]),
              "steps": data["finetune"]["steps"], "split": data.get("score", "test"),
              "max_train_per_class": data.get("max_train_per_class"), "source": "ctinit evaluate"}
+    if data["finetune"].get("early_stop"):
+        facts.update(converged_facts(data, {"init": mine, "against": scratch}))
     return pairs(mine), pairs(scratch), facts
+
+
+def converged_facts(data: dict, labels: dict[str, str]) -> dict:
+    """For an evaluation fine-tuned to convergence (early stopping on the validation split): its budget, and for the
+    entry and its opponent the steps run and how many runs stopped because validation accuracy stopped improving
+    (the rest ran their maximum: not shown converged)."""
+    ft = data["finetune"]
+    budget = (f"converged: early stopping on validation (patience {ft['early_stop']} evaluations, at most "
+              f"{ft['epochs']:g} epochs), best step kept")
+    out = {"budget": budget, "steps": None, "steps_run": {}, "stopped_early": {}}
+    for role, label in labels.items():
+        runs = [r for r in data["runs"] if r["init"] == label]
+        out["steps_run"][role] = [min(r["steps"] for r in runs), max(r["steps"] for r in runs)]
+        out["stopped_early"][role] = f"{sum(r.get('stop_reason') == 'early_stop' for r in runs)} of {len(runs)}"
+    return out
 
 
 def results(args) -> int:

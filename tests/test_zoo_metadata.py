@@ -122,3 +122,25 @@ def test_add_links_a_counterpart_and_results_pair_against_it(tiny_zoo, tmp_path,
     assert scratch["difference"]["mean"] == pytest.approx(0.35) and counterpart["budget"] == "short: 5 steps"
     card = (tiny_zoo / "weights" / NAME / "README.md").read_text()
     assert card.index(f"**It does not beat `zoo:{NAME}-mtl` on bars**") < card.index("| evaluation |")
+
+
+def test_a_result_fine_tuned_to_convergence_says_so_and_how_many_runs_stopped_early(tiny_zoo, tmp_path, capsys):
+    script = zoo_script()
+    label, scratch = f"zoo:{NAME}", f"scratch:zoo:{NAME}"
+    runs = [{"init": init, "task": "npz:bars.npz", "seed": s, "test_accuracy": acc + 0.01 * s, "steps": steps + s,
+             "stop_reason": reason}
+            for init, acc, steps, reason in ((label, 0.9, 120, "early_stop"), (scratch, 0.7, 300, "early_stop"))
+            for s in range(3)]
+    runs[-1]["stop_reason"] = "steps"  # one scratch run ran its maximum: not shown converged
+    evaluation = {"inits": [{"label": label, "scratch": False}, {"label": scratch, "scratch": True}],
+                  "tasks": [{"spec": "npz:bars.npz"}], "seeds": [0, 1, 2], "score": "test", "runs": runs,
+                  "finetune": {"steps": 1000, "epochs": 100.0, "early_stop": 10}, "max_train_per_class": 20}
+    (tmp_path / "results.json").write_text(json.dumps(evaluation))
+    assert script.main(["results", NAME, str(tmp_path / "results.json"), "--name", "bars"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["budget"].startswith("converged: early stopping on validation (patience 10 evaluations, at most 100")
+    assert record["steps_run"] == {"init": [120, 122], "against": [300, 302]}
+    assert record["stopped_early"] == {"init": "3 of 3", "against": "2 of 3"}
+    assert record["difference"]["mean"] == pytest.approx(0.2)
+    card = (tiny_zoo / "weights" / NAME / "README.md").read_text()
+    assert "to convergence: 120-122 (opponent stopped early in 2 of 3 runs)" in card
