@@ -59,9 +59,30 @@ def _steps_cell(r: dict) -> str:
     return f"to convergence: {lo}-{hi} (opponent stopped early in {r['stopped_early']['against']} runs)"
 
 
+def _budget(r: dict) -> str:
+    return "fine-tuned to convergence" if str(r.get("budget", "")).startswith("converged") else \
+        f"{r.get('steps', '?')} fine-tuning steps"
+
+
 def _not_better(r: dict, opponent: str) -> str:
     how = f"it is worse than {opponent}" if r["verdict"] == WORSE else "its interval includes 0"
-    return f"**It does not beat {opponent} on {r['name']}**: {how}."
+    return (f"**It does not beat {opponent} on {r['name']}, {_budget(r)}**: {how} "
+            f"({format_difference(r['difference'])}).")
+
+
+def counterpart_verdict(entry: dict) -> str | None:
+    """The card's first words when the entry has been compared with its multi-task counterpart: whether
+    meta-learning beat ordinary pretraining on the same tasks, per evaluation and budget."""
+    name = entry.get("counterpart")
+    rows = [r for r in entry.get("results") or [] if name and r.get("against") == name]
+    if not rows:
+        return None
+    parts = [f"{format_difference(r['difference'])} ({r['verdict']}) on {r['name']}, {_budget(r)}" for r in rows]
+    lead = ("**Meta-learning beat ordinary pretraining here**" if all(r["verdict"] == BETTER for r in rows) else
+            "**Meta-learning has not been shown better than ordinary pretraining on the same tasks**")
+    return (f"{lead}: against its multi-task counterpart `zoo:{name}`, paired per (task, seed) with 95% intervals: "
+            + "; ".join(parts) + ". Each is one trained initialization; the ratio study compares the rules over "
+            "meta-training seeds.")
 
 
 def results_section(entry: dict) -> str:
@@ -181,7 +202,9 @@ def render_zoo_card(entry: dict, repo_id: str | None = None) -> str:
                + (f" {hub}" if hub else ""))
     text = card.text
     title_end = text.index("\n", text.index("# ")) + 1
-    head = text[:title_end] + "\n" + by_name + "\n\n" + weights_section(entry) + "\n" + text[title_end:]
+    verdict = counterpart_verdict(entry)
+    head = (text[:title_end] + "\n" + (verdict + "\n\n" if verdict else "") + by_name + "\n\n"
+            + weights_section(entry) + "\n" + text[title_end:])
     card.text = replace_results_section(head, results_section(entry))
     if entry.get("results"):
         card.data.model_name = entry["name"]

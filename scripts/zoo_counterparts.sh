@@ -23,7 +23,7 @@ shift 2
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=(glyph-convnet4-32 pool-convnet4-32)
 export OMP_NUM_THREADS=1
-machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, 1 thread, torch $(python -c 'import torch; print(torch.__version__)')"
+machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc --all) cores, 1 thread, torch $(python -c 'import torch; print(torch.__version__)')"
 glyph_eval=(tamil telugu khmer tibetan)
 colour_eval=(emoji-symbols icons-devices icons-status textures-extra)
 

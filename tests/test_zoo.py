@@ -154,7 +154,7 @@ def test_card_says_plainly_where_an_entry_does_not_beat_scratch(tiny_zoo):
          "verdict": "worse"}]
     card = render_zoo_card(entry, repo_id="org/tiny")
     assert "| new scripts | `npz:a.npz` | 20 | 300 | 3 | 0.800 | 0.600 | +20.0 pts [+10.0, +30.0] | better |" in card
-    assert "**It does not beat scratch on colour**: it is worse than scratch." in card
+    assert "**It does not beat scratch on colour, 300 fine-tuning steps**: it is worse than scratch (-5.0 pts" in card
     assert "does not beat scratch on new scripts" not in card
     assert f"zoo:{NAME}" in card and "org/tiny" in card and "ctinit-train --config tiny --out runs/tiny" in card
 

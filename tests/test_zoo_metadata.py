@@ -51,7 +51,11 @@ def test_shipped_results_carry_opponent_budget_and_interval(entry):
     names = {e["name"] for e in SHIPPED}
     for r in entry["results"]:
         assert r["against"] == "scratch" or r["against"] in names
-        assert r["budget"] == f"short: {r['steps']} steps" and r["ci95"] == r["difference"]["ci95"]
+        if r["budget"].startswith("converged"):  # fine-tuned to convergence: how many runs stopped early is said
+            assert r["steps"] is None and set(r["stopped_early"]) == set(r["steps_run"]) == {"init", "against"}
+        else:
+            assert r["budget"] == f"short: {r['steps']} steps"
+        assert r["ci95"] == r["difference"]["ci95"]
         lo, hi = r["ci95"]
         assert lo <= r["difference"]["mean"] <= hi and 0 <= r["against_accuracy"] <= 1
 
@@ -121,7 +125,10 @@ def test_add_links_a_counterpart_and_results_pair_against_it(tiny_zoo, tmp_path,
     assert counterpart["against_accuracy"] == pytest.approx(0.8)
     assert scratch["difference"]["mean"] == pytest.approx(0.35) and counterpart["budget"] == "short: 5 steps"
     card = (tiny_zoo / "weights" / NAME / "README.md").read_text()
-    assert card.index(f"**It does not beat `zoo:{NAME}-mtl` on bars**") < card.index("| evaluation |")
+    assert card.index(f"**It does not beat `zoo:{NAME}-mtl` on bars, 5 fine-tuning steps**") < card.index("| evaluation |")
+    # and the card's first words say it, above everything else
+    verdict = card.index("**Meta-learning has not been shown better than ordinary pretraining on the same tasks**")
+    assert verdict < card.index("## Weights") and f"`zoo:{NAME}-mtl`" in card[verdict:card.index("## Weights")]
 
 
 def test_a_result_fine_tuned_to_convergence_says_so_and_how_many_runs_stopped_early(tiny_zoo, tmp_path, capsys):
