@@ -248,7 +248,9 @@ def results(args) -> int:
         "difference": {k: diff[k] for k in ("mean", "ci95", "n")}, "verdict": diff["verdict"]})
     same = lambda r: (r["name"], r.get("against", metadata.SCRATCH), r.get("budget")) == (
         record["name"], record["against"], record["budget"])
-    entry["results"] = [r for r in entry.get("results") or [] if not same(r)] + [record]
+    earlier = entry.get("results") or []
+    at = next((i for i, r in enumerate(earlier) if same(r)), len(earlier))  # a replaced result keeps its place
+    entry["results"] = [r for r in earlier[:at] if not same(r)] + [record] + [r for r in earlier[at:] if not same(r)]
     write_card(entry)  # before the registry: its sha256 of every file covers the card
     zoo.write_entries([entry if e["name"] == entry["name"] else e for e in zoo.entries()])
     print(json.dumps(record))

@@ -121,6 +121,8 @@ def test_add_links_a_counterpart_and_results_pair_against_it(tiny_zoo, tmp_path,
                         "--against", f"{NAME}-mtl"]) == 0
     scratch, counterpart = ctinit.zoo.get(NAME)["results"]
     assert (scratch["against"], counterpart["against"]) == ("scratch", f"{NAME}-mtl")
+    assert script.main(["results", NAME, str(tmp_path / "pick.json"), "--name", "bars"]) == 0  # measured again
+    assert [r["against"] for r in ctinit.zoo.get(NAME)["results"]] == ["scratch", f"{NAME}-mtl"]  # in its place
     assert counterpart["difference"]["mean"] == pytest.approx(0.05, abs=1e-9)
     assert counterpart["against_accuracy"] == pytest.approx(0.8)
     assert scratch["difference"]["mean"] == pytest.approx(0.35) and counterpart["budget"] == "short: 5 steps"
