@@ -29,7 +29,7 @@ colour_eval=(emoji-symbols icons-devices icons-status textures-extra)
 
 declare -A why names_of
 why[glyph-convnet4-32]="the ratio study's choice for MTL on glyph validation tasks, per meta-seed: 0.1 in 8 of 10 meta-seeds, 0.0316 in 2 (benchmarks/recorded/study-ratio/glyph)"
-why[pool-convnet4-32]="not chosen on validation tasks of this pool (no CPU time for that grid): the ratio study's choice for MTL on glyph (0.1 in 8 of 10 meta-seeds); on colour it chose 0.316 in 5 of 9, 0.1 in 3, 0.0316 in 1 (benchmarks/recorded/study-ratio)"
+why[pool-convnet4-32]="not chosen on validation tasks of this pool (no CPU time for that grid): the ratio study's choice for MTL on glyph (0.1 in 8 of 10 meta-seeds); on colour it chose 0.316 in 5 of 10, 0.1 in 4, 0.0316 in 1 (benchmarks/recorded/study-ratio)"
 names_of[glyph-convnet4-32]="new scripts (Tamil, Telugu, Khmer, Tibetan), 20 images per class"
 names_of[pool-convnet4-32]="new scripts (Tamil, Telugu, Khmer, Tibetan), 20 images per class|new colour tasks (emoji symbols, device and status icons, extra GIMP patterns), 20 images per class"
 
