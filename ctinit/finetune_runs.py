@@ -114,7 +114,24 @@ def run_one(job: RunJob, tasks: TaskCache, device: str | None, on_step: Callable
 _WORKER: dict = {}
 
 
-def _start_worker(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: this worker gets SIGTERM when the process that started it dies (killed, say), instead of computing on
+    as an orphan; if it died while this worker was starting, the worker ends now. Elsewhere a no-op (the pool's own
+    shutdown stops the workers when the main process exits)."""
+    import os
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _start_worker(threads: int, parent: int) -> None:
+    _die_with_parent(parent)  # first: importing torch takes seconds
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it stops the workers
@@ -136,10 +153,11 @@ def run_jobs(jobs: list[RunJob], workers: int, threads: int | None, device: str 
             yield job, run_one(job, tasks, device, on_step)
         return
     import multiprocessing
+    import os
 
     # spawn: a forked copy of a process whose torch has started its threads can hang
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                               initargs=(threads,))
+                               initargs=(threads, os.getpid()))
     pending = {pool.submit(_run_in_worker, job): job for job in jobs}
     try:
         while pending:

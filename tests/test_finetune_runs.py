@@ -71,3 +71,44 @@ def test_an_error_in_a_worker_is_the_command_s_error(tmp_path):
     config = FinetuneConfig(steps=4, batch_size=8, optimizer={"name": "sgd", "lr": 1e30})
     with pytest.raises(Exception, match="non-finite"):
         run_evaluation(["scratch:convnet4-32"], data, 2, config, progress=False, workers=2)
+
+
+def test_workers_die_with_a_killed_evaluation(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = f"npz:{make_npz(tmp_path / 'a.npz', seed=0)}"
+    script = ("from ctinit.evaluate import run_evaluation; from ctinit.finetune import FinetuneConfig; "
+              f"run_evaluation(['scratch:convnet4-32'], ['{data}'], 4, FinetuneConfig(steps=100000, batch_size=8), "
+              "progress=False, workers=2)")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+
+    def workers():  # the pool's worker processes (not its resource tracker), alive and not zombies
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                cmdline = open(f"/proc/{pid}/cmdline").read()
+            except OSError:
+                continue
+            if stat[0] != "Z" and "spawn_main" in cmdline and \
+                    (int(stat[1]) == parent.pid or started and int(pid) in started):
+                found.append(int(pid))
+        return found
+
+    started = []
+    deadline = time.time() + 60
+    while len(workers()) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    started = workers()
+    assert len(started) == 2, "the workers did not start"
+    time.sleep(1.0)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    while workers() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not workers(), f"workers left running after their evaluation was killed: {workers()}"
