@@ -316,8 +316,15 @@ def cmd_pick(args) -> int:
     return 0
 
 
+def _workers_arg(text: str) -> str:
+    """``--workers``: ``auto`` or a number of processes >= 1 (checked before any work starts)."""
+    if text != "auto" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"'{text}' is not auto or a number of processes >= 1")
+    return text
+
+
 def _add_workers(parser) -> None:
-    parser.add_argument("--workers", default="auto", metavar="auto|N",
+    parser.add_argument("--workers", default="auto", type=_workers_arg, metavar="auto|N",
                         help="fine-tuning runs side by side in N processes; auto: one per free CPU core where the runs "
                              "are long enough to pay for starting them, 1: one after another (default: auto)")
 

@@ -1,17 +1,17 @@
 """The fine-tuning runs of ``ctinit evaluate`` and ``ctinit pick``, one after another or side by side in worker
 processes, one per free CPU core.
 
-On the CPU, P one-thread processes beat one process of P threads at these small batches: threads that meet at every
-operator wait on each other (and collapse when one is descheduled), independent runs never meet. The trainer's
-``--cpu-processes`` measured 2.11x (convnet4-32) and 1.46x (ResNet-20) for two 1-thread processes over one 2-thread
-process (training/launch.py); fine-tuning runs are independent, so they split with no all-reduce at all.
+Runs are independent, so on the CPU they can go side by side in one-thread processes instead of one after another
+in one process of several threads (threads that meet at every operator wait on each other, and collapse when one is
+descheduled; the trainer's ``--cpu-processes`` measured 2.11x and 1.46x that way, training/launch.py). For
+fine-tuning the gain measured smaller: 1.10x for 4 runs of 200 steps on 2 idle cores, nothing for pick's 60-step
+runs, because each worker costs seconds to start (it imports torch).
 
-``workers="auto"`` (the default) runs side by side only where it pays: on the CPU, with at least two runs to do,
-runs of at least MIN_STEPS_FOR_WORKERS steps (a worker costs seconds to start: it imports torch; fixed-length runs
-only, or early stopping, whose runs are long) and at least two
-cores free now (``ctinit.execution.cores``); then one worker per free core (at most one per run), the free cores
-shared out as threads. Otherwise the runs go one after another in this process, as before. A run's result does not
-depend on where it ran, up to the rounding of a different thread count.
+``workers="auto"`` (the default) runs side by side only where that pays: on the CPU, with at least two runs to do,
+each of at least MIN_STEPS_FOR_WORKERS steps (or of a length set by epochs or early stopping), and at least two cores
+free now (``ctinit.execution.cores``); then one worker per free core (at most one per run), the free cores shared
+out as threads. Otherwise the runs go one after another in this process, as before. A run's result does not depend
+on where it ran, up to the rounding of a different thread count.
 """
 from __future__ import annotations
 

@@ -112,3 +112,14 @@ def test_workers_die_with_a_killed_evaluation(tmp_path):
     while workers() and time.time() < deadline:
         time.sleep(0.2)
     assert not workers(), f"workers left running after their evaluation was killed: {workers()}"
+
+
+def test_a_bad_workers_option_is_one_line_before_any_work(capsys):
+    from ctinit.cli import main as cli_main
+
+    for command in (["evaluate", "--init", "zoo:none", "--data", "builtin:latin", "--out", "x"], ["pick", "--data", "x"]):
+        with pytest.raises(SystemExit) as stopped:  # argparse's own exit, as for every malformed option
+            cli_main([*command, "--workers", "two"])
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--workers: 'two' is not auto or a number of processes" in err[0], err
