@@ -67,7 +67,8 @@ def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume:
     tasks = len(config.tasks)
     if resume and checkpoint_world(out):
         world = checkpoint_world(out)
-        return world, max(1, cores // world), f"--resume: the checkpoint's {world} processes"
+        threads = max(1, cores // world) if world > 1 else 0  # one process: torch's own threads, as it started
+        return world, threads, f"--resume: the checkpoint's {world} processes"
     if requested != "auto":
         try:
             processes = int(requested)
