@@ -1,4 +1,5 @@
 """Small data and steps shared by the tests."""
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,12 @@ def resumed_pair(make, steps, make_resumed=None):
     for _ in range(steps):
         b.step()
     return a, b
+
+
+def load_script(relative: str, name: str | None = None):
+    """A script of the checkout (``scripts/zoo.py``, ``benchmarks/newcomer.py``...) imported as a module."""
+    path = Path(__file__).resolve().parent.parent / relative
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

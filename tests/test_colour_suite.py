@@ -1,5 +1,4 @@
 """The bundled colour suite (builtin:colour-*): shapes, classes, the domain split and train/test source items."""
-import importlib.util
 import struct
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import pytest
 
 from ctinit.tasks import COLOUR_META_TEST, COLOUR_META_TRAIN, META_TEST, META_TRAIN, SUITES, builtin_path, load_task
 from ctinit.tasks.builtin import COLOUR_DOMAINS
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 COLOUR = COLOUR_META_TRAIN + COLOUR_META_TEST
@@ -78,10 +78,7 @@ def test_load_task_rgb():
 
 
 def _build_module():
-    spec = importlib.util.spec_from_file_location("build_colour_suite", ROOT / "scripts" / "build_colour_suite.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/build_colour_suite.py")
 
 
 def test_build_helpers():

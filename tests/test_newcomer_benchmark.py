@@ -2,21 +2,19 @@
 end to end against the installed ctinit and records them. Its times are not checked (speed is the benchmark's job)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from helpers import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def newcomer():
-    spec = importlib.util.spec_from_file_location("newcomer", ROOT / "benchmarks" / "newcomer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/newcomer.py")
 
 
 def test_options_the_installed_ctinit_lacks_are_left_out():

@@ -1,7 +1,6 @@
 """pick's first stage (ctinit/pick_rank.py: the frozen-feature signal and the shortlist) and the two-stage pick."""
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +10,8 @@ from ctinit.cli import main as cli_main
 from ctinit.pick import next_command
 from ctinit.pick_rank import (adapt_batchnorm, feature_scores, nearest_class_mean_accuracy,
                               nearest_neighbour_accuracy, shortlist)
-from helpers import make_npz
+from helpers import load_script, make_npz
 from zoo_fixtures import SIZE, make_run
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_nearest_class_mean_and_neighbour_on_known_features():
@@ -99,11 +96,7 @@ def test_pick_top_must_be_a_count(tmp_path, capsys):
 
 
 def test_pick_is_judged_against_the_best_average_entry_left_out_of_each_task():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pick_signal", ROOT / "benchmarks" / "pick_signal.py")
-    pick_signal = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pick_signal)
+    pick_signal = load_script("benchmarks/pick_signal.py")
     # entry a is best on average; b wins task t3 by far, and the signal knows it there
     tuned = {"t1": {"a": 0.9, "b": 0.5}, "t2": {"a": 0.8, "b": 0.6}, "t3": {"a": 0.3, "b": 0.9}}
     signal = {"t1": {"a": 0.7, "b": 0.6}, "t2": {"a": 0.5, "b": 0.6}, "t3": {"a": 0.1, "b": 0.8}}

@@ -1,5 +1,4 @@
 """A tiny zoo built with the maintainers' script (scripts/zoo.py add), for tests/test_zoo.py and tests/test_pick.py."""
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import yaml
 
 import ctinit
 from ctinit.loading import save_init
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "tiny-convnet"
@@ -15,10 +15,7 @@ SIZE = 16
 
 
 def zoo_script():
-    spec = importlib.util.spec_from_file_location("zoo_script", ROOT / "scripts" / "zoo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/zoo.py", "zoo_script")
 
 
 def make_run(run: Path, backbone: str = "convnet4-32", size: int = SIZE, seed: int = 0) -> Path:
