@@ -134,3 +134,47 @@ def test_a_tiny_long_study_records_every_run_claims_everything_and_resumes(tmp_p
     again = json.loads(json.dumps(cli.run(tiny_config(tmp_path / "c", records=tmp_path / "records"), echo=False)))
     assert again["progress"]["runs_recorded"] == 1 and lost.is_file()
     assert again["main"]["cts@K4"] == result["main"]["cts@K4"]
+
+
+def hold(folder: Path):
+    """Another process holding a run's claim, as a second copy of the study command would while making it."""
+    import subprocess
+
+    code = ("import sys; from ctinit.atomic import FolderLock; FolderLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_two_processes_share_a_study_run_by_run(tmp_path, recorded_specs, monkeypatch):
+    """A run another process holds is skipped, every other run is made meanwhile, and it is taken up again once
+    its claim is free (its maker died: the OS released the lock) - in the tuning and among the claim runs."""
+    config = tiny_config(tmp_path / "a", records=tmp_path / "records")
+    claims = tmp_path / "a" / "claims"
+    holders = [hold(claims / "tuning-cts-K1-lr0.1-m7"), hold(claims / "claim-scratch-m0")]
+    records = tmp_path / "records"
+    waits, published = [], []
+
+    def wait(self, held):
+        made = {p.name.split("-", 1)[1].rsplit("-", 1)[0] for p in records.glob("run-*.json")}
+        waits.append((held, made))
+        holders[len(waits) - 1].kill()
+        holders[len(waits) - 1].wait()
+
+    monkeypatch.setattr(study_long.LongStudy, "wait", wait)
+    original = cli.write_results
+    monkeypatch.setattr(cli, "write_results", lambda out, r: (published.append(r["progress"]["meta_seeds_done"]),
+                                                               original(out, r))[1])
+    result = cli.run(config, echo=False)
+    assert len(waits) == 2 and [held for held, _ in waits] == [1, 1]
+    tuning_made, claims_made = waits[0][1], waits[1][1]
+    # the first wait came when only the held candidate was missing from the tuning, and no claim run had started
+    assert "tuning-cts-K1-lr0.1-m7" not in tuning_made and "tuning-cts-K1-lr0.316-m7" in tuning_made
+    assert "tuning-mtl-K1-lr0.1-m7" in tuning_made and not any(n.startswith("claim") for n in tuning_made)
+    # the second when every claim run but the held one was made: meta-seed 1 went on while 0 waited
+    assert "claim-scratch-m0" not in claims_made and "claim-scratch-m1" in claims_made
+    assert len([n for n in claims_made if n.startswith("claim")]) == 2 * 6 - 1
+    assert published == [0, 1, 2] and not result["partial"]
+    assert (records / next(records.glob("run-claim-scratch-m0-*.json")).name).is_file()

@@ -9,7 +9,12 @@ records folder before any claim meta-seed runs, and every claim run reads them f
 
 Recording is per meta-training run: each finished run's small results (its meta-validation curve, its validation
 scores or its fine-tuning accuracies under every budget) go to ``RECORDS/run-LABEL-FINGERPRINT.json``, so a run
-restarted on a fresh machine from the repository loses at most the run in progress."""
+restarted on a fresh machine from the repository loses at most the run in progress.
+
+Several processes can run the same command on one output folder (one per free core: each run is one thread): a
+process claims a run before it makes it (a lock under OUT/claims, released by the OS if the process dies), skips
+the runs another process holds, and comes back for them; each waits only where nothing else is left to do (the
+tuning's last candidates before the choice, and the last claim runs)."""
 from __future__ import annotations
 
 import hashlib
@@ -25,6 +30,8 @@ from .ratio import made_by, split_tasks
 from .runs import Workspace, finetune_seeds, say
 
 RECORD_VERSION = 1
+#: How long a process waits, when every run left is held by another process, before it looks again.
+WAIT_SECONDS = 30
 #: Preset keys that do not change what one run computes (which runs there are, how claims are judged).
 NOT_PER_RUN = ("meta_seeds", "equivalence_margin", "flat_margin", "reach_fraction", "rate_grid", "max_extensions",
                "algorithms", "k_algorithms", "reset_periods", "tuning_meta_seed")
@@ -129,23 +136,44 @@ class LongStudy:
         self.trained_init = saved["init"]
         return saved
 
-    def run(self, label: str, m: int, work: Callable[[], dict]) -> dict:
-        """A run's record: reused from the records folder, else made by ``work`` and recorded at once."""
+    def run(self, label: str, m: int, work: Callable[[], dict]) -> dict | None:
+        """A run's record: reused from the records folder, else made by ``work`` and recorded at once; None while
+        another process holds the run's claim (it is making it)."""
+        from ctinit.atomic import FolderLock
+        from ctinit.errors import ConfigError
+
+        if label in self.runs:
+            return self.runs[label]
         path = self.records.path(label)
         record = self.records.load(path, self.splits[m])
         if record is None:
-            started = (time.perf_counter(), time.process_time())
-            record = {"label": label, "meta_seed": m, "split": self.splits[m], **work()}
-            record["made"] = {**made_by(started), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            self.records.save(path, record)
-            self.ws.counts["runs_recorded"] = self.ws.counts.get("runs_recorded", 0) + 1
+            claim = FolderLock(self.ws.out / "claims" / label)
+            try:
+                claim.acquire()
+            except ConfigError:
+                return None
+            try:
+                record = self.records.load(path, self.splits[m])  # finished by another process since the look above
+                if record is None:
+                    started = (time.perf_counter(), time.process_time())
+                    record = {"label": label, "meta_seed": m, "split": self.splits[m], **work()}
+                    record["made"] = {**made_by(started),
+                                      "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    self.records.save(path, record)
+                    self.ws.counts["runs_recorded"] = self.ws.counts.get("runs_recorded", 0) + 1
+            finally:
+                claim.release()
         else:
             self.ws.counts["runs_reused"] = self.ws.counts.get("runs_reused", 0) + 1
         self.runs[label] = record
         return record
 
+    def wait(self, held: int) -> None:
+        say(f"  waiting for {held} run(s) that another process is making")
+        time.sleep(WAIT_SECONDS)
+
     # -------------------------------------------------------------------------------------------- tuning
-    def tuning_run(self, algorithm: str, K: int, lr: float) -> dict:
+    def tuning_run(self, algorithm: str, K: int, lr: float) -> dict | None:
         """One candidate on the tuning meta-seed: meta-trained on its meta-train tasks, scored by fine-tuning on
         its validation tasks (the meta-seed's first fine-tuning seed); no meta-test task is read."""
         m = self.preset["tuning_meta_seed"]
@@ -161,16 +189,24 @@ class LongStudy:
 
         return self.run(run_label("tuning", algorithm, K, lr, m), m, work)
 
-    def choose(self, algorithm: str, K: int) -> dict:
+    def choose(self, algorithm: str, K: int) -> tuple[dict | None, int]:
         """The rate for (algorithm, K): the grid's best on the validation tasks (ties: the smaller rate), the grid
-        grown by half a decade beyond a winning end, ``max_extensions`` times at most."""
+        grown by half a decade beyond a winning end, ``max_extensions`` times at most. With the number of
+        candidates held by other processes: while there are any, the choice is None (the others are made first)."""
         grid = sorted(self.preset["rate_grid"][algorithm])
         scores: dict[float, float] = {}
         extensions = 0
         while True:
+            held = 0
             for lr in grid:
                 if lr not in scores:
-                    scores[lr] = self.tuning_run(algorithm, K, lr)["score"]
+                    record = self.tuning_run(algorithm, K, lr)
+                    if record is None:
+                        held += 1
+                    else:
+                        scores[lr] = record["score"]
+            if held:
+                return None, held
             best = max(grid, key=lambda lr: (scores[lr], -lr))
             if best not in (grid[0], grid[-1]) or extensions >= self.preset["max_extensions"]:
                 break
@@ -179,7 +215,7 @@ class LongStudy:
             extensions += 1
             say(f"  {algorithm} K {K}: {best:g} won at the grid's end; adding {added:g}")
         return {"scores": [[lr, scores[lr]] for lr in grid], "grid": grid, "chosen_lr": best,
-                "extensions": extensions, "at_edge": best in (grid[0], grid[-1])}
+                "extensions": extensions, "at_edge": best in (grid[0], grid[-1])}, 0
 
     def tuning(self) -> dict:
         """Every (algorithm, K)'s choice: read from the tuning record, or made and written there first."""
@@ -189,23 +225,49 @@ class LongStudy:
         if record is not None and (record["rate_grid"], record["max_extensions"]) != (grids, self.preset["max_extensions"]):
             say(f"  {self.records.tuning_path().name}: made with other rate grids; the choice is made again")
             record = None
-        if record is not None:
+        if record is None:
+            record = self.choose_all(grids)
+        else:
             say(f"[tuning] reusing {self.records.tuning_path().name}")
-            for a, k in pairs(self.config):  # the candidates' records, for the curves in results.json
-                for lr, _ in record["choices"][a][str(k)]["scores"]:
-                    path = self.records.path(run_label("tuning", a, k, lr, m))
-                    if path.is_file():
-                        self.runs[run_label("tuning", a, k, lr, m)] = json.loads(path.read_text())
-            return record
+            self.reload_candidates(record)
+        return record
+
+    def reload_candidates(self, record: dict) -> None:
+        """The tuning candidates' records, for the curves in results.json."""
+        m = self.preset["tuning_meta_seed"]
+        for a, k in pairs(self.config):
+            for lr, _ in record["choices"][a][str(k)]["scores"]:
+                path = self.records.path(run_label("tuning", a, k, lr, m))
+                if path.is_file():
+                    self.runs[run_label("tuning", a, k, lr, m)] = json.loads(path.read_text())
+
+    def choose_all(self, grids: dict) -> dict:
+        """Every (algorithm, K)'s choice made and written to the tuning record (or read from it, where another
+        process wrote it first)."""
+        m = self.preset["tuning_meta_seed"]
         split = self.splits[m]
         say(f"[tuning] meta-seed {m}: validation {', '.join(split['validation'])}; {len(split['meta_train'])} "
             f"meta-train tasks x {self.preset['steps']} steps; (algorithm, K): {pairs(self.config)}")
         self.clock.start("tuning")
         choices: dict = {}
-        for a, k in pairs(self.config):
-            choices.setdefault(a, {})[str(k)] = c = self.choose(a, k)
-            say(f"  {a} K {k}: chose {c['chosen_lr']:g} from {c['grid']}" + (" (AT THE GRID'S EDGE)" if c["at_edge"] else ""))
+        while True:
+            held = 0
+            for a, k in pairs(self.config):
+                if str(k) in choices.get(a, {}):
+                    continue
+                c, waiting = self.choose(a, k)
+                held += waiting
+                if c is not None:
+                    choices.setdefault(a, {})[str(k)] = c
+                    say(f"  {a} K {k}: chose {c['chosen_lr']:g} from {c['grid']}"
+                        + (" (AT THE GRID'S EDGE)" if c["at_edge"] else ""))
+            if not held:
+                break
+            self.wait(held)
         self.clock.stop()
+        written = self.records.load(self.records.tuning_path(), split)
+        if written is not None:  # another process finished the same choice first: its record stands
+            return written
         record = {"meta_seed": m, "split": split, "rate_grid": grids, "max_extensions": self.preset["max_extensions"],
                   "choices": choices,
                   "basis": "each rate meta-trained on the tuning meta-seed's meta-train tasks and scored after "
@@ -216,7 +278,7 @@ class LongStudy:
         return record
 
     # -------------------------------------------------------------------------------------------- claims
-    def claim_run(self, algorithm: str, K: int, lr: float, m: int) -> dict:
+    def claim_run(self, algorithm: str, K: int, lr: float, m: int) -> dict | None:
         split, budgets = self.splits[m], self.preset["finetune_budgets"]
         seeds = finetune_seeds(m, self.preset["finetune_seeds_per_meta_seed"])
         label = run_label("claim", algorithm, K, lr, m)
@@ -231,7 +293,7 @@ class LongStudy:
 
         return self.run(label, m, work)
 
-    def scratch_run(self, m: int) -> dict:
+    def scratch_run(self, m: int) -> dict | None:
         split, budgets = self.splits[m], self.preset["finetune_budgets"]
         seeds = finetune_seeds(m, self.preset["finetune_seeds_per_meta_seed"])
 
@@ -260,20 +322,29 @@ class LongStudy:
         result = long_result(self.config, choices, self.runs, [])
         result["progress"] = {"meta_seeds_done": 0, "meta_seeds_planned": len(seeds), **self.ws.counts}
         publish(result)
-        done = []
-        for i, m in enumerate(seeds):
-            split = self.splits[m]
-            say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] meta-test {', '.join(split['meta_test'])}; validation "
-                f"{', '.join(split['validation'])}")
-            self.clock.start("claims")
-            for a, k in pairs(self.config):
-                self.claim_run(a, k, choices[a][str(k)]["chosen_lr"], m)
-            self.scratch_run(m)
-            self.clock.stop()
-            done.append(m)
-            result = long_result(self.config, choices, self.runs, done)
-            result["progress"] = {"meta_seeds_done": len(done), "meta_seeds_planned": len(seeds), **self.ws.counts}
-            publish(result)
+        done: list[int] = []
+        self.clock.start("claims")
+        while True:
+            held = 0
+            for i, m in enumerate(seeds):
+                if m in done:
+                    continue
+                split = self.splits[m]
+                say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] meta-test {', '.join(split['meta_test'])}; validation "
+                    f"{', '.join(split['validation'])}")
+                made = [self.claim_run(a, k, choices[a][str(k)]["chosen_lr"], m) for a, k in pairs(self.config)]
+                made.append(self.scratch_run(m))
+                if None in made:  # another process is making these; this one goes on to the next meta-seed
+                    held += made.count(None)
+                    continue
+                done.append(m)
+                result = long_result(self.config, choices, self.runs, sorted(done))
+                result["progress"] = {"meta_seeds_done": len(done), "meta_seeds_planned": len(seeds), **self.ws.counts}
+                publish(result)
+            if not held:
+                break
+            self.wait(held)
+        self.clock.stop()
         return result
 
 
