@@ -51,12 +51,15 @@ def _table(results: list[dict], opponent: str) -> list[str]:
 
 
 def _steps_cell(r: dict) -> str:
-    """A fixed budget's steps, or for one fine-tuned to convergence the steps its runs took and how many of the
-    opponent's runs stopped early (validation accuracy flat for the patience: shown converged)."""
+    """A fixed budget's steps, or for one fine-tuned to convergence the steps its runs took, how many of the
+    opponent's runs stopped early (validation accuracy flat for the patience) and how many are shown converged
+    (those, and runs at their maximum whose validation accuracy gained at most a point over the last quarter)."""
     if not str(r.get("budget", "")).startswith("converged"):
         return str(r.get("steps", "?"))
     lo, hi = r["steps_run"]["init"]
-    return f"to convergence: {lo}-{hi} (opponent stopped early in {r['stopped_early']['against']} runs)"
+    shown = r.get("shown_converged", {}).get("against")
+    return (f"to convergence: {lo}-{hi} (opponent stopped early in {r['stopped_early']['against']} runs"
+            + (f", shown converged in {shown}" if shown else "") + ")")
 
 
 def _budget(r: dict) -> str:

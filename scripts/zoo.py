@@ -36,6 +36,10 @@ sys.path.insert(0, str(REPO))
 
 #: The issue's limit on everything the wheel carries for the zoo.
 MAX_TOTAL_BYTES = 10 * 1024 * 1024
+#: A fine-tuning run that ran its maximum still counts as converged if its validation accuracy gained at most this
+#: much over the last quarter of its steps (the long study's test of scratch's curve, one-sided: a fall is past the
+#: peak, and the best step is kept).
+FLAT_GAIN = 0.01
 
 
 def _hub():
@@ -201,17 +205,31 @@ def paired_values(data: dict, entry: dict, scratch: str | None) -> tuple[dict, d
 
 def converged_facts(data: dict, labels: dict[str, str]) -> dict:
     """For an evaluation fine-tuned to convergence (early stopping on the validation split): its budget, and for the
-    entry and its opponent the steps run and how many runs stopped because validation accuracy stopped improving
-    (the rest ran their maximum: not shown converged)."""
+    entry and its opponent the steps run, how many runs stopped because validation accuracy stopped improving, and
+    how many are shown converged: stopped early, or ran their maximum with a validation curve that gained at most
+    FLAT_GAIN over its last quarter (:func:`last_quarter_gain`)."""
     ft = data["finetune"]
     budget = (f"converged: early stopping on validation (patience {ft['early_stop']} evaluations, at most "
               f"{ft['epochs']:g} epochs), best step kept")
-    out = {"budget": budget, "steps": None, "steps_run": {}, "stopped_early": {}}
+    out = {"budget": budget, "steps": None, "steps_run": {}, "stopped_early": {}, "shown_converged": {}}
     for role, label in labels.items():
         runs = [r for r in data["runs"] if r["init"] == label]
+        early = [r.get("stop_reason") == "early_stop" for r in runs]
+        gains = [last_quarter_gain(r.get("curve") or []) for r in runs]
+        flat = [e or (g is not None and g <= FLAT_GAIN) for e, g in zip(early, gains)]
         out["steps_run"][role] = [min(r["steps"] for r in runs), max(r["steps"] for r in runs)]
-        out["stopped_early"][role] = f"{sum(r.get('stop_reason') == 'early_stop' for r in runs)} of {len(runs)}"
+        out["stopped_early"][role] = f"{sum(early)} of {len(runs)}"
+        out["shown_converged"][role] = f"{sum(flat)} of {len(runs)}"
     return out
+
+
+def last_quarter_gain(curve: list) -> float | None:
+    """Validation accuracy at a run's last evaluation minus at 3/4 of its steps (the last evaluation at or before
+    that step; ``curve``: [[step, accuracy], ...]); None without an evaluation that early."""
+    if len(curve) < 2:
+        return None
+    at = [point for point in curve[:-1] if point[0] <= 0.75 * curve[-1][0]]
+    return curve[-1][1] - at[-1][1] if at else None
 
 
 def results(args) -> int:

@@ -53,6 +53,7 @@ def test_shipped_results_carry_opponent_budget_and_interval(entry):
         assert r["against"] == "scratch" or r["against"] in names
         if r["budget"].startswith("converged"):  # fine-tuned to convergence: how many runs stopped early is said
             assert r["steps"] is None and set(r["stopped_early"]) == set(r["steps_run"]) == {"init", "against"}
+            assert set(r["shown_converged"]) == {"init", "against"}
         else:
             assert r["budget"] == f"short: {r['steps']} steps"
         assert r["ci95"] == r["difference"]["ci95"]
@@ -75,11 +76,16 @@ def test_counterparts_match_their_cts_entry_and_link_both_ways():
             assert mtl["meta_lr_chosen"]
 
 
-def test_counterpart_recipes_differ_from_their_cts_recipe_only_in_algorithm():
-    for mtl_path in sorted((REPO / "training" / "recipes" / "zoo").glob("*-mtl.yaml")):
+def test_counterpart_recipes_differ_from_their_cts_recipe_only_in_algorithm_and_rate():
+    paths = sorted((REPO / "training" / "recipes" / "zoo").glob("*-mtl.yaml"))
+    assert {p.name.replace("-mtl", "") for p in paths} == {p.name for p in (REPO / "training" / "recipes" / "zoo").glob(
+        "*.yaml") if not p.stem.endswith("-mtl")}  # every CTS recipe has its counterpart's
+    for mtl_path in paths:
         mtl = yaml.safe_load(mtl_path.read_text())
         cts = yaml.safe_load(mtl_path.with_name(mtl_path.name.replace("-mtl", "")).read_text())
-        assert (mtl.pop("algorithm"), cts.pop("algorithm")) == ("mtl", "cts") and mtl == cts, mtl_path.name
+        assert (mtl.pop("algorithm"), cts.pop("algorithm")) == ("mtl", "cts"), mtl_path.name
+        assert mtl.pop("meta_optimizer")["name"] == cts.pop("meta_optimizer")["name"]  # the rate: chosen for MTL
+        assert mtl == cts, mtl_path.name
 
 
 @pytest.mark.parametrize("entry", SHIPPED, ids=[e["name"] for e in SHIPPED])
@@ -140,7 +146,9 @@ def test_a_result_fine_tuned_to_convergence_says_so_and_how_many_runs_stopped_ea
              "stop_reason": reason}
             for init, acc, steps, reason in ((label, 0.9, 120, "early_stop"), (scratch, 0.7, 300, "early_stop"))
             for s in range(3)]
-    runs[-1]["stop_reason"] = "steps"  # one scratch run ran its maximum: not shown converged
+    # two scratch runs ran their maximum: one flat over its last quarter (shown converged), one still rising (not)
+    runs[-2].update(stop_reason="steps", curve=[[100, 0.5], [225, 0.69], [301, 0.695]])
+    runs[-1].update(stop_reason="steps", curve=[[100, 0.5], [226, 0.65], [302, 0.70]])
     evaluation = {"inits": [{"label": label, "scratch": False}, {"label": scratch, "scratch": True}],
                   "tasks": [{"spec": "npz:bars.npz"}], "seeds": [0, 1, 2], "score": "test", "runs": runs,
                   "finetune": {"steps": 1000, "epochs": 100.0, "early_stop": 10}, "max_train_per_class": 20}
@@ -149,7 +157,8 @@ def test_a_result_fine_tuned_to_convergence_says_so_and_how_many_runs_stopped_ea
     record = json.loads(capsys.readouterr().out)
     assert record["budget"].startswith("converged: early stopping on validation (patience 10 evaluations, at most 100")
     assert record["steps_run"] == {"init": [120, 122], "against": [300, 302]}
-    assert record["stopped_early"] == {"init": "3 of 3", "against": "2 of 3"}
+    assert record["stopped_early"] == {"init": "3 of 3", "against": "1 of 3"}
+    assert record["shown_converged"] == {"init": "3 of 3", "against": "2 of 3"}
     assert record["difference"]["mean"] == pytest.approx(0.2)
     card = (tiny_zoo / "weights" / NAME / "README.md").read_text()
-    assert "to convergence: 120-122 (opponent stopped early in 2 of 3 runs)" in card
+    assert "to convergence: 120-122 (opponent stopped early in 1 of 3 runs, shown converged in 2 of 3)" in card
