@@ -76,6 +76,22 @@ def test_counterparts_match_their_cts_entry_and_link_both_ways():
             assert mtl["meta_lr_chosen"]
 
 
+def test_every_cts_entry_is_compared_with_its_counterpart_and_scratch_at_both_budgets():
+    """The zoo's promise (issue 30): a CTS entry ships with its multi-task counterpart, and for some evaluation both
+    paired differences exist at the short budget and fine-tuned to convergence, with every scratch run there shown
+    converged (stopped early, or flat over its last quarter)."""
+    for entry in (e for e in SHIPPED if e["algorithm"] == "cts"):
+        assert entry.get("counterpart"), entry["name"]
+        by_eval: dict = {}
+        for r in entry["results"]:
+            by_eval.setdefault(r["name"], set()).add((r["against"], r["budget"].split(":")[0]))
+            if r["against"] == "scratch" and r["budget"].startswith("converged"):
+                shown, runs = r["shown_converged"]["against"].split(" of ")
+                assert shown == runs, (entry["name"], r["name"])
+        wanted = {(who, budget) for who in ("scratch", entry["counterpart"]) for budget in ("short", "converged")}
+        assert any(wanted <= got for got in by_eval.values()), entry["name"]
+
+
 def test_counterpart_recipes_differ_from_their_cts_recipe_only_in_algorithm_and_rate():
     paths = sorted((REPO / "training" / "recipes" / "zoo").glob("*-mtl.yaml"))
     assert {p.name.replace("-mtl", "") for p in paths} == {p.name for p in (REPO / "training" / "recipes" / "zoo").glob(
