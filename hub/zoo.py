@@ -81,8 +81,10 @@ def counterpart_verdict(entry: dict) -> str | None:
     if not rows:
         return None
     parts = [f"{format_difference(r['difference'])} ({r['verdict']}) on {r['name']}, {_budget(r)}" for r in rows]
-    lead = ("**Meta-learning beat ordinary pretraining here**" if all(r["verdict"] == BETTER for r in rows) else
-            "**Meta-learning has not been shown better than ordinary pretraining on the same tasks**")
+    better = sum(r["verdict"] == BETTER for r in rows)
+    lead = ("**Meta-learning beat ordinary pretraining here**" if better == len(rows) else
+            f"**Meta-learning beat ordinary pretraining in {better} of these {len(rows)} comparisons, not in all**"
+            if better else "**Meta-learning has not been shown better than ordinary pretraining on the same tasks**")
     return (f"{lead}: against its multi-task counterpart `zoo:{name}`, paired per (task, seed) with 95% intervals: "
             + "; ".join(parts) + ". Each is one trained initialization; the ratio study compares the rules over "
             "meta-training seeds.")

@@ -178,3 +178,22 @@ def test_a_result_fine_tuned_to_convergence_says_so_and_how_many_runs_stopped_ea
     assert record["difference"]["mean"] == pytest.approx(0.2)
     card = (tiny_zoo / "weights" / NAME / "README.md").read_text()
     assert "to convergence: 120-122 (opponent stopped early in 1 of 3 runs, shown converged in 2 of 3)" in card
+
+
+def test_the_card_lead_says_in_how_many_comparisons_meta_learning_beat_its_counterpart():
+    from ctinit.stats import paired_difference
+    from ctinit_hub.zoo import counterpart_verdict
+
+    def result(budget, mine, theirs):
+        diff = paired_difference({(0, s): m for s, m in enumerate(mine)}, {(0, s): t for s, t in enumerate(theirs)})
+        return {"name": "bars", "against": "x-mtl", "budget": budget, "steps": 5, "verdict": diff["verdict"],
+                "difference": {k: diff[k] for k in ("mean", "ci95", "n")}}
+
+    ahead, level = ([0.9, 0.91, 0.92], [0.8, 0.8, 0.81]), ([0.9, 0.8, 0.85], [0.85, 0.84, 0.86])
+    leads = {}
+    for case, rows in {"all": [ahead, ahead], "some": [ahead, level], "none": [level, level]}.items():
+        entry = {"counterpart": "x-mtl", "results": [result(b, *r) for b, r in zip(("short: 5 steps", "converged"), rows)]}
+        leads[case] = counterpart_verdict(entry).split("**")[1]
+    assert leads == {"all": "Meta-learning beat ordinary pretraining here",
+                     "some": "Meta-learning beat ordinary pretraining in 1 of these 2 comparisons, not in all",
+                     "none": "Meta-learning has not been shown better than ordinary pretraining on the same tasks"}
