@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 #: The issue's limit on everything the wheel carries for the zoo.
 MAX_TOTAL_BYTES = 10 * 1024 * 1024
 #: A fine-tuning run that ran its maximum still counts as converged if its validation accuracy gained at most this
-#: much over the last quarter of its steps (the long study's test of scratch's curve, one-sided: a fall is past the
-#: peak, and the best step is kept).
+#: much over the last quarter of its steps (per run, where the long study tests the mean change over runs within
+#: +-1 point; one-sided here: a fall is past the peak, and the best step is kept).
 FLAT_GAIN = 0.01
 
 
