@@ -124,6 +124,7 @@ class LongStudy:
         self.splits = {m: split_tasks(config.suite, m) for m in [self.preset["tuning_meta_seed"], *self.preset["meta_seeds"]]}
         self.runs: dict[str, dict] = {}  # label -> record, for every finished run
         self.trained_init: str | None = None
+        self.announced: set[tuple] = set()  # grid extensions already logged (choose() repeats while it waits)
 
     def meta_train(self, label: str, algorithm: str, K: int, lr: float, m: int, curve: bool) -> dict:
         """One run on meta-seed m's meta-train tasks; with ``curve``, its meta-validation curve on m's validation
@@ -213,7 +214,9 @@ class LongStudy:
             added = next_rate(best, -1 if best == grid[0] else +1)
             grid = sorted([*grid, added])
             extensions += 1
-            say(f"  {algorithm} K {K}: {best:g} won at the grid's end; adding {added:g}")
+            if (algorithm, K, added) not in self.announced:
+                self.announced.add((algorithm, K, added))
+                say(f"  {algorithm} K {K}: {best:g} won at the grid's end; adding {added:g}")
         return {"scores": [[lr, scores[lr]] for lr in grid], "grid": grid, "chosen_lr": best,
                 "extensions": extensions, "at_edge": best in (grid[0], grid[-1])}, 0
 
