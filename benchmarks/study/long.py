@@ -266,7 +266,8 @@ class LongStudy:
                         + (" (AT THE GRID'S EDGE)" if c["at_edge"] else ""))
             if not held:
                 break
-            self.wait(held)
+            if not self.scratch_while_waiting():
+                self.wait(held)
         self.clock.stop()
         written = self.records.load(self.records.tuning_path(), split)
         if written is not None:  # another process finished the same choice first: its record stands
@@ -279,6 +280,15 @@ class LongStudy:
         self.records.save(self.records.tuning_path(), record)
         say(f"[tuning] wrote {self.records.tuning_path()}")
         return record
+
+    def scratch_while_waiting(self) -> bool:
+        """Instead of waiting for another process's tuning candidates: one of scratch's claim runs (scratch takes
+        no rate, so it need not wait for the choice). False when none is left that no other process holds."""
+        for m in self.preset["meta_seeds"]:
+            label = run_label("claim", "scratch", 0, None, m)
+            if label not in self.runs and not self.records.path(label).is_file() and self.scratch_run(m) is not None:
+                return True
+        return False
 
     # -------------------------------------------------------------------------------------------- claims
     def claim_run(self, algorithm: str, K: int, lr: float, m: int) -> dict | None:
