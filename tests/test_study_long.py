@@ -180,3 +180,34 @@ def test_two_processes_share_a_study_run_by_run(tmp_path, recorded_specs, monkey
     assert len([n for n in claims_made if n.startswith("claim")]) == 2 * 6 - 1
     assert published == [0, 1, 2] and not result["partial"]
     assert (records / next(records.glob("run-claim-scratch-m0-*.json")).name).is_file()
+
+
+def test_a_meta_seed_finished_elsewhere_is_published_before_the_next_one_runs(tmp_path, recorded_specs, monkeypatch):
+    """With two copies, a meta-seed whose last run the other copy held is published as soon as that run is free
+    or recorded, before this copy makes the next meta-seed's runs (not only after a pass over every meta-seed)."""
+    config = tiny_config(tmp_path / "a", records=tmp_path / "records")
+    holder = hold(tmp_path / "a" / "claims" / "claim-scratch-m0")
+    records = tmp_path / "records"
+    published, waits = [], []
+    original_scratch, original_write = study_long.LongStudy.scratch_run, cli.write_results
+
+    def scratch_run(self, m):
+        record = original_scratch(self, m)
+        if record is None:  # the other copy lets the run go once this copy has seen it held
+            holder.kill()
+            holder.wait()
+        return record
+
+    def write_results(out, result):
+        made = sorted(p.name.split("-", 1)[1].rsplit("-", 1)[0] for p in records.glob("run-claim-*.json"))
+        published.append((result["progress"]["meta_seeds_done"], made))
+        return original_write(out, result)
+
+    monkeypatch.setattr(study_long.LongStudy, "scratch_run", scratch_run)
+    monkeypatch.setattr(study_long.LongStudy, "wait", lambda self, held: waits.append(held))
+    monkeypatch.setattr(cli, "write_results", write_results)
+    result = cli.run(config, echo=False)
+    assert waits == [] and not result["partial"]
+    first = next(made for done, made in published if done == 1)
+    assert "claim-scratch-m0" in first and not any(n.endswith("-m1") for n in first)
+    assert [done for done, _ in published] == [0, 1, 2]

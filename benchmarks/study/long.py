@@ -327,34 +327,49 @@ class LongStudy:
             return str(found[0].parent)
         return self.config.base["backbone"]  # scratch:ARCH (built-in backbone at its own default size)
 
+    def claim_meta_seed(self, m: int, choices: dict) -> int:
+        """Meta-seed m's claim runs, each reused, made here, or left to the process that holds it: how many are
+        held elsewhere (0: the meta-seed is done)."""
+        made = [self.claim_run(a, k, choices[a][str(k)]["chosen_lr"], m) for a, k in pairs(self.config)]
+        made.append(self.scratch_run(m))
+        return made.count(None)
+
     def run_all(self, publish: Callable[[dict], None]) -> dict:
         from .long_report import long_result
 
         choices = self.tuning()["choices"]
         seeds = self.preset["meta_seeds"]
+        done: list[int] = []
+
+        def finished(m: int) -> dict:
+            done.append(m)
+            result = long_result(self.config, choices, self.runs, sorted(done))
+            result["progress"] = {"meta_seeds_done": len(done), "meta_seeds_planned": len(seeds), **self.ws.counts}
+            publish(result)
+            return result
+
         result = long_result(self.config, choices, self.runs, [])
         result["progress"] = {"meta_seeds_done": 0, "meta_seeds_planned": len(seeds), **self.ws.counts}
         publish(result)
-        done: list[int] = []
         self.clock.start("claims")
         while True:
             held = 0
             for i, m in enumerate(seeds):
+                # an earlier meta-seed left to another process may be done by now: published before going on
+                for earlier in [e for e in seeds[:i] if e not in done]:
+                    if not self.claim_meta_seed(earlier, choices):
+                        result = finished(earlier)
                 if m in done:
                     continue
                 split = self.splits[m]
                 say(f"[meta-seed {m}: {i + 1}/{len(seeds)}] meta-test {', '.join(split['meta_test'])}; validation "
                     f"{', '.join(split['validation'])}")
-                made = [self.claim_run(a, k, choices[a][str(k)]["chosen_lr"], m) for a, k in pairs(self.config)]
-                made.append(self.scratch_run(m))
-                if None in made:  # another process is making these; this one goes on to the next meta-seed
-                    held += made.count(None)
+                waiting = self.claim_meta_seed(m, choices)
+                if waiting:  # another process is making these; this one goes on to the next meta-seed
+                    held += waiting
                     continue
-                done.append(m)
-                result = long_result(self.config, choices, self.runs, sorted(done))
-                result["progress"] = {"meta_seeds_done": len(done), "meta_seeds_planned": len(seeds), **self.ws.counts}
-                publish(result)
-            if not held:
+                result = finished(m)
+            if len(done) == len(seeds):
                 break
             self.wait(held)
         self.clock.stop()
