@@ -166,29 +166,44 @@ def long_result(config: StudyConfig, choices: dict, runs: dict, done: list[int])
 
 
 # --------------------------------------------------------------------------------------------------- figures
-def plot_accuracy_vs_k(result: dict, path: Path, budget: str | None = None) -> None:
-    """Mean test accuracy on the meta-test tasks vs K per algorithm (95% intervals over meta-seeds); the rules
-    without K (MTL, scratch) as a line with a band."""
-    from .report import _axes, _err, _save
+def plot_accuracy_vs_k(result: dict, path: Path) -> None:
+    """Mean test accuracy on the meta-test tasks vs K per algorithm (95% intervals over meta-seeds), one panel per
+    fine-tuning budget; the inits without K (MTL, scratch) as a line with a band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import _err
 
     cfg, main = result["config"], result["main"]
-    budget = budget or next(iter(cfg["finetune_budgets"]))
-    ks = cfg["reset_periods"]
-    fig, ax = _axes((6, 4))
+    ks, budgets = cfg["reset_periods"], cfg["finetune_budgets"]
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 4), squeeze=False)
     colors = {"cts": "tab:blue", "reptile": "tab:red", "mtl": "tab:green", "scratch": "tab:gray"}
-    for a in cfg["k_algorithms"]:
-        stats = [main[f"{a}@K{k}"][budget] for k in ks]
-        ax.errorbar(ks, [s["mean"] for s in stats], yerr=list(zip(*[_err(s) for s in stats])), fmt="o-", capsize=3,
-                    color=colors.get(a), label=a)
-    for n in (n for n in main if main[n]["K"] is None or main[n]["algorithm"] not in cfg["k_algorithms"]):
-        s = main[n][budget]
-        ax.axhline(s["mean"], color=colors.get(n, "k"), ls="--", label=f"{n} (no K)")
-        if s["ci95"]:
-            ax.axhspan(s["ci95"][0], s["ci95"][1], color=colors.get(n, "k"), alpha=0.1)
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    _save(fig, ax, path, f"Accuracy vs K (S = {cfg['steps']} inner steps each; budget {budget})",
-          "trajectory length K", "mean test accuracy, meta-test tasks")
+    for ax, (budget, spec) in zip(axes[0], budgets.items()):
+        for a in cfg["k_algorithms"]:
+            stats = [main[f"{a}@K{k}"].get(budget) for k in ks]
+            if None in stats:
+                continue  # the budget is not run for this algorithm
+            ax.errorbar(ks, [s["mean"] for s in stats], yerr=list(zip(*[_err(s) for s in stats])), fmt="o-",
+                        capsize=3, color=colors.get(a), label=a)
+        for n in (n for n in main if main[n]["algorithm"] not in cfg["k_algorithms"] and budget in main[n]):
+            s = main[n][budget]
+            ax.axhline(s["mean"], color=colors.get(n, "k"), ls="--", label=f"{n} (no K)")
+            if s["ci95"]:
+                ax.axhspan(s["ci95"][0], s["ci95"][1], color=colors.get(n, "k"), alpha=0.1)
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("trajectory length K")
+        ax.set_title(f"{budget}: {spec['steps']} steps, {spec.get('per_class') or 'all'} per class", fontsize=10)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("mean test accuracy, meta-test tasks")
+    n = len(cfg["finetune_seeds"])
+    fig.suptitle(f"Accuracy vs K at S = {cfg['steps']} inner steps per task ({n} meta-seed{'s' * (n != 1)}; bars "
+                 "and bands: 95% intervals)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_meta_validation(result: dict, path: Path) -> None:
@@ -205,8 +220,8 @@ def plot_meta_validation(result: dict, path: Path) -> None:
         ax.plot(b["steps"], b["mean"], "o-", ms=3, color=color, label=f"{a}, K {k}")
         if all(c is not None for c in b["ci95"]):
             ax.fill_between(b["steps"], [c[0] for c in b["ci95"]], [c[1] for c in b["ci95"]], color=color, alpha=0.2)
-    _save(fig, ax, path, f"Meta-validation accuracy at K = {k} (validation tasks)", "meta-training step",
-          "accuracy after short fine-tuning")
+    _save(fig, ax, path, f"Meta-validation accuracy at K = {k} (validation tasks; band: 95% over meta-seeds)",
+          "meta-training step", f"accuracy after {result['config']['validation_steps']} fine-tuning steps")
 
 
 FIGURES = {"accuracy_vs_k.png": plot_accuracy_vs_k, "meta_validation.png": plot_meta_validation}
