@@ -55,6 +55,12 @@ def test_bad_long_options_are_one_line(tmp_path):
             build_config("long", "glyph", sets, out=str(tmp_path))
     with pytest.raises(StudyError, match="FOMAML-CTS and Leap"):
         build_config("long", "glyph", [], out=str(tmp_path), optional_algorithms=True)
+    with pytest.raises(StudyError, match="applies to the long preset"):
+        cli.config_from_argv(["--preset", "ratio", "--from-records", "--out", str(tmp_path)])
+    # nothing recorded yet: one line that says to run the study first, exit 2, nothing written
+    assert cli.main(["--preset", "long", "--from-records", "--out", str(tmp_path / "o"),
+                     "--records", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "o" / "results.json").exists()
 
 
 def test_the_tuning_choice_reads_no_meta_test_task_and_grows_a_winning_end(tmp_path, recorded_specs):
@@ -128,6 +134,19 @@ def test_a_tiny_long_study_records_every_run_claims_everything_and_resumes(tmp_p
     recorded_specs.clear()
     fresh = json.loads(json.dumps(cli.run(tiny_config(tmp_path / "b", records=tmp_path / "records"), echo=False)))
     assert recorded_specs == [] and fresh["claims"] == result["claims"]
+    # --from-records: the same result from the records alone, no run made; a meta-seed missing a run is left out
+    recorded_specs.clear()
+    reported = json.loads(json.dumps(cli.run(dataclasses.replace(tiny_config(tmp_path / "r", records=tmp_path /
+                                                                             "records"), from_records=True),
+                                             echo=False)))
+    assert recorded_specs == [] and reported["claims"] == result["claims"] and not reported["partial"]
+    assert (tmp_path / "r" / "results.json").is_file() and (tmp_path / "r" / "accuracy_vs_k.png").is_file()
+    held_back = next((tmp_path / "records").glob("run-claim-mtl-*-m1-*.json"))
+    held_back.rename(held_back.with_suffix(".away"))
+    one = cli.run(dataclasses.replace(tiny_config(tmp_path / "r1", records=tmp_path / "records"), from_records=True),
+                  echo=False)
+    assert one["partial"] and one["progress"]["meta_seeds_done"] == 1 and recorded_specs == []
+    held_back.with_suffix(".away").rename(held_back)
     # one run's record lost (the run in progress when a machine went away): only that run is redone
     lost = next((tmp_path / "records").glob("run-claim-reptile-K4-*-m1-*.json"))
     lost.unlink()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -36,6 +37,10 @@ def parser() -> argparse.ArgumentParser:
                    help="ratio and long presets: where finished meta-seeds (long: runs) are recorded and reused from (one small JSON each; "
                         "default OUT/meta_seeds); point it at benchmarks/recorded/study-ratio/SUITE to resume a "
                         "run from the repository on a fresh machine")
+    p.add_argument("--from-records", action="store_true",
+                   help="long preset: write results.json, results.md and the figures from the recorded runs only "
+                        "(the tuning and every meta-seed whose runs are all recorded; partial until all are) and "
+                        "make no run")
     p.add_argument("--backbone", default=None, help="override the backbone (e.g. resnet20 on a GPU)")
     p.add_argument("--image-size", type=int, default=None, help="override the input size (e.g. 32 for colour tasks)")
     return p
@@ -48,8 +53,11 @@ def config_from_argv(argv: list[str] | None) -> tuple[StudyConfig, bool]:
         raise StudyError(f"--quick and --preset {args.preset} disagree; give one of them")
     preset = "quick" if args.quick else args.preset or "full"
     command = "python -m benchmarks.study " + " ".join(argv if argv is not None else sys.argv[1:])
-    return build_config(preset, args.suite, args.set, args.out, args.backbone, args.image_size,
-                        args.optional_algorithms, command, args.records), args.json
+    config = build_config(preset, args.suite, args.set, args.out, args.backbone, args.image_size,
+                          args.optional_algorithms, command, args.records)
+    if args.from_records and config.protocol != "long":
+        raise StudyError(f"--from-records applies to the long preset, not to --preset {preset}")
+    return dataclasses.replace(config, from_records=args.from_records), args.json
 
 
 def recorded_config(config: StudyConfig) -> dict:
@@ -88,6 +96,8 @@ def run(config: StudyConfig, echo: bool = True) -> dict:
         from .long import run_long
 
         result = run_long(config, ws, clock, publish)
+        if config.from_records:
+            publish(result)
     else:
         result = run_staged(config, ws, clock)
         publish(result)

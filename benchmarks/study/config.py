@@ -166,6 +166,8 @@ class StudyConfig:
     #: The ratio protocol's finished meta-seeds (one small JSON each; default OUT/meta_seeds): read to reuse them,
     #: written as each finishes. Pointed at a folder in the repository, a run resumes on a fresh machine.
     records: Path | None = None
+    #: The long protocol only: write the results of the meta-seeds whose runs are all recorded, and make no run.
+    from_records: bool = False
 
     @property
     def records_dir(self) -> Path:

@@ -327,6 +327,31 @@ class LongStudy:
             return str(found[0].parent)
         return self.config.base["backbone"]  # scratch:ARCH (built-in backbone at its own default size)
 
+    def from_records(self) -> dict:
+        """The result of what is recorded (``--from-records``): the tuning and every claim meta-seed whose runs are
+        all recorded; no run is made."""
+        from .config import StudyError
+        from .long_report import long_result
+
+        path = self.records.tuning_path()
+        record = self.records.load(path, self.splits[self.preset["tuning_meta_seed"]])
+        if record is None:
+            raise StudyError(f"--from-records: no tuning record {path.name} in {self.records.dir} for this config; "
+                             "run the study (without --from-records) first")
+        self.reload_candidates(record)
+        choices, done = record["choices"], []
+        for m in self.preset["meta_seeds"]:
+            labels = [run_label("claim", a, k, choices[a][str(k)]["chosen_lr"], m) for a, k in pairs(self.config)]
+            labels.append(run_label("claim", "scratch", 0, None, m))
+            found = [self.records.load(self.records.path(label), self.splits[m]) for label in labels]
+            if None not in found:
+                self.runs.update(zip(labels, found))
+                done.append(m)
+        result = long_result(self.config, choices, self.runs, done)
+        result["progress"] = {"meta_seeds_done": len(done), "meta_seeds_planned": len(self.preset["meta_seeds"]),
+                              "runs_reused": len(self.runs)}
+        return result
+
     def claim_meta_seed(self, m: int, choices: dict) -> int:
         """Meta-seed m's claim runs, each reused, made here, or left to the process that holds it: how many are
         held elsewhere (0: the meta-seed is done)."""
@@ -377,4 +402,5 @@ class LongStudy:
 
 
 def run_long(config: StudyConfig, ws: Workspace, clock: Clock, publish: Callable[[dict], None]) -> dict:
-    return LongStudy(config, ws, clock).run_all(publish)
+    study = LongStudy(config, ws, clock)
+    return study.from_records() if config.from_records else study.run_all(publish)
