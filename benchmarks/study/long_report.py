@@ -169,15 +169,13 @@ def long_result(config: StudyConfig, choices: dict, runs: dict, done: list[int])
 def plot_accuracy_vs_k(result: dict, path: Path) -> None:
     """Mean test accuracy on the meta-test tasks vs K per algorithm (95% intervals over meta-seeds), one panel per
     fine-tuning budget; the inits without K (MTL, scratch) as a line with a band."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _err
+    from .report import _axes, _err
 
     cfg, main = result["config"], result["main"]
     ks, budgets = cfg["reset_periods"], cfg["finetune_budgets"]
-    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 4), squeeze=False)
+    fig, axes = _axes((4.2 * len(budgets), 4), ncols=len(budgets), squeeze=False)
     colors = {"cts": "tab:blue", "reptile": "tab:red", "mtl": "tab:green", "scratch": "tab:gray"}
     for ax, (budget, spec) in zip(axes[0], budgets.items()):
         for a in cfg["k_algorithms"]:

@@ -47,12 +47,12 @@ def _beta_curves(result: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- figures
-def _axes(size):
+def _axes(size, **subplots):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=size)
+    return plt.subplots(figsize=size, **subplots)
 
 
 def _save(fig, ax, path: Path, title: str, xlabel: str | None, ylabel: str) -> None:
