@@ -102,7 +102,8 @@ def test_a_tiny_long_study_records_every_run_claims_everything_and_resumes(tmp_p
     claims = result["claims"]
     assert {"cts_beats_reptile_K1_short", "cts_beats_reptile_K4_short", "cts_minus_reptile_trend_in_K_short",
             "cts_K4_beats_cts_K1_short", "cts_K1_beats_mtl_long_2", "cts_K4_beats_mtl_short",
-            "cts_reaches_target_sooner_than_reptile_K4", "cts_same_as_reptile_K4_short"} <= set(claims)
+            "cts_reaches_target_sooner_than_reptile_K4", "cts_same_as_reptile_K4_short", "cts_K4_beats_scratch_long_2",
+            "mtl_beats_scratch_short"} <= set(claims)
     assert all(c["verdict_holm"] in ("holds", "fails", "inconclusive", "equivalent") for c in claims.values())
     trend = claims["cts_minus_reptile_trend_in_K_short"]
     assert trend["n_meta_seeds"] == 2 and len(trend["ci95"]) == 2
