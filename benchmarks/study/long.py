@@ -331,7 +331,7 @@ class LongStudy:
         """The result of what is recorded (``--from-records``): the tuning and every claim meta-seed whose runs are
         all recorded; no run is made."""
         from .config import StudyError
-        from .long_report import long_result
+        from .long_report import claim_label, long_result
 
         path = self.records.tuning_path()
         record = self.records.load(path, self.splits[self.preset["tuning_meta_seed"]])
@@ -341,8 +341,7 @@ class LongStudy:
         self.reload_candidates(record)
         choices, done = record["choices"], []
         for m in self.preset["meta_seeds"]:
-            labels = [run_label("claim", a, k, choices[a][str(k)]["chosen_lr"], m) for a, k in pairs(self.config)]
-            labels.append(run_label("claim", "scratch", 0, None, m))
+            labels = [claim_label(choices, a, k, m) for a, k in [*pairs(self.config), ("scratch", None)]]
             found = [self.records.load(self.records.path(label), self.splits[m]) for label in labels]
             if None not in found:
                 self.runs.update(zip(labels, found))

@@ -23,12 +23,17 @@ def entries(config: StudyConfig) -> dict[str, tuple[str, int | None]]:
     return out
 
 
-def _record(runs: dict, choices: dict, algorithm: str, K: int | None, m: int) -> dict:
+def claim_label(choices: dict, algorithm: str, K: int | None, m: int) -> str:
+    """The label of meta-seed m's claim run of an algorithm at K, at the rate the tuning chose (scratch takes none)."""
     from .long import run_label
 
     if algorithm == "scratch":
-        return runs[run_label("claim", "scratch", 0, None, m)]
-    return runs[run_label("claim", algorithm, K, choices[algorithm][str(K)]["chosen_lr"], m)]
+        return run_label("claim", "scratch", 0, None, m)
+    return run_label("claim", algorithm, K, choices[algorithm][str(K)]["chosen_lr"], m)
+
+
+def _record(runs: dict, choices: dict, algorithm: str, K: int | None, m: int) -> dict:
+    return runs[claim_label(choices, algorithm, K, m)]
 
 
 def accuracies(runs: dict, choices: dict, algorithm: str, K: int | None, done: list[int], budget: str) -> dict:
