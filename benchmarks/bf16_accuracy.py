@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.study.config import BASE, SUITES  # noqa: E402
 from benchmarks.study.runs import Workspace, finetune_seeds, recipe_of, say  # noqa: E402
 from benchmarks.study.stats import equivalence_claim, paired_claim, summary  # noqa: E402
+from ctinit.execution.compiled import cpu_model  # noqa: E402
 
 PRECISIONS = ("no", "bf16")
 
@@ -76,6 +77,17 @@ def recorded(path: Path, config: dict) -> dict | None:
     return record if record.get("config") == json.loads(json.dumps(config)) else None
 
 
+def by_cpu(acc: dict, made_on: dict[int, str], margin: float) -> dict:
+    """The same claims within the meta-seeds each CPU made (a CPU with one meta-seed gets its difference only)."""
+    out = {}
+    for cpu in sorted(set(made_on.values())):
+        seeds = sorted(m for m, c in made_on.items() if c == cpu)
+        mine = {p: {k: v for k, v in a.items() if made_on[k[0]] == cpu} for p, a in acc.items()}
+        out[cpu] = {"meta_seeds": seeds, "bf16_minus_fp32": paired_claim(mine["bf16"], mine["no"]),
+                    "bf16_same_as_fp32": equivalence_claim(mine["bf16"], mine["no"], margin)}
+    return out
+
+
 def parse_shard(parser, text: str | None) -> tuple[int, int] | None:
     """``"I/N"`` as ``(I, N)`` with 0 <= I < N."""
     if text is None:
@@ -113,6 +125,7 @@ def main(argv=None) -> int:
     records_dir = Path(args.records) if args.records else Path(args.out) / "meta_seeds"
     records_dir.mkdir(parents=True, exist_ok=True)
     acc = {precision: {} for precision in PRECISIONS}
+    made_on: dict[int, str] = {}
     seconds = {precision: [] for precision in PRECISIONS}
     for m in range(args.meta_seeds):
         path = records_dir / f"meta-seed-{m}.json"
@@ -120,10 +133,12 @@ def main(argv=None) -> int:
         if shard and m % shard[1] != shard[0]:
             continue
         if record is None:
-            record = {"meta_seed": m, "config": config, **run_meta_seed(m, args, suite, recipe)}
+            # the CPU that made it: bf16 arithmetic differs by CPU (AMX tiles, AVX512-BF16 dot products)
+            record = {"meta_seed": m, "config": config, "cpu": cpu_model(), **run_meta_seed(m, args, suite, recipe)}
             path.write_text(json.dumps(record, indent=1) + "\n")
         else:
             say(f"meta-seed {m}: read from {path}")
+        made_on[m] = record.get("cpu", "not recorded")
         for precision in PRECISIONS:
             seconds[precision].append(record["seconds"][precision])
             acc[precision].update({(m, t, s): v for t, s, v in record["accuracy"][precision]})
@@ -134,8 +149,6 @@ def main(argv=None) -> int:
     if shard:
         say(f"shard {args.shard}: its meta-seeds are recorded in {records_dir}; run without --shard to report")
         return 0
-    from ctinit.execution.compiled import cpu_model
-
     result = {
         "command": "python benchmarks/bf16_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "cpu": cpu_model(),
@@ -144,6 +157,7 @@ def main(argv=None) -> int:
         "fp32": summary(acc["no"]), "bf16": summary(acc["bf16"]),
         "bf16_minus_fp32": paired_claim(acc["bf16"], acc["no"]),
         "bf16_same_as_fp32": equivalence_claim(acc["bf16"], acc["no"], args.margin),
+        "by_cpu": by_cpu(acc, made_on, args.margin),
         "meta_train_seconds": seconds,
         # per meta-seed, then the median: one run made under another load (or resumed in another session) must
         # not swing it; the two precisions of a meta-seed run one after the other (a ratio, not a benchmark)
@@ -154,6 +168,10 @@ def main(argv=None) -> int:
     say(f"fp32 {result['fp32']['mean']:.4f}, bf16 {result['bf16']['mean']:.4f}; bf16 - fp32 {d['diff']:+.4f} "
         f"(95% interval {d['ci95']}), equivalence within +-{args.margin}: {e['verdict']} (90% interval "
         f"{e['ci90']}); meta-training {result['meta_train_speedup_bf16']:.2f}x faster in bf16 (median over meta-seeds)")
+    for cpu, part in result["by_cpu"].items():
+        d, e = part["bf16_minus_fp32"], part["bf16_same_as_fp32"]
+        say(f"  made on {cpu} ({len(part['meta_seeds'])} meta-seeds): bf16 - fp32 {d['diff']:+.4f} (95% interval "
+            f"{d['ci95']}), equivalence {e['verdict']}")
     text = json.dumps(result, indent=1)
     if args.write:
         Path(args.write).write_text(text + "\n")
