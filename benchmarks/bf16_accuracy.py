@@ -40,8 +40,10 @@ PRECISIONS = ("no", "bf16")
 
 
 def base_of(suite: dict) -> dict:
-    """The study's shared setup at the suite's image size (colour's images are 32 px)."""
-    return {**BASE, "image_size": suite.get("image_size", BASE["image_size"])}
+    """The study's shared setup at the suite's image size (colour's images are 32 px), without its precision: each
+    side of the comparison sets its own."""
+    base = {k: v for k, v in BASE.items() if k != "mixed_precision"}
+    return {**base, "image_size": suite.get("image_size", BASE["image_size"])}
 
 
 def meta_seed_config(args, suite: dict, recipe: dict) -> dict:

@@ -31,12 +31,21 @@ def test_bf16_hardware_is_read_from_the_cpu_flags():
     assert bf16_hardware("flags\t\t: fpu sse2 avx2 fma\n") is None
 
 
-def test_the_default_is_one_constant_and_exact_fp32():
+def test_the_default_is_one_constant_auto_since_bf16_was_shown_equivalent():
     from ctinit.finetune import FinetuneConfig
     from ctinit_training.config import DEFAULTS
 
-    assert DEFAULT_PRECISION == "no"  # until benchmarks/bf16_accuracy.py shows bf16 equivalent (precision.py)
+    # auto since benchmarks/bf16_accuracy.py showed bf16 equivalent on both suites (precision.py's rule)
+    assert DEFAULT_PRECISION == "auto"
     assert DEFAULTS["mixed_precision"] == DEFAULT_PRECISION == FinetuneConfig().mixed_precision
+
+
+def test_the_study_and_meta_validation_stay_exact_fp32_whatever_the_default():
+    from benchmarks.study.config import BASE
+    from benchmarks.study.runs import RECORDED_SETTINGS, changed_settings, finetune_config
+
+    assert BASE["mixed_precision"] == "no" and finetune_config(steps=5).mixed_precision == "no"
+    assert RECORDED_SETTINGS["finetune"]["mixed_precision"] == "no" and changed_settings() == {}
 
 
 def test_auto_keeps_bf16_where_it_measured_faster_and_remembers_it(record):
@@ -186,3 +195,17 @@ def test_a_recorded_layout_that_the_runs_own_steps_contradict_is_measured_again(
         auto.done(1.2 if auto.use_channels_last() else 1.0)  # this run: channels-last clearly slower
     assert not auto.channels_last and auto.speedup == pytest.approx(1 / 1.2, abs=1e-3)
     assert json.loads(record.read_text())["layout:key"]["speedup"] == auto.speedup
+
+
+def test_meta_validation_fine_tunes_in_exact_fp32(monkeypatch):
+    from types import SimpleNamespace
+
+    import ctinit.finetune
+    from ctinit_training.config import ValidationConfig
+    from ctinit_training.validation import meta_validate
+
+    seen = []
+    monkeypatch.setattr(ctinit.finetune, "finetune",
+                        lambda module, task, config, device: seen.append(config) or SimpleNamespace(test_accuracy=0.5))
+    accuracy = meta_validate(torch.nn.Linear(2, 2), ["a", "b"], ValidationConfig(steps=100, batch_size=8, lr=1e-3, seed=0))
+    assert accuracy == 0.5 and [c.mixed_precision for c in seen] == ["no", "no"]

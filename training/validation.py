@@ -20,9 +20,11 @@ def meta_validate(phi_module, tasks, validation: ValidationConfig, channels_last
     run's own setting (a run fixed to one memory format for reproducibility validates in it too)."""
     from ctinit.finetune import FinetuneConfig, finetune
 
+    # exact fp32 whatever the default precision: the validations of a run are compared with each other, so each one
+    # measures phi alike (a measured precision choice could differ between them)
     config = FinetuneConfig(steps=validation.steps, batch_size=validation.batch_size,
                             optimizer={"name": "adam", "lr": validation.lr}, seed=validation.seed, progress=False,
-                            channels_last=channels_last)
+                            channels_last=channels_last, mixed_precision="no")
     device = next(phi_module.parameters()).device
     accuracies = [finetune(copy.deepcopy(phi_module), task, config, device=device).test_accuracy for task in tasks]
     return sum(accuracies) / len(accuracies)

@@ -38,6 +38,8 @@ BASE = {
     "backbone": "convnet4-32", "image_size": 28, "batch_size": 32,
     "inner_optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
     "meta_optimizer": {"name": "sgd", "lr": 0.1}, "reset": "soft", "augment": True, "log_every": 50,
+    # exact fp32 whatever the trainer's default (bf16 on bf16 CPUs since issue 32): the records were made so
+    "mixed_precision": "no",
 }
 
 #: Task suites: meta-train tasks, meta-test tasks, and which meta-train tasks the staged presets' search holds out

@@ -27,7 +27,7 @@ from typing import Callable
 from .clock import Clock
 from .config import StudyConfig
 from .ratio import made_by, split_tasks
-from .runs import Workspace, finetune_seeds, say
+from .runs import Workspace, finetune_config, finetune_seeds, say
 
 RECORD_VERSION = 1
 #: How long a process waits, when every run left is held by another process, before it looks again.
@@ -105,11 +105,10 @@ def finetune(init: str, tasks: list[str], seeds: list[int], budget: dict, batch_
     ``[[task, seed, accuracy], ...]``, with ``budget["curve"]`` each row also carries the validation-split curve
     ([[step, accuracy], ...], 20 points)."""
     from ctinit.evaluate import run_evaluation
-    from ctinit.finetune import FinetuneConfig
 
     steps, curve = budget["steps"], bool(budget.get("curve"))
-    config = FinetuneConfig(steps=steps, batch_size=batch_size, optimizer={"name": "adam", "lr": 1e-3},
-                            eval_every=max(1, steps // 20) if curve else steps, progress=False)
+    config = finetune_config(steps=steps, batch_size=batch_size, optimizer={"name": "adam", "lr": 1e-3},
+                             eval_every=max(1, steps // 20) if curve else steps, progress=False)
     results = run_evaluation([init], tasks, seeds=seeds, config=config, max_train_per_class=budget.get("per_class"),
                              progress=False)
     return [[r["task"], r["seed"], r["test_accuracy"], *([r["curve"]] if curve else [])] for r in results["runs"]]

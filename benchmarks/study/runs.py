@@ -40,15 +40,22 @@ RECORDED_SETTINGS = {"finetune": {"milestones": [0.4, 0.7, 0.9], "gamma": 0.3, "
                      "validation_fraction": 0.1, "fomaml_heldout_fraction": 0.1}
 
 
+def finetune_config(**fields):
+    """The study's fine-tuning config: FinetuneConfig's defaults with FIELDS, in exact fp32 whatever the library's
+    default precision (bf16 on bf16 CPUs since issue 32; every recorded result was fine-tuned in fp32)."""
+    from ctinit.finetune import FinetuneConfig
+
+    return FinetuneConfig(**{"mixed_precision": "no", **fields})
+
+
 def current_settings() -> dict:
-    """RECORDED_SETTINGS' fields as the code sets them now."""
+    """RECORDED_SETTINGS' fields as the study's fine-tuning config sets them now."""
     import dataclasses
     import inspect
 
     from ctinit.evaluate import run_evaluation
-    from ctinit.finetune import FinetuneConfig
 
-    defaults = json.loads(json.dumps(dataclasses.asdict(FinetuneConfig())))
+    defaults = json.loads(json.dumps(dataclasses.asdict(finetune_config())))
     optimizer = {k: defaults["optimizer"][k] for k in ("momentum", "weight_decay", "betas", "nesterov")}
     kept = ("milestones", "gamma", "augment", "hflip", "mixed_precision", "epochs", "schedule", "warmup",
             "label_smoothing", "early_stop")
@@ -192,7 +199,6 @@ class Workspace:
         """Test accuracy of every init on every task and seed: ``{label: {(task, seed): accuracy}}``. ``recipe``:
         steps, batch_size, optimizer. Each init's results are appended to OUT/finetune.jsonl as it finishes."""
         from ctinit.evaluate import run_evaluation
-        from ctinit.finetune import FinetuneConfig
 
         records = self._records()
 
@@ -202,8 +208,8 @@ class Workspace:
             return json.dumps([self._init_key(init), task, seed, recipe, per_class, *([changed] if changed else [])],
                               sort_keys=True)
 
-        config = FinetuneConfig(steps=recipe["steps"], batch_size=recipe["batch_size"],
-                                optimizer=dict(recipe["optimizer"]), eval_every=recipe["steps"], progress=False)
+        config = finetune_config(steps=recipe["steps"], batch_size=recipe["batch_size"],
+                                 optimizer=dict(recipe["optimizer"]), eval_every=recipe["steps"], progress=False)
         for label, init in inits.items():
             missing = sorted({t for t in tasks for s in seeds if key(init, t, s) not in records})
             if not missing:

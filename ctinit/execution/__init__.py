@@ -18,4 +18,4 @@ before torch is imported.
 
 PRECISIONS = ("no", "bf16", "fp16", "auto")
 #: What a run gets when it does not set ``mixed_precision`` (see ``precision.py``'s docstring for when this changes).
-DEFAULT_PRECISION = "no"
+DEFAULT_PRECISION = "auto"

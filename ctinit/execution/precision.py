@@ -15,11 +15,11 @@ the record (a record made under another load: ``contradicts``), in which case th
 and re-records. The choice is kept in the checkpoint: a run resumed on another machine keeps the precision it
 started with. On several processes the ranks agree (the mean of their speedups), so every task runs alike.
 
-The default precision is DEFAULT_PRECISION, fp32 ("no"). The rule: it becomes ``auto`` only when the held-out
-accuracy of inits meta-trained in bf16 is shown equivalent to fp32's (two one-sided tests within +-1 point over
->= 6 paired meta-seeds, ``benchmarks/bf16_accuracy.py``). On glyph at 6 meta-seeds it was inconclusive (bf16 - fp32
-+0.6 points [-0.9, +2.1]; docs/results/cpu-modes.md), so the default is fp32. Exact fp32 is ``mixed_precision: no``
-(``--mixed-precision no``) whatever the default.
+The default precision is DEFAULT_PRECISION, ``auto``. The rule was: ``auto`` only once the held-out accuracy of
+inits meta-trained in bf16 is shown equivalent to fp32's on each suite (two one-sided tests within +-1 point over
+>= 6 paired meta-seeds, ``benchmarks/bf16_accuracy.py``). It was: glyph, 30 meta-seeds, bf16 - fp32 -0.27 points
+(90% interval [-0.64, +0.09]); COLOUR_SHORT (docs/results/cpu-modes.md). Exact fp32 is ``mixed_precision: no``
+(``--mixed-precision no``) whatever the default; the studies and meta-validation use it.
 """
 from __future__ import annotations
 
