@@ -119,6 +119,8 @@ def tiny_finetune(steps, layouts=None, **overrides):
     if layouts is not None:
         backbone.register_forward_pre_hook(lambda m, args: layouts.append(
             args[0].is_contiguous(memory_format=torch.channels_last)) if m.training else None)
+    # fp32: under the default precision (auto) a CPU with bf16 hardware measures the precision first, before the layout
+    overrides = {"mixed_precision": "no", **overrides}
     result = finetune(backbone, tiny_task(), steps=steps, batch_size=8, progress=False, device="cpu", **overrides)
     return backbone, result
 

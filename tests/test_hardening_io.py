@@ -496,7 +496,7 @@ def test_help_names_no_repository_paths(main, args, capsys):
 def test_finetune_help_shows_defaults_and_ctinit_train_lists_its_recipes(capsys):
     text = " ".join(help_text(cli_main, ["finetune"], capsys).split())
     for needle in ("weights kept (default: auto)", "(default: 128)", "(default: adam)",
-                   "learning rate (default: 0.001)", "(default: 0.0)", "(default: no)", "(default: 0)"):
+                   "learning rate (default: 0.001)", "(default: 0.0)", "exact fp32 (default: auto)", "(default: 0)"):
         assert needle in text, needle
     text = " ".join(help_text(meta_train.main, [], capsys).split())
     assert "bundled recipe's name (hetero, paper, quickstart, quickstart-colour, tiny)" in text
