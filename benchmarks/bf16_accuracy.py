@@ -1,5 +1,5 @@
-"""Does bf16 meta-training on the CPU cost held-out accuracy? (issues 21 and 32: bf16 becomes the CPU default only
-if this shows it equivalent to fp32.)
+"""Does bf16 meta-training on the CPU cost held-out accuracy? (issues 21 and 32: bf16 became the CPU default,
+through ``mixed_precision: auto``, once this showed it equivalent to fp32 on both suites.)
 
     nohup nice -n 5 env OMP_NUM_THREADS=1 python benchmarks/bf16_accuracy.py --meta-seeds 6 \
         --records benchmarks/recorded/cpu-modes/bf16-accuracy-6 --write benchmarks/recorded/cpu-modes/bf16-accuracy-6.json &
