@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-bf16_accuracy = pytest.importorskip("benchmarks.bf16_accuracy")
+from benchmarks import bf16_accuracy
 
 
 def write_records(folder, shifts: dict[int, tuple[str | None, float]]) -> None:

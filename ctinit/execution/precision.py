@@ -17,10 +17,10 @@ started with. On several processes the ranks agree (the mean of their speedups),
 
 The default precision is DEFAULT_PRECISION, ``auto``. The rule was: ``auto`` only once the held-out accuracy of
 inits meta-trained in bf16 is shown equivalent to fp32's on each suite (two one-sided tests within +-1 point over
->= 6 paired meta-seeds, ``benchmarks/bf16_accuracy.py``). It was: glyph, 30 meta-seeds, bf16 - fp32 -0.27 points
-(90% interval [-0.64, +0.09]); colour, 16 meta-seeds, +0.12 points
-([-0.27, +0.51]); docs/results/cpu-modes.md. Exact fp32 is ``mixed_precision: no``
-(``--mixed-precision no``) whatever the default; the studies and meta-validation use it.
+>= 6 paired meta-seeds, ``benchmarks/bf16_accuracy.py``). It was, bf16 - fp32 with its 90% interval: glyph, 30
+meta-seeds, -0.27 points [-0.64, +0.09]; colour, 16 meta-seeds, +0.12 points [-0.27, +0.51] (docs/results/cpu-modes.md).
+Exact fp32 is ``mixed_precision: no`` (``--mixed-precision no``) whatever the default; the studies and
+meta-validation use it.
 """
 from __future__ import annotations
 
