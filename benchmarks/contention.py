@@ -37,6 +37,17 @@ def say(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+def choices(out: Path) -> dict:
+    """The measured choices the run logged (``precision: bf16 (auto: ...)``, ``channels_last``, ``compile``)."""
+    found = {}
+    for line in (out / "train.log").read_text().splitlines():
+        words = line.split(" ", 1)[-1]
+        for name in ("precision", "channels_last", "compile"):
+            if words.startswith(name + ": ") and not words.startswith("precision: auto: measuring"):
+                found.setdefault(name, words.split(": ", 1)[1])
+    return found
+
+
 def quickstart(out: Path, extra: list[str], env: dict) -> dict:
     cmd = [sys.executable, "-m", "ctinit_training.quickstart", "--out", str(out), "--no-progress", *extra]
     started = time.perf_counter()
@@ -47,7 +58,7 @@ def quickstart(out: Path, extra: list[str], env: dict) -> dict:
     report = json.loads((out / "quickstart.json").read_text())
     split = next((l.split("meta-training as ", 1)[1] for l in proc.stderr.splitlines() if "meta-training as" in l), None)
     return {"seconds": seconds, "meta_train_seconds": report["meta_train_seconds"], "split": split,
-            "loadavg_at_start": None, "mean_ctinit": report["mean"]["ctinit"]}
+            "choices": choices(out), "loadavg_at_start": None, "mean_ctinit": report["mean"]["ctinit"]}
 
 
 def with_competitors(n: int, settle: float, body):

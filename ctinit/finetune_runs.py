@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Iterator
 
 from .errors import ConfigError
+from .execution.orphans import die_with_parent
 from .finetune import finetune
 from .loading import load_init
 
@@ -114,24 +115,8 @@ def run_one(job: RunJob, tasks: TaskCache, device: str | None, on_step: Callable
 _WORKER: dict = {}
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: this worker gets SIGTERM when the process that started it dies (killed, say), instead of computing on
-    as an orphan; if it died while this worker was starting, the worker ends now. Elsewhere a no-op (the pool's own
-    shutdown stops the workers when the main process exits)."""
-    import os
-
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError, TypeError):
-        return
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _start_worker(threads: int, parent: int) -> None:
-    _die_with_parent(parent)  # first: importing torch takes seconds
+    die_with_parent(parent)  # first: importing torch takes seconds
     import torch
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it stops the workers

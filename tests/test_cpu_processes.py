@@ -1,9 +1,14 @@
-"""``ctinit-train --cpu-processes auto|N``: the run as several CPU processes through torch's launcher, from inside
-ctinit-train, with the results and the exact resume of a torchrun launch; ``auto`` fits the cores actually free."""
+"""``ctinit-train --cpu-processes auto|N``: the run as several CPU processes (forked, or through torch's launcher),
+from inside ctinit-train, with the results and the exact resume of a torchrun launch; ``auto`` fits the cores
+actually free."""
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -58,12 +63,14 @@ def test_the_flag_is_taken_out_of_what_the_processes_run():
     assert launch.without_flag(["--cpu-processes=2", "steps=3"]) == ["steps=3"]
 
 
-def test_two_cpu_processes_match_one_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("launcher", ["fork", "torchrun"])
+def test_two_cpu_processes_match_one_and_resume_exactly(tmp_path, launcher):
     reference, split = tmp_path / "reference", tmp_path / "split"
+    env = {**ENV, launch.CPU_LAUNCHER_ENV: launcher}
     subprocess.run(train_cmd(reference, "steps=20", "checkpoint_every=10", "seed=0"), env=ENV, check=True,
                    capture_output=True)
     proc = subprocess.run(train_cmd(split, "--cpu-processes", "2", "steps=20", "checkpoint_every=10", "seed=0"),
-                          env=ENV, capture_output=True, text=True)
+                          env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "2 process(es) x" in proc.stderr and "world size 2" in proc.stderr
     assert same_phi(reference, split, atol=1e-5)  # as torchrun's two processes (tests/test_training.py)
@@ -73,7 +80,7 @@ def test_two_cpu_processes_match_one_and_resume_exactly(tmp_path):
     shutil.rmtree(split / "checkpoints" / "step-20")
     shutil.rmtree(split / "init")
     proc = subprocess.run(train_cmd(split, "--cpu-processes", "auto", "--resume", "steps=20", "checkpoint_every=10",
-                                    "seed=0"), env=ENV, capture_output=True, text=True)
+                                    "seed=0"), env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "the checkpoint's 2 processes" in proc.stderr
     assert same_phi(tmp_path / "finished", split)  # bitwise (the same thread count per process here)
@@ -90,3 +97,104 @@ def test_the_quickstart_meta_trains_on_the_processes_it_is_given(tmp_path):
     assert json.loads((out / "init" / "config.json").read_text())["ctinit"]["world_size"] == 2
     report = json.loads((out / "quickstart.json").read_text())
     assert len(report["per_task"]) == 4 and report["meta_train_seconds"] > 0
+
+
+def test_the_launcher_forks_on_linux_unless_told_or_threads_run(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(launch, "launch", lambda argv, p, t: calls.append(("torchrun", argv, p, t)) or 0)
+    monkeypatch.setattr(launch, "fork", lambda p, t, body: calls.append(("fork", body(), p, t)) or 0)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv(launch.CPU_LAUNCHER_ENV, raising=False)
+    monkeypatch.setattr(launch, "single_threaded", lambda: True)
+    assert launch.run_processes(2, 1, lambda: 7, ["--out", "o"]) == 0 and calls.pop() == ("fork", 7, 2, 1)
+    monkeypatch.setenv(launch.CPU_LAUNCHER_ENV, "torchrun")
+    assert launch.run_processes(3, 2, lambda: 7, ["--out", "o"]) == 0 and calls.pop() == ("torchrun", ["--out", "o"], 3, 2)
+    monkeypatch.setenv(launch.CPU_LAUNCHER_ENV, "fork")
+    monkeypatch.setattr(launch, "single_threaded", lambda: False)  # a notebook's kernel: its threads would not fork
+    assert launch.run_processes(2, 1, lambda: 7, ["--out", "o"]) == 0 and calls.pop()[0] == "torchrun"
+    assert "already runs threads" in capsys.readouterr().err
+    monkeypatch.setenv(launch.CPU_LAUNCHER_ENV, "spawn")
+    with pytest.raises(ConfigError, match="CTINIT_CPU_LAUNCHER=spawn: set it to fork or torchrun"):
+        launch.run_processes(2, 1, lambda: 7, [])
+    monkeypatch.delenv(launch.CPU_LAUNCHER_ENV)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert launch.cpu_launcher() == "torchrun"
+
+
+def test_forked_processes_get_their_rank_and_a_failure_stops_the_others(monkeypatch):
+    """Rank 2 fails at once; rank 1 stops at the SIGTERM after the grace; rank 0 ignores it and is killed."""
+    monkeypatch.setattr(launch, "FAILURE_GRACE_SECONDS", 0.3)
+
+    def body() -> int:
+        rank = int(os.environ["RANK"])
+        if any(os.environ.get(k) != v for k, v in launch.process_env(rank, 3, 1, int(os.environ["MASTER_PORT"])).items()):
+            return 5
+        if rank == 2:
+            return 3
+        if rank == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        time.sleep(60)
+        return 0
+
+    started = time.monotonic()
+    assert launch.fork(3, 1, body) == 3  # the first failure's status
+    assert time.monotonic() - started < 30
+    assert launch.fork(2, 1, lambda: 0) == 0
+    assert launch.fork(2, 1, lambda: os.kill(os.getpid(), signal.SIGKILL)) == 128 + signal.SIGKILL
+    assert launch.fork(2, 1, lambda: sys.exit()) == 0
+
+
+def test_sigterm_reaches_the_forked_processes_which_checkpoint_and_resume(tmp_path):
+    reference, split = tmp_path / "reference", tmp_path / "split"
+    subprocess.run(train_cmd(reference, "steps=60", "checkpoint_every=20", "seed=0"), env=ENV, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(train_cmd(split, "--cpu-processes", "2", "steps=60", "checkpoint_every=20", "seed=0"),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (split / "checkpoints" / "step-20").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # to ctinit-train, which passes it on
+    _, err = proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "continue with --resume" in err and not (split / "init").exists()
+    resumed = subprocess.run(train_cmd(split, "--cpu-processes", "auto", "--resume", "steps=60", "checkpoint_every=20",
+                                       "seed=0"), env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "the checkpoint's 2 processes" in resumed.stderr
+    assert same_phi(reference, split, atol=1e-5)
+
+
+def running_with(text: str) -> list[int]:
+    """Processes whose command line holds TEXT (forked processes keep ctinit-train's)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def test_killing_ctinit_train_stops_its_forked_processes_at_a_checkpoint(tmp_path):
+    """SIGKILL to ctinit-train (no chance to pass anything on): its processes get SIGTERM from the kernel
+    (PR_SET_PDEATHSIG), checkpoint and stop instead of training on as orphans; --resume ends where a run would."""
+    reference, split = tmp_path / "reference", tmp_path / "split"
+    subprocess.run(train_cmd(reference, "steps=60", "checkpoint_every=20", "seed=0"), env=ENV, check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(train_cmd(split, "--cpu-processes", "2", "steps=60", "checkpoint_every=20", "seed=0"),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (split / "checkpoints" / "step-20").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while running_with(str(split)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not running_with(str(split)), "orphans still run"
+    assert not (split / "init").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(train_cmd(split, "--cpu-processes", "2", "--resume", "steps=60", "checkpoint_every=20",
+                                       "seed=0"), env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert same_phi(reference, split, atol=1e-5)

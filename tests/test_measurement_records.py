@@ -83,3 +83,24 @@ def test_auto_layout_and_auto_compile_decide_with_a_damaged_record(record):
         auto.done(0.01)
     auto.use_compiled()
     assert auto.phase == "off"  # 10 steps of 10 ms never pay for a compile
+
+
+@pytest.mark.parametrize("configured", [None, "relative/cache"])
+def test_the_record_sits_in_torch_s_compile_cache_folder(configured, tmp_path, monkeypatch):
+    """Found as torch finds its cache folder, without importing torch._inductor (a second of every run's start)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    if configured is None:
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+        (tmp_path / "tmp").mkdir()
+        import tempfile
+
+        monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    else:
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", configured)
+    ours = compiled.record_path()
+    assert ours.parent == compiled.inductor_cache_dir() and ours.parent.is_dir()
+    assert str(ours.parent) == cache_dir()  # torch's own answer (it also sets TORCHINDUCTOR_CACHE_DIR: monkeypatched)
+    assert str(tmp_path) in str(ours)

@@ -4,8 +4,16 @@ On the CPU, P one-thread processes (each training its block of tasks, one all-re
 process with P threads: two 1-thread processes gave 2.11x (convnet4-32) and 1.46x (ResNet-20) the task-steps/s of one
 2-thread process on the 2-core Zen 4 machine (benchmarks/RESULTS.md, "CPU execution modes"), because threads that
 wait on each other at every operator collapse when either is descheduled, while processes only meet at the
-meta-step. ``--cpu-processes`` launches the run through torch's launcher (``torch.distributed.run``, gloo) from
-inside ``ctinit-train``: the same run folder, checkpoints, exact resume and results as ``torchrun --nproc_per_node P``.
+meta-step. ``--cpu-processes`` runs them from inside ``ctinit-train``, with the same run folder, checkpoints, exact
+resume and results as ``torchrun --nproc_per_node P`` (gloo, one machine).
+
+How they start (``CPU_LAUNCHER_ENV``): on Linux ``fork``, elsewhere ``torchrun``. ``fork``: this process, with torch,
+transformers and Accelerate already imported (``warm_imports``) and before it has run any torch operation or
+started a thread pool, forks the P processes and watches them (``supervise``, as torch's launcher does: signals
+passed on, the others stopped when one fails). A forked process starts with everything imported, so the run's
+start-up loses the launcher's and every process's imports (about 5 s of the 12 s that start-up took on 2 cores;
+docs/results/cpu-modes.md). ``torchrun``: ``python -m torch.distributed.run`` runs ``ctinit_training.meta_train``
+again in P fresh interpreters (``CTINIT_CPU_LAUNCHER=torchrun`` picks it on Linux too).
 
 The split: ``N`` processes with the free cores shared out as threads; ``auto`` counts the cores actually free
 (``ctinit.execution.cores``: this process's CPU affinity less the cores busy now, so a busy machine gets fewer
@@ -19,16 +27,25 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from ctinit.execution.cores import free_cores
+from ctinit.execution.orphans import die_with_parent
 
 #: ``auto`` keeps a run shorter than this in one process: starting the processes and their gloo group costs seconds.
 MIN_STEPS_FOR_PROCESSES = 100
 #: Set in the launched processes: the split they run as (``PxT``), so the main one records its speed.
 SPLIT_ENV = "CTINIT_CPU_SPLIT"
+#: ``fork`` (Linux's default) or ``torchrun``: how ``--cpu-processes`` starts its processes (see the module doc).
+CPU_LAUNCHER_ENV = "CTINIT_CPU_LAUNCHER"
+#: After one forked process fails: seconds the others get to stop on their own (a peer's closed connection ends
+#: their collectives), then SIGTERM, then as long again before SIGKILL.
+FAILURE_GRACE_SECONDS = 10.0
 
 
 def launched() -> bool:
@@ -40,7 +57,7 @@ def split_key(config: "TrainConfig") -> str:
     from ctinit.execution.compiled import cpu_model
 
     return "split:" + json.dumps([cpu_model(), os.cpu_count(), config.backbone, config.image_size,
-                                  config.batch_size, len(config.tasks)])
+                                  config.batch_size, len(config.tasks), config.mixed_precision])
 
 
 def checkpoint_world(out: str | Path) -> int | None:
@@ -114,6 +131,141 @@ def without_flag(argv: list[str], flag: str = "--cpu-processes") -> list[str]:
         elif not arg.startswith(flag + "="):
             out.append(arg)
     return out
+
+
+def cpu_launcher() -> str:
+    """``fork`` or ``torchrun`` (CPU_LAUNCHER_ENV; default: fork on Linux, where it is safe before any thread starts)."""
+    from ctinit.errors import ConfigError
+
+    chosen = os.environ.get(CPU_LAUNCHER_ENV) or ("fork" if sys.platform == "linux" else "torchrun")
+    if chosen not in ("fork", "torchrun"):
+        raise ConfigError(f"{CPU_LAUNCHER_ENV}={chosen}: set it to fork or torchrun, or unset it")
+    if chosen == "fork" and not hasattr(os, "fork"):
+        raise ConfigError(f"{CPU_LAUNCHER_ENV}=fork: this platform cannot fork; set it to torchrun")
+    return chosen
+
+
+def run_processes(processes: int, threads: int, body: Callable[[], int], argv: list[str]) -> int:
+    """Run the training as PROCESSES processes of THREADS threads and return the exit status: forked, each running
+    ``body()`` (which returns its exit status), or through torch's launcher running ``ctinit_training.meta_train
+    ARGV`` (see the module doc)."""
+    if cpu_launcher() == "torchrun":
+        return launch(argv, processes, threads)
+    warm_imports()
+    if not single_threaded():  # a forked child gets one of the threads: a lock another one held stays held
+        print("--cpu-processes: this process already runs threads, so its processes start through torch's launcher",
+              file=sys.stderr, flush=True)
+        return launch(argv, processes, threads)
+    return fork(processes, threads, body)
+
+
+def single_threaded() -> bool:
+    """Whether this process runs no Python thread but this one, so that forking it is safe: a forked child keeps
+    only the forking thread, and a lock another thread held would stay held (a notebook's kernel runs several).
+    Native pools are not counted: OpenBLAS's (numpy's, scipy's) stop and restart around a fork on their own, and
+    torch starts its OpenMP pool at its first parallel operation, which this process has not run (``fork``)."""
+    import threading
+
+    return threading.active_count() == 1
+
+
+def warm_imports() -> None:
+    """What every process imports on its way to the first step, imported once here before forking."""
+    import accelerate  # noqa: F401
+    import tqdm.auto  # noqa: F401
+
+    import ctinit.models.backbones  # noqa: F401 - transformers' modeling code, the slowest of them
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_env(rank: int, processes: int, threads: int, port: int) -> dict[str, str]:
+    """What torch's launcher sets in each process (Accelerate and ``torch.distributed`` read it)."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes),
+            "LOCAL_WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": str(threads), SPLIT_ENV: f"{processes}x{threads}"}
+
+
+def fork(processes: int, threads: int, body: Callable[[], int]) -> int:
+    """Fork PROCESSES processes of THREADS threads, each running ``body()`` as its rank, and supervise them.
+    Call it while this process runs one thread (``single_threaded``), before it runs any torch operation (a forked
+    OpenMP pool would not work in the children)."""
+    import torch
+
+    port, supervisor = free_port(), os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: dict[int, int] = {}
+    for rank in range(processes):
+        try:
+            pid = os.fork()
+        except OSError:  # the ones started would wait for the missing one in their first collective
+            for started in children:
+                os.kill(started, signal.SIGKILL)
+                os.waitpid(started, 0)
+            raise
+        if pid == 0:  # the child: becomes rank RANK and never returns to the caller
+            status = 1
+            try:
+                die_with_parent(supervisor)  # SIGTERM (checkpoint and stop) if ctinit-train is killed
+                os.environ.update(process_env(rank, processes, threads, port))
+                torch.set_num_threads(threads)
+                status = body()
+            except SystemExit as e:
+                status = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except BaseException:  # noqa: BLE001 - body reports its own errors; this is a last resort
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(status)
+        children[pid] = rank
+    return supervise(children)
+
+
+def supervise(children: dict[int, int]) -> int:
+    """Wait for the forked processes (pid -> rank); SIGTERM/SIGINT are passed on to them (they checkpoint and
+    stop). When one fails the others get FAILURE_GRACE_SECONDS to stop, then SIGTERM, then SIGKILL. Returns the
+    first failure's exit status (128 + signal for a killed process), else 0."""
+    running = dict(children)
+
+    def pass_on(signum, frame):
+        for pid in running:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)}
+    status, failed_at, escalated = 0, None, 0
+    try:
+        while running:
+            pid, code = os.waitpid(-1, os.WNOHANG if failed_at is not None else 0)
+            if pid == 0:  # after a failure: the others are still stopping
+                waited = time.monotonic() - failed_at
+                if escalated < 2 and waited > FAILURE_GRACE_SECONDS * (escalated + 1):
+                    escalated += 1
+                    for other in running:  # not reaped yet, so the pid is still this child's
+                        os.kill(other, signal.SIGTERM if escalated == 1 else signal.SIGKILL)
+                time.sleep(0.05)
+                continue
+            if pid not in running:
+                continue
+            del running[pid]
+            exit_status = os.waitstatus_to_exitcode(code)
+            exit_status = 128 - exit_status if exit_status < 0 else exit_status
+            if exit_status != 0 and status == 0:
+                status, failed_at = exit_status, time.monotonic()
+        return status
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def launch(argv: list[str], processes: int, threads: int) -> int:

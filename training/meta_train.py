@@ -204,33 +204,38 @@ def main(argv: list[str] | None = None) -> int:
 
 def execute(args, argv: list[str] | None = None) -> int:
     """Run ``ctinit-train`` with parsed arguments (:func:`ctinit_training.arguments.build_parser`); ``argv`` (default
-    ``sys.argv[1:]``) is what ``--cpu-processes`` relaunches."""
+    ``sys.argv[1:]``) is what ``--cpu-processes`` relaunches through torch's launcher."""
 
-    def command() -> int:
+    def train_and_push(config: TrainConfig, split: str | None) -> int:
         try:
-            config = load_config(args.config, args.overrides)
-            split = os.environ.get(launch.SPLIT_ENV)  # set in the processes --cpu-processes launched
-            if args.push_to_hub:
-                from ctinit.hubio import check_push
-
-                check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
-            if args.cpu_processes and not launch.launched() and (config.device == "cpu" or not torch.cuda.is_available()):
-                processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
-                if processes > 1:  # the launched processes run this command (without the flag) and push if asked
-                    print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)
-                    return launch.launch(launch.without_flag(sys.argv[1:] if argv is None else argv), processes, threads)
-                if threads:
-                    torch.set_num_threads(threads)
-                split = f"1x{torch.get_num_threads()}"
             summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
             if int(os.environ.get("RANK", "0")) == 0:
                 launch.record_split(config, summary["task_steps_per_s"], split)
             if args.push_to_hub:
                 push_run(args.out, args.push_to_hub, PROG, private=args.private)
         except Preempted as p:
-            print(f"{PROG}: {p}; continue with --resume", file=sys.stderr)
-            return 128 + int(p.signum)
+            return p.report(PROG)
         return 0
+
+    def command() -> int:
+        config = load_config(args.config, args.overrides)
+        split = os.environ.get(launch.SPLIT_ENV)  # set in the processes --cpu-processes launched
+        if args.push_to_hub:
+            from ctinit.hubio import check_push
+
+            check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
+        if args.cpu_processes and not launch.launched() and (config.device == "cpu" or not torch.cuda.is_available()):
+            processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
+            if processes > 1:  # each process trains its tasks and, the main one, pushes if asked
+                print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)
+                return launch.run_processes(
+                    processes, threads,
+                    lambda: run_command(PROG, lambda: train_and_push(config, f"{processes}x{threads}"), debug=args.debug),
+                    launch.without_flag(sys.argv[1:] if argv is None else argv))
+            if threads:
+                torch.set_num_threads(threads)
+            split = f"1x{torch.get_num_threads()}"
+        return train_and_push(config, split)
 
     return run_command(PROG, command, debug=args.debug)
 

@@ -3,6 +3,7 @@ checkpoint is written and the run stops with :class:`Preempted`."""
 from __future__ import annotations
 
 import signal
+import sys
 from pathlib import Path
 
 
@@ -12,6 +13,11 @@ class Preempted(Exception):
     def __init__(self, signum: int, path: Path):
         super().__init__(f"stopped by signal {signum}; checkpoint {path}")
         self.signum, self.path = signum, path
+
+    def report(self, prog: str) -> int:
+        """Say on stderr where the checkpoint is and how to go on; returns the exit status (128 + the signal)."""
+        print(f"{prog}: {self}; continue with --resume", file=sys.stderr, flush=True)
+        return 128 + int(self.signum)
 
 
 class StopSignals:

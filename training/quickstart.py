@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from ctinit.tasks import SUITES, load_task
 from . import launch
 from .config import load_config
 from .meta_train import run
+from .preemption import Preempted
 
 RECIPE = Path(__file__).parent / "recipes" / "quickstart.yaml"
 # suite -> the recipe of its main job (its meta-test tasks come from ctinit.tasks.SUITES)
@@ -77,29 +79,41 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def meta_train(config, args) -> dict:
-    """Meta-train as ``--cpu-processes`` says: several processes through ctinit-train's launcher (training/launch.py),
-    or this one with the free cores' threads; fine-tuning then uses the same cores."""
-    import subprocess
-
+    """Meta-train as ``--cpu-processes`` says: several processes (forked, or through torch's launcher: see
+    training/launch.py), or this one with the free cores' threads; fine-tuning then uses the same cores."""
     import torch
 
+    def train(split: str | None = None) -> dict:
+        summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+        if split is not None:
+            launch.record_split(config, summary["task_steps_per_s"], split)
+        return summary
+
     if config.device != "cpu" and torch.cuda.is_available() or launch.launched():
-        return run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+        return train()
     processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
     threads = threads or torch.get_num_threads()  # 0: torch's own count (one process, as before the option)
     print(f"quickstart: meta-training as {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr)
-    torch.set_num_threads(processes * threads)
     if processes == 1:
-        summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
-        launch.record_split(config, summary["task_steps_per_s"], f"1x{threads}")
-        return summary
+        torch.set_num_threads(threads)
+        return train(f"1x{threads}")
     started = time.perf_counter()
-    argv = ["--config", str(SUITE_RECIPES[args.suite]), "--out", args.out, "--cpu-processes", str(processes),
+    split = f"{processes}x{threads}"
+    argv = ["--config", str(SUITE_RECIPES[args.suite]), "--out", args.out,
             *(["--no-progress"] if args.no_progress else []), *(["--resume"] if args.resume else []),
             *(["--overwrite"] if args.overwrite else []), f"seed={args.seed}", *args.overrides]
-    status = subprocess.run([sys.executable, "-m", "ctinit_training.meta_train", *argv]).returncode
+
+    def rank() -> int:  # in each process
+        try:
+            train(split if int(os.environ["RANK"]) == 0 else None)
+        except Preempted as p:
+            return p.report("quickstart")
+        return 0
+
+    status = launch.run_processes(processes, threads, lambda: run_command("quickstart", rank, debug=args.debug), argv)
     if status != 0:
-        raise SystemExit(status)  # ctinit-train said what went wrong
+        raise SystemExit(status)  # the processes said what went wrong
+    torch.set_num_threads(processes * threads)  # fine-tuning, here, on the same cores
     return {"init": str(Path(args.out) / "init"), "seconds": time.perf_counter() - started}
 
 
@@ -108,7 +122,10 @@ def quickstart(args) -> int:
     config = load_config(SUITE_RECIPES[args.suite], [f"seed={args.seed}", *args.overrides])
     ft = FinetuneConfig(steps=args.finetune_steps, batch_size=args.finetune_batch_size, seed=args.seed,
                         progress=not args.no_progress)  # checked before meta-training
-    summary = meta_train(config, args)
+    try:
+        summary = meta_train(config, args)
+    except Preempted as p:
+        return p.report("quickstart")
     init = summary["init"]
     print(f"fine-tuning on the meta-test tasks ({args.finetune_steps} steps, batch {args.finetune_batch_size}):",
           file=sys.stderr)

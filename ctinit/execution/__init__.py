@@ -9,6 +9,7 @@ per-machine record of what was measured (``compiled.read_record``/``write_record
 - ``device_step.py``: a global step kept on the device (masked task updates, CUDA-graph capture);
 - ``compiled.py``: ``compile: backbone`` and ``compile: auto`` (``AutoCompile``), the per-machine records;
 - ``channels_last.py``: ``channels_last: auto`` (``AutoChannelsLast``), measured per run;
+- ``cores.py``: how many CPU cores are free now; ``orphans.py``: worker processes that stop with their parent;
 - ``precision.py``: ``mixed_precision: auto`` (``AutoPrecision``): bf16 compute where the CPU has it and a measured
   trial shows it faster.
 

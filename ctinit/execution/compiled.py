@@ -76,11 +76,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def record_path() -> Path | None:
+def inductor_cache_dir() -> Path:
+    """torch's compile cache folder (``TORCHINDUCTOR_CACHE_DIR``, else ``TMPDIR/torchinductor_USER``), found as torch
+    finds it (torch._inductor.runtime.cache_dir_utils) without importing torch._inductor, which takes about a second:
+    every run reads its records, most never compile."""
+    import getpass
+    import re
+    import tempfile
+
+    configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if configured:
+        return Path(os.path.abspath(configured))
     try:
-        from torch._inductor.runtime.cache_dir_utils import cache_dir
-        return Path(cache_dir()) / RECORD_NAME
-    except Exception:  # noqa: BLE001 - a private torch helper; without it nothing is recorded
+        user = getpass.getuser()
+    except (KeyError, ModuleNotFoundError, OSError):
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+    return Path(tempfile.gettempdir()) / ("torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
+
+
+def record_path() -> Path | None:
+    """The per-machine record of measured choices, beside torch's compile cache (None where it cannot be made)."""
+    try:
+        folder = inductor_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / RECORD_NAME
+    except OSError:  # nothing is recorded; every run measures for itself
         return None
 
 
