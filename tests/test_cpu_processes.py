@@ -24,36 +24,42 @@ CONFIG = load_config(TINY, ["steps=1000"])  # 3 tasks
 
 
 def test_auto_fits_the_free_cores_and_the_tasks(tmp_path, record):
-    short = launch.choose_split("auto", load_config(TINY, []), tmp_path, False, cores=2)
+    short = launch.choose_split("auto", load_config(TINY, []), tmp_path, False, free=2, usable=2)
     assert short[:2] == (1, 0) and "too short" in short[2]  # 20 steps: one process, torch's own threads
-    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)
-    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=1)[:2] == (1, 1)  # a busy machine: one thread
-    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=8)[:2] == (3, 2)  # at most one process per task
-    assert launch.choose_split("2", CONFIG, tmp_path, False, cores=4)[:2] == (2, 2)
-    assert launch.choose_split("1", CONFIG, tmp_path, False, cores=4)[:2] == (1, 0)  # one process: torch's threads
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)[:2] == (2, 1)
+    # a busy machine: still one process per core, each of one thread (they share busy cores gently)
+    busy = launch.choose_split("auto", CONFIG, tmp_path, False, free=1, usable=2)
+    assert busy[:2] == (2, 1) and "1 of 2 cores free" in busy[2]
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=1, usable=1)[:2] == (1, 1)
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=8, usable=8)[:2] == (3, 2)  # one process per task
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=8)[:2] == (3, 1)
+    assert launch.choose_split("2", CONFIG, tmp_path, False, free=4)[:2] == (2, 2)
+    assert launch.choose_split("1", CONFIG, tmp_path, False, free=4)[:2] == (1, 0)  # one process: torch's threads
     with pytest.raises(ConfigError, match="--cpu-processes two: give auto or a number"):
-        launch.choose_split("two", CONFIG, tmp_path, False, cores=2)
+        launch.choose_split("two", CONFIG, tmp_path, False, free=2)
 
 
 def test_auto_tries_the_rule_s_split_before_trusting_other_measurements(tmp_path, record):
     launch.record_split(CONFIG, 40.0, "1x1")
     launch.record_split(CONFIG, 90.0, "1x2")  # one process measured, two never: two it is, and then measured
-    processes, threads, why = launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)
+    processes, threads, why = launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)
     assert (processes, threads) == (2, 1) and "one process per core" in why
     launch.record_split(CONFIG, 120.0, "2x1")
-    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)
-    launch.record_split(CONFIG, 60.0, "2x1")  # measured slower than 1x2 now: 1x2
-    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (1, 2)
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)[:2] == (2, 1)
+    launch.record_split(CONFIG, 60.0, "2x1")  # slower now (other work ran beside it): its fastest stays
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)[:2] == (2, 1)
+    launch.record_split(CONFIG, 130.0, "1x2")  # faster than 2x1's fastest: 1x2
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)[:2] == (1, 2)
 
 
 def test_auto_takes_the_split_this_machine_measured_fastest(tmp_path, record):
     launch.record_split(CONFIG, 10.0, "2x1")
-    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (2, 1)  # one measurement: the rule
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)[:2] == (2, 1)  # one measurement: the rule
     launch.record_split(CONFIG, 14.0, "1x2")
-    processes, threads, why = launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)
+    processes, threads, why = launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)
     assert (processes, threads) == (1, 2) and "1x2 measured fastest" in why
     launch.record_split(CONFIG, 20.0, "3x2")  # does not fit 2 free cores: not a candidate
-    assert launch.choose_split("auto", CONFIG, tmp_path, False, cores=2)[:2] == (1, 2)
+    assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)[:2] == (1, 2)
     assert json.loads(record.read_text())[launch.split_key(CONFIG)] == {"2x1": 10.0, "1x2": 14.0, "3x2": 20.0}
     assert compiled_module.read_record(launch.split_key(CONFIG))["1x2"] == 14.0
 

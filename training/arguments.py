@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="at the end, export the run and upload it to this Hub repo (main process only)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     parser.add_argument("--cpu-processes", default="auto", metavar="auto|N",
-                        help="on the CPU: run as N processes through torch's launcher, with the free cores shared out "
-                             "as threads; auto: the split measured fastest on the cores free now, one process for "
-                             "runs under 100 steps (default: auto)")
+                        help="on the CPU: run as N processes (forked on Linux, else through torch's launcher), with "
+                             "the free cores shared out as threads; auto: the split measured fastest on the cores "
+                             "free now, one process for runs under 100 steps (default: auto)")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. steps=200 meta_optimizer.lr=0.1")
     return parser
 

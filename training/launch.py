@@ -11,16 +11,20 @@ How they start (``CPU_LAUNCHER_ENV``): on Linux ``fork``, elsewhere ``torchrun``
 transformers and Accelerate already imported (``warm_imports``) and before it has run any torch operation or
 started a thread pool, forks the P processes and watches them (``supervise``, as torch's launcher does: signals
 passed on, the others stopped when one fails). A forked process starts with everything imported, so the run's
-start-up loses the launcher's and every process's imports (about 5 s of the 12 s that start-up took on 2 cores;
-docs/results/cpu-modes.md). ``torchrun``: ``python -m torch.distributed.run`` runs ``ctinit_training.meta_train``
+start-up loses the launcher's and every process's imports (a 300-step convnet4-32 run on the 2-core Zen 4: its first
+step 4.5 s after the command started instead of 10.1 s, 17.9 s in all instead of 22.8 s; docs/training.md). ``torchrun``: ``python -m torch.distributed.run`` runs ``ctinit_training.meta_train``
 again in P fresh interpreters (``CTINIT_CPU_LAUNCHER=torchrun`` picks it on Linux too).
 
-The split: ``N`` processes with the free cores shared out as threads; ``auto`` counts the cores actually free
-(``ctinit.execution.cores``: this process's CPU affinity less the cores busy now, so a busy machine gets fewer
-processes and threads rather than oversubscribed ones) and takes, among the splits that fit them, the one this machine measured fastest for this
-setup (every run records its task-steps/s per split next to compile's record) once the rule's split is among those
-measured, else the rule: one 1-thread process per free core (at most one per task). ``--resume`` keeps the checkpoint's number of processes (a run resumes
-exactly only on as many processes as it started with).
+The split: ``N`` processes with the free cores shared out as threads. ``auto`` takes at most one process per core
+this process may run on (its CPU affinity) and per task, and threads from the cores actually free
+(``ctinit.execution.cores``: the usable cores less those busy now), so a busy machine gets one-thread processes:
+beside two busy loops on the 2-core Zen 4, 500 steps of the quickstart recipe took 51-52 s as 2 one-thread processes
+against 72-102 s as one (2 runs each, docs/results/cpu-modes.md); threads that wait on each other at every operator
+are what collapses under load. Among the splits that fit, it takes the one this machine measured fastest for this
+setup (every run records its task-steps/s per split and precision setting next to compile's record; a split keeps
+its fastest, as load only slows a run) once the rule's split is among those measured, else the rule: one process per
+core (at most one per task), the free cores shared out as threads. ``--resume`` keeps the checkpoint's number of
+processes (a run resumes exactly only on as many processes as it started with).
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ctinit.execution.cores import free_cores
+from ctinit.execution.cores import free_cores, usable_cores
 from ctinit.execution.orphans import die_with_parent
 
 #: ``auto`` keeps a run shorter than this in one process: starting the processes and their gloo group costs seconds.
@@ -75,16 +79,18 @@ def checkpoint_world(out: str | Path) -> int | None:
 
 
 def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume: bool,
-                 cores: int | None = None) -> tuple[int, int, str]:
-    """``(processes, threads, why)`` for ``--cpu-processes REQUESTED``; threads 0: torch's own count."""
+                 free: int | None = None, usable: int | None = None) -> tuple[int, int, str]:
+    """``(processes, threads, why)`` for ``--cpu-processes REQUESTED``; threads 0: torch's own count. FREE: the
+    cores free now, USABLE: the cores this process may run on (default: counted, ``ctinit.execution.cores``)."""
     from ctinit.errors import ConfigError
     from ctinit.execution.compiled import read_record
 
-    cores = free_cores() if cores is None else cores
+    free = free_cores() if free is None else free
+    usable = max(free, usable_cores() if usable is None else usable)
     tasks = len(config.tasks)
     if resume and checkpoint_world(out):
         world = checkpoint_world(out)
-        threads = max(1, cores // world) if world > 1 else 0  # one process: torch's own threads, as it started
+        threads = max(1, free // world) if world > 1 else 0  # one process: torch's own threads, as it started
         return world, threads, f"--resume: the checkpoint's {world} processes"
     if requested != "auto":
         try:
@@ -95,29 +101,35 @@ def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume:
             raise ConfigError(f"--cpu-processes {requested}: give auto or a number of processes >= 1")
         if processes == 1:  # one process as before --cpu-processes: torch's threads (OMP_NUM_THREADS, else all)
             return 1, 0, "requested"
-        return processes, max(1, cores // processes), "requested"
+        return processes, max(1, free // processes), "requested"
     if config.steps < MIN_STEPS_FOR_PROCESSES:
         return 1, 0, f"auto: one process ({config.steps} steps: too short to pay for starting several)"
-    fits = {f"{p}x{t}": (p, t) for p in range(1, min(cores, tasks) + 1) for t in range(1, cores // p + 1)}
+    # Processes from the usable cores, threads from the free ones: one-thread processes share busy cores gently
+    # (a descheduled one delays the others only at the meta-step, and the scheduler gives each its share), threads
+    # that wait on each other at every operator do not (see the module doc).
+    most = min(usable, tasks)
+    fits = {f"{p}x{t}": (p, t) for p in range(1, most + 1) for t in range(1, max(1, free // p) + 1)}
     measured = {k: v for k, v in (read_record(split_key(config)) or {}).items()
                 if k in fits and isinstance(v, (int, float))}
-    p = min(cores, tasks)
-    rule = f"{p}x{max(1, cores // p)}"
+    rule = f"{most}x{max(1, free // most)}"
+    cores = f"{free} of {usable} cores free" if free < usable else f"{free} free cores"
     if rule not in measured:  # the rule's split first: splits measured so far are compared only once it is among them
-        return p, max(1, cores // p), f"auto: {cores} free cores, one process per core (at most one per task)"
+        return *fits[rule], f"auto: {cores}, one process per core (at most one per task)"
     best = max(measured, key=measured.get)
-    p, t = fits[best]
-    return p, t, f"auto: {cores} free cores; {best} measured fastest here ({measured[best]:.1f} task-steps/s)"
+    return *fits[best], f"auto: {cores}; {best} measured fastest here ({measured[best]:.1f} task-steps/s)"
 
 
 def record_split(config: "TrainConfig", task_steps_per_s: float | None, split: str | None) -> None:
-    """In the main process of a run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``."""
+    """In the main process of a run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``. A split
+    keeps the fastest speed measured with it: other work on the machine only ever slows a run, so a run made under
+    load does not count against a split measured on idle cores."""
     from ctinit.execution.compiled import read_record, write_record
 
     if not split or not task_steps_per_s or config.steps < MIN_STEPS_FOR_PROCESSES:  # short runs: not auto's choice
         return
     entry = dict(read_record(split_key(config)) or {})
-    entry[split] = round(float(task_steps_per_s), 2)
+    previous = entry.get(split)
+    entry[split] = round(max(float(task_steps_per_s), previous if isinstance(previous, (int, float)) else 0.0), 2)
     write_record(split_key(config), entry)
 
 

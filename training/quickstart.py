@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ctinit.entrypoint import ArgumentParser, run_command
+from ctinit.execution.cores import free_cores
 from ctinit.finetune import FinetuneConfig, finetune
 from ctinit.loading import load_init
 from ctinit.tasks import SUITES, load_task
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def meta_train(config, args) -> dict:
     """Meta-train as ``--cpu-processes`` says: several processes (forked, or through torch's launcher: see
-    training/launch.py), or this one with the free cores' threads; fine-tuning then uses the same cores."""
+    training/launch.py), or this one with the free cores' threads; fine-tuning then runs here, on the same threads
+    after one process, else on as many as cores are free then."""
     import torch
 
     def train(split: str | None = None) -> dict:
@@ -113,7 +115,8 @@ def meta_train(config, args) -> dict:
     status = launch.run_processes(processes, threads, lambda: run_command("quickstart", rank, debug=args.debug), argv)
     if status != 0:
         raise SystemExit(status)  # the processes said what went wrong
-    torch.set_num_threads(processes * threads)  # fine-tuning, here, on the same cores
+    # fine-tuning, here in one process: threads that meet at every operator only on cores free now (not under load)
+    torch.set_num_threads(free_cores())
     return {"init": str(Path(args.out) / "init"), "seconds": time.perf_counter() - started}
 
 

@@ -1,5 +1,6 @@
-"""How many CPU cores are free now: the split of processes and threads that ``ctinit-train --cpu-processes auto``
-and the fine-tuning workers of ``ctinit evaluate``/``pick`` choose from. No torch.
+"""How many CPU cores are usable and how many are free now: what ``ctinit-train --cpu-processes auto`` (processes
+from the usable cores, threads from the free ones) and the fine-tuning workers of ``ctinit evaluate``/``pick`` (one
+per free core) choose from. No torch.
 
 The count is this process's CPU affinity less the cores busy right now, read from /proc/stat over a short window
 (SAMPLE_SECONDS): the load average lags by a minute, so on a machine that has just finished a job it reports busy
