@@ -61,6 +61,8 @@ def test_auto_takes_the_split_this_machine_measured_fastest(tmp_path, record):
     launch.record_split(CONFIG, 20.0, "3x2")  # does not fit 2 free cores: not a candidate
     assert launch.choose_split("auto", CONFIG, tmp_path, False, free=2, usable=2)[:2] == (1, 2)
     assert json.loads(record.read_text())[launch.split_key(CONFIG)] == {"2x1": 10.0, "1x2": 14.0, "3x2": 20.0}
+    launch.record_split(CONFIG, 90.0, "2x1", steps_run=20)  # a resumed run's last 20 steps: too short to count
+    assert compiled_module.read_record(launch.split_key(CONFIG))["2x1"] == 10.0
     assert compiled_module.read_record(launch.split_key(CONFIG))["1x2"] == 14.0
 
 
@@ -116,6 +118,7 @@ def test_the_launcher_forks_on_linux_unless_told_or_threads_run(monkeypatch, cap
     monkeypatch.setenv(launch.CPU_LAUNCHER_ENV, "torchrun")
     assert launch.run_processes(3, 2, lambda: 7, ["--out", "o"]) == 0 and calls.pop() == ("torchrun", ["--out", "o"], 3, 2)
     monkeypatch.setenv(launch.CPU_LAUNCHER_ENV, "fork")
+    assert launch.run_processes(2, 2, lambda: 7, ["--out", "o"]) == 0 and calls.pop()[0] == "torchrun"  # 2 threads
     monkeypatch.setattr(launch, "single_threaded", lambda: False)  # a notebook's kernel: its threads would not fork
     assert launch.run_processes(2, 1, lambda: 7, ["--out", "o"]) == 0 and calls.pop()[0] == "torchrun"
     assert "already runs threads" in capsys.readouterr().err
@@ -152,9 +155,9 @@ def test_forked_processes_get_their_rank_and_a_failure_stops_the_others(monkeypa
 
 def test_sigterm_reaches_the_forked_processes_which_checkpoint_and_resume(tmp_path):
     reference, split = tmp_path / "reference", tmp_path / "split"
-    subprocess.run(train_cmd(reference, "steps=60", "checkpoint_every=20", "seed=0"), env=ENV, check=True,
+    subprocess.run(train_cmd(reference, "steps=200", "checkpoint_every=20", "seed=0"), env=ENV, check=True,
                    capture_output=True)
-    proc = subprocess.Popen(train_cmd(split, "--cpu-processes", "2", "steps=60", "checkpoint_every=20", "seed=0"),
+    proc = subprocess.Popen(train_cmd(split, "--cpu-processes", "2", "steps=200", "checkpoint_every=20", "seed=0"),
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (split / "checkpoints" / "step-20").exists() and time.time() < deadline and proc.poll() is None:
@@ -163,7 +166,7 @@ def test_sigterm_reaches_the_forked_processes_which_checkpoint_and_resume(tmp_pa
     _, err = proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "continue with --resume" in err and not (split / "init").exists()
-    resumed = subprocess.run(train_cmd(split, "--cpu-processes", "auto", "--resume", "steps=60", "checkpoint_every=20",
+    resumed = subprocess.run(train_cmd(split, "--cpu-processes", "auto", "--resume", "steps=200", "checkpoint_every=20",
                                        "seed=0"), env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "the checkpoint's 2 processes" in resumed.stderr
@@ -186,9 +189,9 @@ def test_killing_ctinit_train_stops_its_forked_processes_at_a_checkpoint(tmp_pat
     """SIGKILL to ctinit-train (no chance to pass anything on): its processes get SIGTERM from the kernel
     (PR_SET_PDEATHSIG), checkpoint and stop instead of training on as orphans; --resume ends where a run would."""
     reference, split = tmp_path / "reference", tmp_path / "split"
-    subprocess.run(train_cmd(reference, "steps=60", "checkpoint_every=20", "seed=0"), env=ENV, check=True,
+    subprocess.run(train_cmd(reference, "steps=200", "checkpoint_every=20", "seed=0"), env=ENV, check=True,
                    capture_output=True)
-    proc = subprocess.Popen(train_cmd(split, "--cpu-processes", "2", "steps=60", "checkpoint_every=20", "seed=0"),
+    proc = subprocess.Popen(train_cmd(split, "--cpu-processes", "2", "steps=200", "checkpoint_every=20", "seed=0"),
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (split / "checkpoints" / "step-20").exists() and time.time() < deadline and proc.poll() is None:
@@ -200,7 +203,17 @@ def test_killing_ctinit_train_stops_its_forked_processes_at_a_checkpoint(tmp_pat
         time.sleep(0.1)
     assert not running_with(str(split)), "orphans still run"
     assert not (split / "init").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(train_cmd(split, "--cpu-processes", "2", "--resume", "steps=60", "checkpoint_every=20",
+    resumed = subprocess.run(train_cmd(split, "--cpu-processes", "2", "--resume", "steps=200", "checkpoint_every=20",
                                        "seed=0"), env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert same_phi(reference, split, atol=1e-5)
+
+
+def test_a_bad_out_is_said_once_before_any_process_starts(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for cmd in (train_cmd(tmp_path / "file", "--cpu-processes", "2", "steps=20"),
+                [sys.executable, "-m", "ctinit_training.quickstart", "--out", str(tmp_path / "file"), "--cpu-processes",
+                 "2", "--no-progress", "steps=2"]):
+        proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.count("is a file, not a folder") == 1 and "process(es)" not in proc.stderr

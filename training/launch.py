@@ -8,9 +8,10 @@ meta-step. ``--cpu-processes`` runs them from inside ``ctinit-train``, with the 
 resume and results as ``torchrun --nproc_per_node P`` (gloo, one machine).
 
 How they start (``CPU_LAUNCHER_ENV``): on Linux ``fork``, elsewhere ``torchrun``. ``fork``: this process, with torch,
-transformers and Accelerate already imported (``warm_imports``) and before it has run any torch operation or
-started a thread pool, forks the P processes and watches them (``supervise``, as torch's launcher does: signals
-passed on, the others stopped when one fails). A forked process starts with everything imported, so the run's
+transformers and Accelerate already imported (``warm_imports``), forks the P one-thread processes and watches them
+(``supervise``, much as torch's launcher does: signals passed on, the others stopped when one fails). Processes of
+several threads each (fewer tasks than cores), and a caller that already runs Python threads (a notebook), get
+torch's launcher: a forked OpenMP pool or lock would hang them. A forked process starts with everything imported, so the run's
 start-up loses the launcher's and every process's imports (a 300-step convnet4-32 run on the 2-core Zen 4: its first
 step 4.5 s after the command started instead of 10.1 s, 17.9 s in all instead of 22.8 s; docs/training.md). ``torchrun``: ``python -m torch.distributed.run`` runs ``ctinit_training.meta_train``
 again in P fresh interpreters (``CTINIT_CPU_LAUNCHER=torchrun`` picks it on Linux too).
@@ -119,13 +120,15 @@ def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume:
     return *fits[best], f"auto: {cores}; {best} measured fastest here ({measured[best]:.1f} task-steps/s)"
 
 
-def record_split(config: "TrainConfig", task_steps_per_s: float | None, split: str | None) -> None:
+def record_split(config: "TrainConfig", task_steps_per_s: float | None, split: str | None,
+                 steps_run: int | None = None) -> None:
     """In the main process of a run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``. A split
     keeps the fastest speed measured with it: other work on the machine only ever slows a run, so a run made under
     load does not count against a split measured on idle cores."""
     from ctinit.execution.compiled import read_record, write_record
 
-    if not split or not task_steps_per_s or config.steps < MIN_STEPS_FOR_PROCESSES:  # short runs: not auto's choice
+    steps_run = config.steps if steps_run is None else steps_run  # a resumed run: the steps it ran itself
+    if not split or not task_steps_per_s or steps_run < MIN_STEPS_FOR_PROCESSES:  # short runs: not auto's choice
         return
     entry = dict(read_record(split_key(config)) or {})
     previous = entry.get(split)
@@ -168,6 +171,8 @@ def run_processes(processes: int, threads: int, body: Callable[[], int], argv: l
         print("--cpu-processes: this process already runs threads, so its processes start through torch's launcher",
               file=sys.stderr, flush=True)
         return launch(argv, processes, threads)
+    if threads > 1:  # an OpenMP pool this process started (a script calling main()) would hang a child's first
+        return launch(argv, processes, threads)  # parallel operator; one thread never enters one
     return fork(processes, threads, body)
 
 
@@ -202,49 +207,76 @@ def process_env(rank: int, processes: int, threads: int, port: int) -> dict[str,
             "OMP_NUM_THREADS": str(threads), SPLIT_ENV: f"{processes}x{threads}"}
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def fork(processes: int, threads: int, body: Callable[[], int]) -> int:
     """Fork PROCESSES processes of THREADS threads, each running ``body()`` as its rank, and supervise them.
-    Call it while this process runs one thread (``single_threaded``), before it runs any torch operation (a forked
-    OpenMP pool would not work in the children)."""
+    Call it while this process runs one Python thread (``single_threaded``), and with THREADS > 1 only where this
+    process has run no torch operation (a forked OpenMP pool hangs a child's first parallel operator; one thread
+    never enters one: ``run_processes`` forks only one-thread processes)."""
     import torch
 
+    # rank 0 binds the port in its first step (Accelerate's process group, a fraction of a second after the fork)
     port, supervisor = free_port(), os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # none lost or half-handled while forking
     children: dict[int, int] = {}
-    for rank in range(processes):
-        try:
-            pid = os.fork()
-        except OSError:  # the ones started would wait for the missing one in their first collective
-            for started in children:
-                os.kill(started, signal.SIGKILL)
-                os.waitpid(started, 0)
-            raise
-        if pid == 0:  # the child: becomes rank RANK and never returns to the caller
-            status = 1
+    try:
+        for rank in range(processes):
             try:
-                die_with_parent(supervisor)  # SIGTERM (checkpoint and stop) if ctinit-train is killed
-                os.environ.update(process_env(rank, processes, threads, port))
-                torch.set_num_threads(threads)
-                status = body()
-            except SystemExit as e:
-                status = e.code if isinstance(e.code, int) else int(e.code is not None)
-            except BaseException:  # noqa: BLE001 - body reports its own errors; this is a last resort
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(status)
-        children[pid] = rank
-    return supervise(children)
+                pid = os.fork()
+            except OSError:  # the ones started would wait for the missing one in their first collective
+                for started in children:
+                    os.kill(started, signal.SIGKILL)
+                    os.waitpid(started, 0)
+                raise
+            if pid == 0:
+                run_child(body, rank, processes, threads, port, supervisor, previous, mask, torch)
+            children[pid] = rank
+        return supervise(children, mask)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def supervise(children: dict[int, int]) -> int:
-    """Wait for the forked processes (pid -> rank); SIGTERM/SIGINT are passed on to them (they checkpoint and
-    stop). When one fails the others get FAILURE_GRACE_SECONDS to stop, then SIGTERM, then SIGKILL. Returns the
-    first failure's exit status (128 + signal for a killed process), else 0."""
+def run_child(body, rank, processes, threads, port, supervisor, handlers, mask, torch) -> None:
+    """In a forked process: become rank RANK, run BODY, exit with its status; never returns to the caller."""
+    status = 1
+    try:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        die_with_parent(supervisor)  # SIGTERM (checkpoint and stop) if ctinit-train is killed
+        os.environ.update(process_env(rank, processes, threads, port))
+        torch.set_num_threads(threads)
+        result = body()
+        status = result if isinstance(result, int) else 0 if result is None else 1
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException:  # noqa: BLE001 - body reports its own errors; this is a last resort
+        try:
+            import traceback
+
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001 - a closed pipe or a second signal: exit all the same
+            pass
+        os._exit(status & 0xFF)
+
+
+def supervise(children: dict[int, int], mask=frozenset()) -> int:
+    """Wait for the forked processes (pid -> rank; only those: other children of this process are left alone).
+    SIGTERM/SIGINT are passed on to them (they checkpoint and stop). When one fails the others get
+    FAILURE_GRACE_SECONDS to stop on their own (a peer's closed connection ends their collectives), then SIGTERM,
+    then SIGKILL. Returns the first failure's exit status (128 + signal for a killed process), else 0. MASK: the
+    signal mask to restore once the handlers are in place (signals blocked while forking arrive then)."""
     running = dict(children)
 
     def pass_on(signum, frame):
@@ -254,26 +286,26 @@ def supervise(children: dict[int, int]) -> int:
             except ProcessLookupError:
                 pass
 
-    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous = {s: signal.signal(s, pass_on) for s in STOP_SIGNALS}
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     status, failed_at, escalated = 0, None, 0
     try:
         while running:
-            pid, code = os.waitpid(-1, os.WNOHANG if failed_at is not None else 0)
-            if pid == 0:  # after a failure: the others are still stopping
+            ended = [(pid, code) for pid, code in (os.waitpid(pid, os.WNOHANG) for pid in list(running)) if pid]
+            for pid, code in ended:
+                del running[pid]
+                exit_status = os.waitstatus_to_exitcode(code)
+                exit_status = 128 - exit_status if exit_status < 0 else exit_status
+                if exit_status != 0 and status == 0:
+                    status, failed_at = exit_status, time.monotonic()
+            if running and failed_at is not None:
                 waited = time.monotonic() - failed_at
                 if escalated < 2 and waited > FAILURE_GRACE_SECONDS * (escalated + 1):
                     escalated += 1
                     for other in running:  # not reaped yet, so the pid is still this child's
                         os.kill(other, signal.SIGTERM if escalated == 1 else signal.SIGKILL)
+            if running and not ended:
                 time.sleep(0.05)
-                continue
-            if pid not in running:
-                continue
-            del running[pid]
-            exit_status = os.waitstatus_to_exitcode(code)
-            exit_status = 128 - exit_status if exit_status < 0 else exit_status
-            if exit_status != 0 and status == 0:
-                status, failed_at = exit_status, time.monotonic()
         return status
     finally:
         for s, handler in previous.items():

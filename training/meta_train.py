@@ -70,10 +70,7 @@ def run(config: TrainConfig, out: str | Path, progress: bool = True, resume: boo
     refused unless ``resume`` (the same config; only this run's checkpoints are used) or ``overwrite`` (the other
     run's outputs are deleted first)."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a folder; pass a new folder or a run folder to --resume")
-    if resume and overwrite:
-        raise ConfigError("--resume continues the run in OUT and --overwrite deletes it: pass one of them")
+    check_out(out, resume, overwrite)
     is_main = int(os.environ.get("RANK", "0")) == 0  # before Accelerate starts: what torchrun/accelerate set
     run_dir = RunDir(out)
     lock = run_dir.lock(PROG)
@@ -91,6 +88,15 @@ def run(config: TrainConfig, out: str | Path, progress: bool = True, resume: boo
             raise
     finally:
         lock.release()
+
+
+def check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """What is wrong with --out and its flags before anything starts (also before --cpu-processes starts processes,
+    so that the error is said once)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; pass a new folder or a run folder to --resume")
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in OUT and --overwrite deletes it: pass one of them")
 
 
 def log_setup(config: TrainConfig, engine, world: int, device, shards, names: list[str], pool, comm,
@@ -194,7 +200,8 @@ def train(config: TrainConfig, run: RunDir, progress: bool, resume: bool) -> dic
     if config.log_with:
         accelerator.end_training()
     tasks_per_step = config.active_tasks or len(config.tasks)
-    return {"init": str(run.path / "init"), "steps": steps, "seconds": seconds, "precision": engine.precision,
+    return {"init": str(run.path / "init"), "steps": steps, "steps_run": steps - start_step, "seconds": seconds,
+            "precision": engine.precision,
             "task_steps_per_s": (steps - start_step) * tasks_per_step / seconds if seconds > 0 and steps > start_step else None}
 
 
@@ -210,7 +217,7 @@ def execute(args, argv: list[str] | None = None) -> int:
         try:
             summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
             if int(os.environ.get("RANK", "0")) == 0:
-                launch.record_split(config, summary["task_steps_per_s"], split)
+                launch.record_split(config, summary["task_steps_per_s"], split, summary["steps_run"])
             if args.push_to_hub:
                 push_run(args.out, args.push_to_hub, PROG, private=args.private)
         except Preempted as p:
@@ -225,6 +232,7 @@ def execute(args, argv: list[str] | None = None) -> int:
 
             check_push(args.push_to_hub)  # a bad repo id, no token or offline fails before training, not after
         if args.cpu_processes and not launch.launched() and (config.device == "cpu" or not torch.cuda.is_available()):
+            check_out(Path(args.out), args.resume, args.overwrite)
             processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
             if processes > 1:  # each process trains its tasks and, the main one, pushes if asked
                 print(f"{PROG}: {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr, flush=True)

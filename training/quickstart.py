@@ -26,7 +26,7 @@ from ctinit.tasks import SUITES, load_task
 
 from . import launch
 from .config import load_config
-from .meta_train import run
+from .meta_train import check_out, run
 from .preemption import Preempted
 
 RECIPE = Path(__file__).parent / "recipes" / "quickstart.yaml"
@@ -88,11 +88,12 @@ def meta_train(config, args) -> dict:
     def train(split: str | None = None) -> dict:
         summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
         if split is not None:
-            launch.record_split(config, summary["task_steps_per_s"], split)
+            launch.record_split(config, summary["task_steps_per_s"], split, summary["steps_run"])
         return summary
 
     if config.device != "cpu" and torch.cuda.is_available() or launch.launched():
         return train()
+    check_out(Path(args.out), args.resume, args.overwrite)  # said once, not by every process
     processes, threads, why = launch.choose_split(args.cpu_processes, config, args.out, args.resume)
     threads = threads or torch.get_num_threads()  # 0: torch's own count (one process, as before the option)
     print(f"quickstart: meta-training as {processes} process(es) x {threads} thread(s) ({why})", file=sys.stderr)
