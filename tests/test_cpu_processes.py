@@ -217,3 +217,12 @@ def test_a_bad_out_is_said_once_before_any_process_starts(tmp_path):
         proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.count("is a file, not a folder") == 1 and "process(es)" not in proc.stderr
+
+
+def test_only_the_main_process_records_the_split(tmp_path, record, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    launch.record_split(CONFIG, 90.0, "2x1")
+    assert compiled_module.read_record(launch.split_key(CONFIG)) is None
+    monkeypatch.setenv("RANK", "0")
+    launch.record_split(CONFIG, 90.0, "2x1")
+    assert compiled_module.read_record(launch.split_key(CONFIG)) == {"2x1": 90.0}

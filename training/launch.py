@@ -122,11 +122,13 @@ def choose_split(requested: str, config: "TrainConfig", out: str | Path, resume:
 
 def record_split(config: "TrainConfig", task_steps_per_s: float | None, split: str | None,
                  steps_run: int | None = None) -> None:
-    """In the main process of a run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``. A split
-    keeps the fastest speed measured with it: other work on the machine only ever slows a run, so a run made under
-    load does not count against a split measured on idle cores."""
+    """A run made with --cpu-processes: its speed as SPLIT (``PxT``), for ``auto``; written by the main process only
+    (the others return). A split keeps the fastest speed measured with it: other work on the machine only ever slows
+    a run, so a run made under load does not count against a split measured on idle cores."""
     from ctinit.execution.compiled import read_record, write_record
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     steps_run = config.steps if steps_run is None else steps_run  # a resumed run: the steps it ran itself
     if not split or not task_steps_per_s or steps_run < MIN_STEPS_FOR_PROCESSES:  # short runs: not auto's choice
         return
@@ -215,8 +217,6 @@ def fork(processes: int, threads: int, body: Callable[[], int]) -> int:
     Call it while this process runs one Python thread (``single_threaded``), and with THREADS > 1 only where this
     process has run no torch operation (a forked OpenMP pool hangs a child's first parallel operator; one thread
     never enters one: ``run_processes`` forks only one-thread processes)."""
-    import torch
-
     # rank 0 binds the port in its first step (Accelerate's process group, a fraction of a second after the fork)
     port, supervisor = free_port(), os.getpid()
     sys.stdout.flush()
@@ -234,15 +234,17 @@ def fork(processes: int, threads: int, body: Callable[[], int]) -> int:
                     os.waitpid(started, 0)
                 raise
             if pid == 0:
-                run_child(body, rank, processes, threads, port, supervisor, previous, mask, torch)
+                run_child(body, rank, processes, threads, port, supervisor, previous, mask)
             children[pid] = rank
         return supervise(children, mask)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def run_child(body, rank, processes, threads, port, supervisor, handlers, mask, torch) -> None:
+def run_child(body, rank, processes, threads, port, supervisor, handlers, mask) -> None:
     """In a forked process: become rank RANK, run BODY, exit with its status; never returns to the caller."""
+    import torch  # imported already (fork's caller did)
+
     status = 1
     try:
         for s, handler in handlers.items():

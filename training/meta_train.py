@@ -216,8 +216,7 @@ def execute(args, argv: list[str] | None = None) -> int:
     def train_and_push(config: TrainConfig, split: str | None) -> int:
         try:
             summary = run(config, args.out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
-            if int(os.environ.get("RANK", "0")) == 0:
-                launch.record_split(config, summary["task_steps_per_s"], split, summary["steps_run"])
+            launch.record_split(config, summary["task_steps_per_s"], split, summary["steps_run"])
             if args.push_to_hub:
                 push_run(args.out, args.push_to_hub, PROG, private=args.private)
         except Preempted as p:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -108,7 +107,7 @@ def meta_train(config, args) -> dict:
 
     def rank() -> int:  # in each process
         try:
-            train(split if int(os.environ["RANK"]) == 0 else None)
+            train(split)
         except Preempted as p:
             return p.report("quickstart")
         return 0
